@@ -1,0 +1,46 @@
+"""The `make demo` job, shrunk by its runlocal switch."""
+
+import json
+import os
+import subprocess
+import sys
+
+from configs import demo as demo_config
+from experiments import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_demo_orders_criteria_as_expected():
+    rows = demo.run_demo(demo_config.get_config("runlocal"))
+    error = {(r["criterion"], r["pattern"]): r["relative_output_error"] for r in rows}
+    for pattern in demo_config.get_config("runlocal").patterns:
+        # With outlier input features, weighting by input norm beats magnitude beats random.
+        assert error["input_weighted", pattern] < error["magnitude", pattern]
+        assert error["magnitude", pattern] < error["random", pattern]
+    assert {round(r["sparsity"], 6) for r in rows} == {0.5}
+
+
+def test_demo_binary_prints_table_and_writes_json(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.demo", "--config=configs/demo.py:runlocal",
+         f"--config.workdir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| criterion | unstructured | per_output | global | 2:4 | 4:8 |" in result.stdout
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert len(payload["rows"]) == 15
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_demo_refuses_a_bad_override():
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.demo", "--config=configs/demo.py:runlocal",
+         "--config.sparsity=1.5"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert result.returncode != 0
+    assert "config.sparsity must be in [0, 1), got 1.5" in result.stderr
