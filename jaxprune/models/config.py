@@ -1,0 +1,244 @@
+"""Configuration of the Llama family, with per-block widths for structurally pruned models."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+PerBlock = tuple[int, ...]
+
+
+def _per_block(name: str, value: int | tuple[int, ...] | list[int], num_layers: int) -> PerBlock:
+    values = (value,) * num_layers if isinstance(value, int) else tuple(value)
+    if len(values) != num_layers:
+        raise ValueError(f"{name} has {len(values)} entries, but num_layers is {num_layers}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must hold positive integers, got {values}")
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Shape and numerics of a Llama-family decoder.
+
+    ``num_heads``, ``num_kv_heads`` and ``intermediate_size`` accept one int for all blocks or a
+    tuple with one entry per block, since structured pruning makes blocks of different widths.
+    They are stored as tuples.
+
+    Attributes:
+      vocab_size: number of tokens.
+      hidden_size: width of the residual stream.
+      num_layers: number of decoder blocks.
+      num_heads: query heads per block.
+      num_kv_heads: key/value heads per block (grouped-query attention); divides ``num_heads``.
+      intermediate_size: SwiGLU channels per block.
+      head_dim: width of one attention head (RoPE rotates all of it).
+      rms_norm_eps: epsilon of every RMSNorm.
+      rope_theta: base of the rotary frequencies.
+      tie_word_embeddings: whether the LM head reuses the token embedding.
+      attention_bias: whether q, k and v projections carry biases (Qwen2 style; the output
+        projection never does, unlike Hugging Face Llama's ``attention_bias``).
+      max_position_embeddings: context length the model was trained for (informational).
+      bos_token_id: beginning-of-sequence token, if any.
+      eos_token_id: end-of-sequence token, if any.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: PerBlock | int
+    num_kv_heads: PerBlock | int
+    intermediate_size: PerBlock | int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    max_position_embeddings: int = 2048
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "head_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
+        for name in ("num_heads", "num_kv_heads", "intermediate_size"):
+            object.__setattr__(
+                self, name, _per_block(f"config.{name}", getattr(self, name), self.num_layers)
+            )
+        for i, (heads, kv) in enumerate(zip(self.num_heads, self.num_kv_heads, strict=True)):
+            if heads % kv:
+                raise ValueError(
+                    f"block {i}: config.num_heads ({heads}) must be a multiple of "
+                    f"config.num_kv_heads ({kv}) for grouped-query attention"
+                )
+        if not self.rms_norm_eps > 0:
+            raise ValueError(f"config.rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"config.rope_theta must be > 0, got {self.rope_theta}")
+
+    @property
+    def is_uniform(self) -> bool:
+        """True when every block has the same widths (what a Hugging Face config can say)."""
+        return all(
+            len(set(getattr(self, n))) == 1
+            for n in ("num_heads", "num_kv_heads", "intermediate_size")
+        )
+
+    def replace(self, **changes: Any) -> LlamaConfig:
+        return dataclasses.replace(self, **changes)
+
+    def num_params(self, *, include_embeddings: bool = True) -> int:
+        """Parameter count from the config alone.
+
+        Args:
+          include_embeddings: count the token embedding and an untied LM head.
+
+        Returns:
+          The number of parameters of a model built from this config.
+        """
+        h, d = self.hidden_size, self.head_dim
+        total = h  # final norm
+        for heads, kv, inter in zip(
+            self.num_heads, self.num_kv_heads, self.intermediate_size, strict=True
+        ):
+            attn = h * heads * d * 2 + h * kv * d * 2
+            if self.attention_bias:
+                attn += heads * d + 2 * kv * d
+            total += attn + 3 * h * inter + 2 * h
+        if include_embeddings:
+            total += self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return total
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The ``config.json`` of a Hugging Face causal LM with this shape.
+
+        ``LlamaForCausalLM``, or ``Qwen2ForCausalLM`` when the q/k/v projections have biases.
+
+        Raises:
+          ValueError: if blocks differ in width, which a Hugging Face Llama config cannot say.
+        """
+        if not self.is_uniform:
+            raise ValueError(
+                "a Hugging Face Llama config needs the same widths in every block; this model "
+                f"has num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
+                f"intermediate_size={self.intermediate_size}"
+            )
+        # Hugging Face Llama's attention_bias also adds an output-projection bias; Qwen2 has
+        # exactly the q/k/v biases of this decoder.
+        qwen2 = self.attention_bias
+        return {
+            "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"],
+            "model_type": "qwen2" if qwen2 else "llama",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads[0],
+            "num_key_value_heads": self.num_kv_heads[0],
+            "intermediate_size": self.intermediate_size[0],
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            **({"use_sliding_window": False} if qwen2 else
+               {"attention_bias": False, "mlp_bias": False}),
+            "hidden_act": "silu",
+            "max_position_embeddings": self.max_position_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "torch_dtype": "float32",
+        }
+
+
+# Fields of a Hugging Face config.json that this decoder reads, and those that may be present
+# as long as they ask for nothing the decoder lacks.
+_HF_IGNORED = {
+    "architectures", "model_type", "torch_dtype", "dtype", "transformers_version",
+    "initializer_range", "use_cache", "pad_token_id", "pretraining_tp", "_name_or_path",
+    "auto_map", "output_attentions", "output_hidden_states", "return_dict", "is_decoder",
+    "quantization_config", "max_window_layers", "sliding_window", "tokenizer_class",
+    "attention_dropout", "bos_token_id", "eos_token_id", "rope_parameters", "rope_scaling",
+    "use_sliding_window", "hidden_act", "mlp_bias", "layer_types",
+    # Generic fields every transformers config carries; they change nothing in the decoder.
+    "id2label", "label2id", "problem_type", "is_encoder_decoder", "chunk_size_feed_forward",
+    "tie_encoder_decoder", "add_cross_attention", "cross_attention_hidden_size",
+    "finetuning_task", "prefix", "sep_token_id", "decoder_start_token_id", "task_specific_params",
+    "tf_legacy_loss", "use_bfloat16", "torchscript", "pruned_heads", "output_scores",
+    "return_dict_in_generate",
+}
+_SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+
+
+def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
+    """Reads a Hugging Face ``config.json`` of a Llama or Qwen2 causal LM.
+
+    Args:
+      raw: the parsed JSON.
+
+    Returns:
+      The ``LlamaConfig``.
+
+    Raises:
+      ValueError: for another model type or a field asking for something this decoder does not
+        implement (RoPE scaling, another activation, MLP biases, sliding windows, unknown
+        fields), naming the field and its value.
+    """
+    model_type = raw.get("model_type")
+    if model_type not in _SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"config.json model_type is {model_type!r}; supported: {list(_SUPPORTED_MODEL_TYPES)}"
+        )
+    if raw.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"config.json hidden_act is {raw['hidden_act']!r}; only 'silu' is "
+                         "supported (SwiGLU)")
+    if model_type == "llama" and raw.get("attention_bias", False):
+        raise ValueError("config.json attention_bias is true; Llama's attention bias includes "
+                         "an output-projection bias, which this decoder lacks (Qwen2-style "
+                         "q/k/v biases are supported: model_type 'qwen2')")
+    if raw.get("mlp_bias", False):
+        raise ValueError("config.json mlp_bias is true; MLP biases are not supported")
+    rope_theta = raw.get("rope_theta", 10000.0)
+    # transformers 5 writes "rope_parameters"; older versions "rope_scaling" (null if unused).
+    for field in ("rope_scaling", "rope_parameters"):
+        rope = raw.get(field) or {}
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            raise ValueError(f"config.json {field} asks for RoPE scaling {rope!r}; only the "
+                             "default (unscaled) rotary embedding is supported")
+        rope_theta = rope.get("rope_theta", rope_theta)
+    if raw.get("use_sliding_window", False):
+        raise ValueError("config.json use_sliding_window is true; sliding-window attention is "
+                         "not supported")
+    known = {
+        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "intermediate_size", "head_dim", "rms_norm_eps", "rope_theta",
+        "tie_word_embeddings", "attention_bias", "max_position_embeddings",
+    }
+    unknown = sorted(set(raw) - known - _HF_IGNORED)
+    if unknown:
+        raise ValueError(f"config.json has fields this decoder does not implement: {unknown}")
+    heads = raw["num_attention_heads"]
+    return LlamaConfig(
+        vocab_size=raw["vocab_size"],
+        hidden_size=raw["hidden_size"],
+        num_layers=raw["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=raw.get("num_key_value_heads") or heads,
+        intermediate_size=raw["intermediate_size"],
+        head_dim=raw.get("head_dim") or raw["hidden_size"] // heads,
+        rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+        rope_theta=float(rope_theta),
+        tie_word_embeddings=raw.get("tie_word_embeddings", False),
+        attention_bias=model_type == "qwen2",
+        max_position_embeddings=raw.get("max_position_embeddings", 2048),
+        bos_token_id=_single_id(raw.get("bos_token_id")),
+        eos_token_id=_single_id(raw.get("eos_token_id")),
+    )
+
+
+def _single_id(value: Any) -> int | None:
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value

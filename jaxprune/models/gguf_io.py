@@ -1,0 +1,197 @@
+"""Loading Llama-architecture GGUF files (llama.cpp's format) into the NNX model.
+
+Every tensor is dequantized to float32 with the ``gguf`` package. llama.cpp's converter permutes
+the rows of the q and k projections so that its rotary kernel can rotate adjacent pairs; the
+permutation is undone here, so that the weights equal the Hugging Face checkpoint and the
+standard rotate-half RoPE applies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune.models.config import LlamaConfig
+from jaxprune.models.llama import Llama
+from jaxprune.models.tokenizer import Tokenizer, tokenizer_from_gguf_fields
+from jaxprune.models.weights import model_from_hf_tensors
+
+SUPPORTED_ARCHITECTURES = ("llama",)
+
+_BLOCK_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
+
+
+def _import_gguf():
+    try:
+        import gguf
+    except ImportError as err:
+        raise ImportError(
+            "reading GGUF files needs the 'gguf' package: pip install 'jaxprune[models]'"
+        ) from err
+    return gguf
+
+
+def hf_name_of_gguf_tensor(name: str) -> str | None:
+    """Hugging Face name of a GGUF tensor, or ``None`` for tensors the model does not use."""
+    if name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[name]
+    match = _BLOCK_RE.match(name)
+    if match and match.group(2) in _BLOCK_NAMES:
+        layer, kind, suffix = match.groups()
+        return f"model.layers.{layer}.{_BLOCK_NAMES[kind]}.{suffix}"
+    return None
+
+
+def unpermute_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
+    """Inverts llama.cpp's q/k row permutation (weights ``[out, in]`` or biases ``[out]``).
+
+    llama.cpp regroups each head's rows from ``[first half, second half]`` to interleaved
+    pairs; this restores the halves.
+    """
+    rows = weight.shape[0]
+    head_dim = rows // num_heads
+    return (
+        weight.reshape(num_heads, head_dim // 2, 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def _field(reader, key: str, default=None):
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    value = field.contents()
+    return value
+
+
+def _config_from_metadata(reader, path: str, has_output: bool, has_bias: bool) -> LlamaConfig:
+    arch = _field(reader, "general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(
+            f"{path}: GGUF general.architecture is {arch!r}; supported: "
+            f"{list(SUPPORTED_ARCHITECTURES)}"
+        )
+    scaling = _field(reader, f"{arch}.rope.scaling.type")
+    if scaling not in (None, "none"):
+        raise ValueError(f"{path}: GGUF asks for RoPE scaling {scaling!r}; not supported")
+
+    def need(key):
+        value = _field(reader, f"{arch}.{key}")
+        if value is None:
+            raise ValueError(f"{path}: GGUF metadata lacks {arch}.{key}")
+        return value
+
+    hidden = int(need("embedding_length"))
+    heads = need("attention.head_count")
+    heads = tuple(int(h) for h in heads) if isinstance(heads, list) else int(heads)
+    kv = _field(reader, f"{arch}.attention.head_count_kv", heads)
+    kv = tuple(int(h) for h in kv) if isinstance(kv, list) else int(kv)
+    inter = need("feed_forward_length")
+    inter = tuple(int(i) for i in inter) if isinstance(inter, list) else int(inter)
+    first_heads = heads if isinstance(heads, int) else heads[0]
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    return LlamaConfig(
+        vocab_size=int(_field(reader, f"{arch}.vocab_size", len(tokens or []))),
+        hidden_size=hidden,
+        num_layers=int(need("block_count")),
+        num_heads=heads,
+        num_kv_heads=kv,
+        intermediate_size=inter,
+        head_dim=int(_field(reader, f"{arch}.rope.dimension_count", hidden // first_heads)),
+        rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        tie_word_embeddings=not has_output,
+        attention_bias=has_bias,
+        max_position_embeddings=int(_field(reader, f"{arch}.context_length", 2048)),
+        bos_token_id=_maybe_int(_field(reader, "tokenizer.ggml.bos_token_id")),
+        eos_token_id=_maybe_int(_field(reader, "tokenizer.ggml.eos_token_id")),
+    )
+
+
+def _maybe_int(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]:
+    """Reads config, float32 tensors in Hugging Face names and layout, and the tokenizer.
+
+    Args:
+      path: a ``.gguf`` file of a Llama-architecture model.
+
+    Returns:
+      ``(config, tensors, tokenizer)``.
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: for another architecture, RoPE scaling, or missing metadata.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"GGUF file not found: {path}")
+    gguf = _import_gguf()
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as err:  # the reader raises bare ValueErrors on bad magic
+        raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
+    names = {t.name for t in reader.tensors}
+    has_output = "output.weight" in names
+    has_bias = any(n.endswith("attn_q.bias") for n in names)
+    config = _config_from_metadata(reader, path, has_output, has_bias)
+    tensors = {}
+    for tensor in reader.tensors:
+        hf = hf_name_of_gguf_tensor(tensor.name)
+        if hf is None:
+            continue
+        array = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        match = _BLOCK_RE.match(tensor.name)
+        if match and match.group(2) in ("attn_q", "attn_k"):
+            layer = int(match.group(1))
+            heads = (config.num_heads if match.group(2) == "attn_q" else config.num_kv_heads)
+            array = unpermute_rotary_rows(array, heads[layer])
+        tensors[hf] = array
+    tokenizer = tokenizer_from_gguf_fields(
+        model=_field(reader, "tokenizer.ggml.model"),
+        pre=_field(reader, "tokenizer.ggml.pre", "gpt2"),
+        tokens=_field(reader, "tokenizer.ggml.tokens"),
+        token_types=_field(reader, "tokenizer.ggml.token_type"),
+        merges=_field(reader, "tokenizer.ggml.merges"),
+        bos_id=config.bos_token_id,
+        eos_id=config.eos_token_id,
+    )
+    return config, tensors, tokenizer
+
+
+def load_gguf(path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenizer]:
+    """Loads a Llama-architecture GGUF into the NNX model, dequantized to ``param_dtype``.
+
+    Args:
+      path: the ``.gguf`` file.
+      param_dtype: dtype of the model's parameters.
+
+    Returns:
+      ``(model, tokenizer)``.
+
+    Raises:
+      FileNotFoundError, ValueError: see ``read_gguf``.
+    """
+    config, tensors, tokenizer = read_gguf(path)
+    return model_from_hf_tensors(config, tensors, param_dtype=param_dtype), tokenizer

@@ -1,0 +1,119 @@
+"""Hugging Face checkpoint directories: ``config.json``, safetensors (single or sharded) and
+``tokenizer.json``, loaded into and exported from the NNX model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune.models.config import config_from_hf_dict
+from jaxprune.models.llama import Llama
+from jaxprune.models.tokenizer import Tokenizer
+from jaxprune.models.weights import hf_tensors_from_model, model_from_hf_tensors
+
+_SINGLE = "model.safetensors"
+_INDEX = "model.safetensors.index.json"
+
+
+def _safetensors_numpy():
+    try:
+        from safetensors import numpy as st_numpy
+    except ImportError as err:
+        raise ImportError(
+            "Hugging Face checkpoints need the 'safetensors' package: "
+            "pip install 'jaxprune[models]'"
+        ) from err
+    return st_numpy
+
+
+def read_hf_tensors(directory: str) -> dict[str, np.ndarray]:
+    """Reads every tensor of ``model.safetensors`` or of the shards its index lists."""
+    st_numpy = _safetensors_numpy()
+    single = os.path.join(directory, _SINGLE)
+    index = os.path.join(directory, _INDEX)
+    if os.path.isfile(single):
+        return dict(st_numpy.load_file(single))
+    if os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        tensors = {}
+        for shard in sorted(set(weight_map.values())):
+            tensors.update(st_numpy.load_file(os.path.join(directory, shard)))
+        return tensors
+    raise FileNotFoundError(f"{directory} has neither {_SINGLE} nor {_INDEX}")
+
+
+def load_hf_dir(directory: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenizer | None]:
+    """Loads a Hugging Face Llama or Qwen2 checkpoint directory.
+
+    Args:
+      directory: holds ``config.json``, the safetensors weights and, optionally,
+        ``tokenizer.json``.
+      param_dtype: dtype of the model's parameters.
+
+    Returns:
+      ``(model, tokenizer)``; the tokenizer is ``None`` when there is no ``tokenizer.json``.
+
+    Raises:
+      FileNotFoundError: for a missing directory, ``config.json`` or weights.
+      ValueError: for an unsupported config or tensors that do not fit it.
+    """
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"Hugging Face checkpoint directory not found: {directory}")
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{directory} has no config.json")
+    with open(config_path) as f:
+        config = config_from_hf_dict(json.load(f))
+    tensors = read_hf_tensors(directory)
+    if config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)  # some exports write the tied head twice
+    model = model_from_hf_tensors(config, tensors, param_dtype=param_dtype)
+    tokenizer_path = os.path.join(directory, "tokenizer.json")
+    tokenizer = None
+    if os.path.isfile(tokenizer_path):
+        tokenizer = Tokenizer.from_file(
+            tokenizer_path, bos_id=config.bos_token_id, eos_id=config.eos_token_id
+        )
+    return model, tokenizer
+
+
+def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = None) -> None:
+    """Exports a model (pruned or not) as a Hugging Face ``LlamaForCausalLM`` directory.
+
+    The files are written into a temporary directory beside ``directory`` and moved into place
+    at the end, so an interrupted export leaves no half-written checkpoint.
+
+    Args:
+      model: the model; its blocks must all have the same widths.
+      directory: destination; must not exist yet.
+      tokenizer: written as ``tokenizer.json`` when given.
+
+    Raises:
+      ValueError: if the blocks differ in width (a Hugging Face Llama config cannot say so).
+      FileExistsError: if ``directory`` exists.
+    """
+    from safetensors.numpy import save_file
+
+    hf_config = model.config.to_hf_dict()
+    if os.path.exists(directory):
+        raise FileExistsError(f"export directory already exists: {directory}")
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        with open(os.path.join(staging, "config.json"), "w") as f:
+            json.dump(hf_config, f, indent=2)
+        save_file(hf_tensors_from_model(model), os.path.join(staging, _SINGLE),
+                  metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(os.path.join(staging, "tokenizer.json"))
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

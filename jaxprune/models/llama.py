@@ -1,0 +1,164 @@
+"""A Flax NNX decoder for the Llama family (Llama, SmolLM2, Qwen2-style q/k/v biases).
+
+Parameter names follow Hugging Face (``layers/3/self_attn/q_proj/kernel``), with Flax layouts:
+linear kernels are ``[in, out]``, the embedding is ``[vocab, hidden]``. The model exposes
+``embed``, ``block`` and ``head`` separately so that calibration can run one block at a time::
+
+  h = model.embed(tokens)
+  for i in range(model.config.num_layers):
+    h = model.block(i, h)
+  logits = model.head(h)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxprune.models.config import LlamaConfig
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square normalisation with a learned scale, computed in float32."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype=jnp.float32):
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """Cosine and sine tables ``[..., seq, head_dim]`` for rotate-half rotary embeddings."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotates ``x`` of shape ``[batch, seq, heads, head_dim]`` (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+    return (x.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Causal grouped-query self-attention with rotary position embeddings."""
+
+    def __init__(self, config: LlamaConfig, layer: int, *, rngs: nnx.Rngs, param_dtype):
+        h, d = config.hidden_size, config.head_dim
+        self.num_heads = config.num_heads[layer]
+        self.num_kv_heads = config.num_kv_heads[layer]
+        self.head_dim = d
+        bias = config.attention_bias
+
+        def linear(n_in, n_out, use_bias):
+            return nnx.Linear(n_in, n_out, use_bias=use_bias, param_dtype=param_dtype, rngs=rngs)
+
+        self.q_proj = linear(h, self.num_heads * d, bias)
+        self.k_proj = linear(h, self.num_kv_heads * d, bias)
+        self.v_proj = linear(h, self.num_kv_heads * d, bias)
+        self.o_proj = linear(self.num_heads * d, h, False)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+        batch, seq, _ = x.shape
+        q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(out.reshape(batch, seq, self.num_heads * self.head_dim))
+
+
+class MLP(nnx.Module):
+    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, config: LlamaConfig, layer: int, *, rngs: nnx.Rngs, param_dtype):
+        h, inter = config.hidden_size, config.intermediate_size[layer]
+
+        def linear(n_in, n_out):
+            return nnx.Linear(n_in, n_out, use_bias=False, param_dtype=param_dtype, rngs=rngs)
+
+        self.gate_proj = linear(h, inter)
+        self.up_proj = linear(h, inter)
+        self.down_proj = linear(inter, h)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    """One pre-norm decoder block: attention then MLP, each with a residual connection."""
+
+    def __init__(self, config: LlamaConfig, layer: int, *, rngs: nnx.Rngs, param_dtype):
+        eps, h = config.rms_norm_eps, config.hidden_size
+        self.input_layernorm = RMSNorm(h, eps, param_dtype=param_dtype)
+        self.self_attn = Attention(config, layer, rngs=rngs, param_dtype=param_dtype)
+        self.post_attention_layernorm = RMSNorm(h, eps, param_dtype=param_dtype)
+        self.mlp = MLP(config, layer, rngs=rngs, param_dtype=param_dtype)
+
+    def __call__(self, h: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Llama(nnx.Module):
+    """Llama-family causal language model.
+
+    Args:
+      config: the model's shape (per-block widths allowed).
+      rngs: initialisation randomness.
+      param_dtype: dtype of every parameter (float32 by default; bfloat16 halves memory).
+    """
+
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.config = config
+        self.embed_tokens = nnx.Embed(
+            config.vocab_size, config.hidden_size, param_dtype=param_dtype, rngs=rngs
+        )
+        self.layers = nnx.List([
+            Block(config, i, rngs=rngs, param_dtype=param_dtype) for i in range(config.num_layers)
+        ])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=param_dtype)
+        if not config.tie_word_embeddings:
+            self.lm_head = nnx.Linear(
+                config.hidden_size, config.vocab_size, use_bias=False, param_dtype=param_dtype,
+                rngs=rngs,
+            )
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        """Token ids ``[batch, seq]`` to the residual stream ``[batch, seq, hidden]``."""
+        return self.embed_tokens(tokens)
+
+    def rope(self, seq_len: int, offset: int = 0) -> tuple[jax.Array, jax.Array]:
+        """Rotary tables ``[1, seq, head_dim]`` for positions ``offset .. offset + seq - 1``."""
+        positions = jnp.arange(offset, offset + seq_len)[None, :]
+        return rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+
+    def block(self, index: int, h: jax.Array) -> jax.Array:
+        """Runs decoder block ``index`` on the residual stream ``h`` (positions from 0)."""
+        cos, sin = self.rope(h.shape[1])
+        return self.layers[index](h, cos, sin)
+
+    def head(self, h: jax.Array) -> jax.Array:
+        """Final norm and LM head: residual stream to float32 logits ``[batch, seq, vocab]``."""
+        h = self.norm(h)
+        if self.config.tie_word_embeddings:
+            logits = self.embed_tokens.attend(h)
+        else:
+            logits = self.lm_head(h)
+        return logits.astype(jnp.float32)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        """Logits ``[batch, seq, vocab]`` for token ids ``[batch, seq]``."""
+        h = self.embed(tokens)
+        cos, sin = self.rope(tokens.shape[1])
+        for layer in self.layers:
+            h = layer(h, cos, sin)
+        return self.head(h)

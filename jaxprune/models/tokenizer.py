@@ -1,0 +1,134 @@
+"""Tokenizers: a thin wrapper over the ``tokenizers`` library, built from GGUF or tokenizer.json.
+
+A GGUF file carries the vocabulary, the merges, the token types and the name of its
+pre-tokenizer (``tokenizer.ggml.pre``); llama.cpp defines what each name means. The table
+``GGUF_PRE_TOKENIZERS`` rebuilds those definitions with ``tokenizers`` components.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers
+
+# llama.cpp token types (gguf.TokenType): 3 is CONTROL, 4 USER_DEFINED: never split.
+_SPECIAL_TOKEN_TYPES = (3, 4)
+
+
+def _gpt2_byte_level() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+# llama.cpp's pre-tokenizer regexes for byte-level BPE vocabularies, by tokenizer.ggml.pre.
+# "smollm" (like "starcoder" and "refact") first isolates every digit (\p{N}), then applies the
+# GPT-2 regex; "gpt2" is the GPT-2 regex alone.
+GGUF_PRE_TOKENIZERS = {
+    "gpt2": lambda: _gpt2_byte_level(),
+    "smollm": lambda: pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), _gpt2_byte_level()]
+    ),
+    "starcoder": lambda: pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), _gpt2_byte_level()]
+    ),
+}
+
+
+class Tokenizer:
+    """Text to token ids and back.
+
+    Args:
+      backend: a ``tokenizers.Tokenizer``.
+      bos_id: the beginning-of-sequence id, or ``None``.
+      eos_id: the end-of-sequence id, or ``None``.
+    """
+
+    def __init__(self, backend: tokenizers.Tokenizer, *, bos_id: int | None = None,
+                 eos_id: int | None = None):
+        self.backend = backend
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, *, add_bos: bool = False) -> np.ndarray:
+        """Token ids of ``text`` as int32, with the BOS id first when ``add_bos``."""
+        ids = self.backend.encode(text, add_special_tokens=False).ids
+        if add_bos:
+            if self.bos_id is None:
+                raise ValueError("add_bos=True, but this tokenizer has no BOS token")
+            ids = [self.bos_id, *ids]
+        return np.asarray(ids, dtype=np.int32)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of several texts, encoded in parallel by the backend."""
+        encodings = self.backend.encode_batch(list(texts), add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """Text of ``ids``; special tokens are written out, so decoding inverts encoding."""
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the tokenizer's full JSON definition (a cache key for tokenized text)."""
+        return hashlib.sha256(self.backend.to_str().encode()).hexdigest()
+
+    def save(self, path: str) -> None:
+        """Writes ``tokenizer.json``."""
+        self.backend.save(path)
+
+    @classmethod
+    def from_file(cls, path: str, *, bos_id: int | None = None,
+                  eos_id: int | None = None) -> Tokenizer:
+        """Loads a Hugging Face ``tokenizer.json``."""
+        return cls(tokenizers.Tokenizer.from_file(path), bos_id=bos_id, eos_id=eos_id)
+
+
+def tokenizer_from_gguf_fields(
+    *,
+    model: str,
+    pre: str,
+    tokens: Sequence[str],
+    token_types: Sequence[int],
+    merges: Sequence[str],
+    bos_id: int | None,
+    eos_id: int | None,
+) -> Tokenizer:
+    """Rebuilds a byte-level BPE tokenizer from the ``tokenizer.ggml.*`` fields of a GGUF.
+
+    Args:
+      model: ``tokenizer.ggml.model``; only ``"gpt2"`` (byte-level BPE) is supported.
+      pre: ``tokenizer.ggml.pre``, a key of ``GGUF_PRE_TOKENIZERS``.
+      tokens: the vocabulary, by id.
+      token_types: llama.cpp token type per id (3 control and 4 user-defined are special).
+      merges: BPE merges as ``"left right"`` strings, by priority.
+      bos_id: BOS token id.
+      eos_id: EOS token id.
+
+    Returns:
+      The tokenizer.
+
+    Raises:
+      ValueError: for another tokenizer model or an unknown pre-tokenizer name.
+    """
+    if model != "gpt2":
+        raise ValueError(f"GGUF tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') "
+                         "is supported")
+    if pre not in GGUF_PRE_TOKENIZERS:
+        raise ValueError(f"GGUF tokenizer.ggml.pre is {pre!r}; supported: "
+                         f"{sorted(GGUF_PRE_TOKENIZERS)}")
+    vocab = {token: i for i, token in enumerate(tokens)}
+    pairs = [tuple(merge.split(" ", 1)) for merge in merges]
+    backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+    backend.pre_tokenizer = GGUF_PRE_TOKENIZERS[pre]()
+    backend.decoder = decoders.ByteLevel()
+    special = [
+        tokenizers.AddedToken(tokens[i], special=True, normalized=False)
+        for i, kind in enumerate(token_types) if kind in _SPECIAL_TOKEN_TYPES
+    ]
+    backend.add_special_tokens(special)
+    return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id)

@@ -1,0 +1,87 @@
+"""Conversion between Hugging Face tensor names/layouts and the NNX model's parameters.
+
+Hugging Face stores linear weights ``[out, in]`` under names like
+``model.layers.3.self_attn.q_proj.weight``; the NNX model stores kernels ``[in, out]`` under
+``layers/3/self_attn/q_proj/kernel``. Everything else keeps its layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune import paths
+from jaxprune.models.config import LlamaConfig
+from jaxprune.models.llama import Llama
+
+
+def hf_name(path: str) -> tuple[str, bool]:
+    """Hugging Face tensor name of a parameter path, and whether the layout is transposed."""
+    parts = path.split("/")
+    leaf = parts[-1]
+    transposed = leaf == "kernel"
+    if leaf in ("kernel", "embedding", "scale"):
+        parts[-1] = "weight"
+    name = ".".join(parts)
+    return (name if name.startswith("lm_head") else "model." + name), transposed
+
+
+def model_from_hf_tensors(
+    config: LlamaConfig, tensors: Mapping[str, np.ndarray], *, param_dtype=jnp.float32
+) -> Llama:
+    """Builds a model from Hugging Face-named tensors without initialising random weights.
+
+    Args:
+      config: the model's config.
+      tensors: name to array in Hugging Face layout; names not used by the model are refused.
+      param_dtype: dtype of the model's parameters.
+
+    Returns:
+      The model.
+
+    Raises:
+      ValueError: naming missing or unexpected tensors, or a tensor of the wrong shape.
+    """
+    abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), param_dtype=param_dtype))
+    graphdef, abstract_state = nnx.split(abstract)
+    wanted = {}
+    for path, leaf in paths.leaves_with_paths(abstract_state):
+        name, transposed = hf_name(path)
+        wanted[name] = (path, transposed, tuple(leaf.shape))
+    missing = sorted(set(wanted) - set(tensors))
+    unexpected = sorted(set(tensors) - set(wanted))
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint tensors do not match the config: missing {missing[:6]}"
+            f"{' ...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
+            f"{' ...' if len(unexpected) > 6 else ''}"
+        )
+
+    def load(path_str: str, leaf) -> jax.Array:
+        name, transposed = hf_name(path_str)
+        array = np.asarray(tensors[name])
+        if transposed:
+            array = array.T
+        if array.shape != tuple(leaf.shape):
+            raise ValueError(
+                f"tensor {name!r} has shape {np.asarray(tensors[name]).shape}; the config "
+                f"needs {tuple(leaf.shape)}{' transposed' if transposed else ''}"
+            )
+        return jnp.asarray(array, dtype=param_dtype)
+
+    state = paths.map_with_path_str(load, abstract_state)
+    return nnx.merge(graphdef, state)
+
+
+def hf_tensors_from_model(model: Llama) -> dict[str, np.ndarray]:
+    """Hugging Face-named float32 tensors of a model, ready for safetensors."""
+    tensors = {}
+    for path, leaf in paths.leaves_with_paths(nnx.state(model, nnx.Param)):
+        name, transposed = hf_name(path)
+        array = np.asarray(leaf, dtype=np.float32)
+        tensors[name] = np.ascontiguousarray(array.T if transposed else array)
+    return tensors

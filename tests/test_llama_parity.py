@@ -1,0 +1,155 @@
+"""The NNX decoder against transformers on the same random weights (tiny configs)."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from jaxprune import models  # noqa: E402
+from jaxprune.eval import perplexity  # noqa: E402
+
+TINY = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=5000.0,
+            rms_norm_eps=1e-5, max_position_embeddings=128)
+
+
+def reference_model(kind: str, tied: bool, seed: int = 0):
+    """A transformers model with random weights, norm scales and biases included."""
+    torch.manual_seed(seed)
+    if kind == "qwen2":
+        config = transformers.Qwen2Config(**TINY, tie_word_embeddings=tied,
+                                          use_sliding_window=False)
+        model = transformers.Qwen2ForCausalLM(config)
+    else:
+        config = transformers.LlamaConfig(**TINY, tie_word_embeddings=tied)
+        model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith(".bias"):
+                param.copy_(1.0 + 0.3 * torch.randn_like(param))
+    return model.eval()
+
+
+def reference_logits(model, tokens: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
+
+
+def assert_close_relative(ours, reference, tol):
+    """max |ours - reference| <= tol * max |reference| (relative to the logits' scale)."""
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    scale = np.max(np.abs(reference))
+    np.testing.assert_allclose(ours, reference, rtol=tol, atol=tol * scale)
+
+
+def tokens_for(seed=1, batch=2, seq=24):
+    return np.random.default_rng(seed).integers(0, TINY["vocab_size"], (batch, seq))
+
+
+@pytest.mark.parametrize("kind, tied", [("llama", False), ("llama", True), ("qwen2", False)])
+def test_logits_match_transformers_through_a_saved_checkpoint(tmp_path, kind, tied):
+    reference = reference_model(kind, tied)
+    reference.save_pretrained(tmp_path / "ref")
+    model, _ = models.load(str(tmp_path / "ref"))
+    assert model.config.num_kv_heads == (2, 2) and model.config.tie_word_embeddings == tied
+    assert model.config.attention_bias == (kind == "qwen2")
+    tokens = tokens_for()
+    assert_close_relative(model(jnp.asarray(tokens)), reference_logits(reference, tokens), 1e-4)
+
+
+@pytest.mark.parametrize("kind, tied", [("llama", True), ("qwen2", False)])
+def test_export_loads_in_transformers_with_the_same_logits(tmp_path, kind, tied):
+    reference = reference_model(kind, tied, seed=3)
+    reference.save_pretrained(tmp_path / "ref")
+    model, _ = models.load(str(tmp_path / "ref"))
+    models.save_hf_dir(model, str(tmp_path / "export"))
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    tokens = tokens_for(seed=4)
+    ours = np.asarray(model(jnp.asarray(tokens)))
+    assert_close_relative(reference_logits(reloaded, tokens), ours, 1e-5)
+    # Nothing else is left beside the export (it is written atomically).
+    assert sorted(os.listdir(tmp_path)) == ["export", "ref"]
+
+
+def test_block_by_block_equals_the_full_forward_and_jit():
+    reference = reference_model("llama", tied=False)
+    tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
+    config = models.config_from_hf_dict(reference.config.to_dict())
+    model = models.model_from_hf_tensors(config, tensors)
+    tokens = jnp.asarray(tokens_for())
+    h = model.embed(tokens)
+    for i in range(config.num_layers):
+        h = model.block(i, h)
+    by_block = model.head(h)
+    full = model(tokens)
+    np.testing.assert_allclose(by_block, full, rtol=1e-6, atol=1e-6)
+    jitted = nnx.jit(lambda m, t: m(t))(model, tokens)
+    np.testing.assert_allclose(jitted, full, rtol=1e-5, atol=1e-5)
+
+
+def test_perplexity_matches_transformers_loss(tmp_path):
+    reference = reference_model("llama", tied=True, seed=5)
+    reference.save_pretrained(tmp_path / "ref")
+    model, _ = models.load(str(tmp_path / "ref"))
+    stream = np.random.default_rng(6).integers(0, TINY["vocab_size"], 5 * 16 + 7)
+    result = perplexity(model, stream, window=16, batch_size=2, progress=False)
+    windows = torch.as_tensor(stream[: 5 * 16].reshape(5, 16), dtype=torch.long)
+    with torch.no_grad():
+        # Each window's mean loss over its 15 predictions; windows weigh equally.
+        losses = [reference(w[None], labels=w[None]).loss.item() for w in windows]
+    assert result.num_windows == 5 and result.num_predicted == 5 * 15
+    assert result.perplexity == pytest.approx(float(np.exp(np.mean(losses))), rel=1e-5)
+
+
+def test_parameter_count_formula_matches_transformers():
+    for kind, tied in [("llama", False), ("llama", True), ("qwen2", False)]:
+        reference = reference_model(kind, tied)
+        config = models.config_from_hf_dict(reference.config.to_dict())
+        assert config.num_params() == reference.num_parameters()
+
+
+# Bad input: clear errors naming the problem.
+
+
+def test_missing_checkpoint_directory_and_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a known model"):
+        models.load(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        models.load_hf_dir(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model_type": "gpt2"}, "model_type is 'gpt2'"),
+        ({"hidden_act": "gelu"}, "hidden_act is 'gelu'"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "RoPE scaling"),
+        ({"attention_bias": True}, "output-projection bias"),
+        ({"parallel_residual": True}, r"does not implement: \['parallel_residual'\]"),
+    ],
+)
+def test_config_with_unsupported_fields_is_refused(tmp_path, change, message):
+    reference = reference_model("llama", tied=True)
+    reference.save_pretrained(tmp_path / "ref")
+    path = tmp_path / "ref" / "config.json"
+    raw = json.loads(path.read_text()) | change
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=message):
+        models.load(str(tmp_path / "ref"))
+
+
+def test_export_of_non_uniform_widths_is_refused(tmp_path):
+    config = models.LlamaConfig(vocab_size=32, hidden_size=16, num_layers=2, num_heads=(4, 2),
+                                num_kv_heads=(2, 1), intermediate_size=(24, 8), head_dim=4)
+    model = models.Llama(config, rngs=nnx.Rngs(0))
+    assert model(jnp.zeros((1, 5), jnp.int32)).shape == (1, 5, 32)
+    with pytest.raises(ValueError, match="same widths in every block"):
+        models.save_hf_dir(model, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
