@@ -1,11 +1,11 @@
 """Named text sources: each returns one string, the text of one split.
 
-| name | what | splits |
-| --- | --- | --- |
-| ``pydoc`` | Python's ``pydoc_data.topics`` (always installed) | ``train``, ``test`` (every fifth topic, sorted by name) |
-| ``wikitext2`` | WikiText-2 raw from a directory (``wiki.{split}.raw``) | ``test``, and ``train``/``valid`` when present |
-| ``file`` | any local UTF-8 text file | the whole file |
-| ``hf`` | a Hugging Face ``datasets`` dataset, when installed and cached | any |
+* ``pydoc``: Python's ``pydoc_data.topics``, always installed; splits ``train`` and ``test``
+  (every fifth topic, sorted by name).
+* ``wikitext2``: WikiText-2 raw from a directory (``wiki.{split}.raw``); ``test``, and
+  ``train``/``valid`` when present.
+* ``file``: any local UTF-8 text file, whole.
+* ``hf``: a Hugging Face ``datasets`` dataset, when installed and cached; any split.
 """
 
 from __future__ import annotations

@@ -149,10 +149,8 @@ class Llama(nnx.Module):
     def head(self, h: jax.Array) -> jax.Array:
         """Final norm and LM head: residual stream to float32 logits ``[batch, seq, vocab]``."""
         h = self.norm(h)
-        if self.config.tie_word_embeddings:
-            logits = self.embed_tokens.attend(h)
-        else:
-            logits = self.lm_head(h)
+        tied = self.config.tie_word_embeddings
+        logits = self.embed_tokens.attend(h) if tied else self.lm_head(h)
         return logits.astype(jnp.float32)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
