@@ -1,35 +1,33 @@
-"""Demo of the pruning core on one synthetic layer with outlier input features.
+"""The `make demo` job: SmolLM2-135M's dense perplexity and a greedy completion.
 
 Launch:
   python -m experiments.demo --config=configs/demo.py
-  python -m experiments.demo --config=configs/demo.py:runlocal   # seconds-long smoke run
+  python -m experiments.demo --config=configs/demo.py:runlocal   # smoke run
 
-Until the real-model loaders land, the demo prunes a single linear layer whose inputs have a few
-large-magnitude features (as LLM activations do) and reports how much of the layer's output each
-criterion and pattern preserves.
+The text is Python's built-in help topics (always installed), so the demo needs no data files.
 """
 
 import ml_collections
 
 
 def get_config(arg=None):
-    """Returns the demo config; ``arg="runlocal"`` shrinks it to a smoke run."""
+    """Returns the demo config; ``arg="runlocal"`` shrinks the evaluation."""
     config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.in_features = 1024
-    config.out_features = 512
-    config.num_samples = 4096
-    # Input features with a scale this many times the others, like LLM activation outliers.
-    config.num_outlier_features = 16
-    config.outlier_scale = 20.0
-    config.sparsity = 0.5
-    config.patterns = ("unstructured", "per_output", "global", "2:4", "4:8")
-    config.criteria = ("random", "magnitude", "input_weighted")
-    config.workdir = ""  # When set, results.json is written there.
+    config.model = "smollm2-135m"
+    config.param_dtype = "float32"
+    config.eval = ml_collections.ConfigDict()
+    config.eval.source = "pydoc"
+    config.eval.path = ""
+    config.eval.split = "test"
+    config.eval.window = 512
+    config.eval.max_windows = ml_collections.FieldReference(16, field_type=int)
+    config.eval.batch_size = 4
+    config.prompt = "The capital of France is"
+    config.max_new_tokens = 12
     config.runlocal = arg == "runlocal"
     if config.runlocal:
-        config.in_features = 64
-        config.out_features = 32
-        config.num_samples = 256
-        config.num_outlier_features = 4
+        config.eval.window = 128
+        config.eval.max_windows = 2
+        config.eval.batch_size = 2
+        config.max_new_tokens = 6
     return config

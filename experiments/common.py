@@ -1,4 +1,4 @@
-"""Plumbing shared by the experiment binaries."""
+"""Plumbing shared by the experiment binaries: config checks, model and text loading, output."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ import json
 import os
 import tempfile
 from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import data, models
+
+PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def write_json_atomic(path: str, payload: Any) -> None:
@@ -30,3 +37,52 @@ def write_json_atomic(path: str, payload: Any) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def check_eval_config(config) -> None:
+    """Checks ``config.model``, ``config.param_dtype`` and ``config.eval`` before any work.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    if config.param_dtype not in PARAM_DTYPES:
+        raise ValueError(f"config.param_dtype must be one of {sorted(PARAM_DTYPES)}, got "
+                         f"{config.param_dtype!r}")
+    ev = config.eval
+    if ev.source not in data.SOURCES:
+        raise ValueError(f"config.eval.source must be one of {list(data.SOURCES)}, got "
+                         f"{ev.source!r}")
+    if ev.source in ("wikitext2", "file") and not ev.path:
+        what = "directory holding wiki.test.raw" if ev.source == "wikitext2" else "text file"
+        raise ValueError(f"config.eval.path is required for source {ev.source!r} (the {what})")
+    for field, minimum in (("window", 2), ("batch_size", 1)):
+        value = ev[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"config.eval.{field} must be an integer >= {minimum}, got {value!r}")
+    if ev.max_windows is not None and (not isinstance(ev.max_windows, int) or ev.max_windows < 1):
+        raise ValueError(f"config.eval.max_windows must be a positive integer or None, got "
+                         f"{ev.max_windows!r}")
+
+
+def load_model(config):
+    """The model and tokenizer named by ``config.model``, in ``config.param_dtype``."""
+    model, tokenizer = models.load(config.model, param_dtype=PARAM_DTYPES[config.param_dtype])
+    if tokenizer is None:
+        raise ValueError(f"config.model {config.model!r} has no tokenizer (tokenizer.json)")
+    return model, tokenizer
+
+
+def evaluation_tokens(eval_config, tokenizer) -> np.ndarray:
+    """Token stream of ``eval_config.source`` (cached on disk after the first run)."""
+    text = data.load_text(eval_config.source, path=eval_config.path, split=eval_config.split)
+    return data.tokenize_cached(text, tokenizer)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """A markdown table of ``rows`` with the given columns; floats get four decimals."""
+    def cell(value):
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,8 +1,11 @@
 """Test settings: CPU only, and hypothesis profiles sized for a 2-core CI machine."""
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tokenized text is cached on disk; tests (and the binaries they start) use a fresh cache.
+os.environ.setdefault("JAXPRUNE_CACHE_DIR", tempfile.mkdtemp(prefix="jaxprune-test-cache-"))
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 

