@@ -18,9 +18,11 @@ group (see ``jaxprune.patterns``). The rules, identical under ``jit`` and eagerl
 * NaN. A concrete score tree with NaN in a masked leaf is refused before any work. Inside
   ``jit`` values cannot be checked; NaN then ranks above every number (it is kept).
 
-Global selection does not sort the model: it finds the exact pruning threshold by bisection over
-the 2**32 float32 bit patterns (32 counting passes over the scores), then breaks ties at the
-threshold by position. Memory stays linear in the largest leaf, and the counts are exact.
+No selection sorts: each group's exact pruning threshold is found by bisection over the 2**32
+float32 bit patterns (32 counting passes over the scores; 64 for float64), then ties at the
+threshold are broken by position. This is several times faster than sorting on CPU, keeps
+memory linear in the largest leaf for global selection, and gives exactly the masks of a
+stable sort. N:M groups are ranked by direct comparison of their M entries.
 """
 
 from __future__ import annotations
@@ -70,11 +72,61 @@ def _canonical_scores(scores: jax.Array) -> jax.Array:
     return jnp.where(scores == 0, jnp.zeros((), scores.dtype), scores)
 
 
+def _sortable_bits(scores: jax.Array) -> jax.Array:
+    """Maps float32 (float64) to uint32 (uint64) keys whose unsigned order is the float order.
+
+    -0.0 becomes 0.0 and every NaN the positive quiet NaN, which orders above +inf.
+    """
+    scores = _canonical_scores(scores)
+    scores = jnp.where(jnp.isnan(scores), jnp.asarray(jnp.nan, scores.dtype), scores)
+    unsigned = jnp.uint64 if scores.dtype == jnp.float64 else jnp.uint32
+    bits = lax.bitcast_convert_type(scores, unsigned)
+    width = jnp.iinfo(unsigned).bits
+    sign = jnp.asarray(1, unsigned) << (width - 1)
+    return jnp.where((bits & sign) != 0, ~bits, bits | sign)
+
+
 def _keep_along_axis0(scores: jax.Array, prune_count: int | jax.Array) -> jax.Array:
-    """Prunes the ``prune_count`` lowest entries of every column (groups run along axis 0)."""
-    order = jnp.argsort(scores, axis=0, stable=True)
-    ranks = jnp.argsort(order, axis=0, stable=True)
-    return ranks >= prune_count
+    """Prunes the ``prune_count`` lowest entries of every column (groups run along axis 0).
+
+    Finds each column's threshold by bisection over the keys' bit range (32 or 64 counting
+    passes, no sort), prunes everything below it and then the first entries equal to it, which
+    is exactly what a stable ascending sort would prune.
+    """
+    keys = _sortable_bits(scores)
+    unsigned = keys.dtype
+    target = jnp.asarray(prune_count, unsigned)
+    columns = keys.shape[1]
+
+    def bisect(_, bounds):
+        low, high = bounds
+        mid = low + (high - low) // 2
+        enough = jnp.sum(keys <= mid[None, :], axis=0, dtype=unsigned) >= target
+        return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
+
+    start = (jnp.zeros(columns, unsigned), jnp.full(columns, jnp.iinfo(unsigned).max, unsigned))
+    threshold, _ = lax.fori_loop(0, jnp.iinfo(unsigned).bits, bisect, start)
+    below = keys < threshold[None, :]
+    remaining = target - jnp.sum(below, axis=0, dtype=unsigned)
+    at_threshold = keys == threshold[None, :]
+    first_ties = at_threshold & (jnp.cumsum(at_threshold, axis=0, dtype=unsigned)
+                                 <= remaining[None, :])
+    return ~(below | first_ties)
+
+
+def ranks_in_small_groups(scores: jax.Array) -> jax.Array:
+    """Rank of each entry within its column (axis 0), ties broken by position; no sort.
+
+    For the few entries of an N:M group, counting the entries that rank below each one
+    (``O(M^2)`` comparisons) is far faster on CPU than sorting millions of tiny columns, and
+    gives the same ranks as a stable sort.
+    """
+    size = scores.shape[0]
+    below = scores[None, :] < scores[:, None]  # [i, j]: entry j ranks below entry i
+    earlier_tie = (scores[None, :] == scores[:, None]) & (
+        jnp.arange(size)[None, :] < jnp.arange(size)[:, None]
+    ).reshape((size, size) + (1,) * (scores.ndim - 1))
+    return jnp.sum(below | earlier_tie, axis=1)
 
 
 def select_per_tensor(scores: jax.Array, sparsity: Sparsity) -> jax.Array:
@@ -124,17 +176,8 @@ def select_n_of_m(scores: jax.Array, n: int, m: int) -> jax.Array:
     shape = jnp.shape(scores)
     groups = _canonical_scores(scores).reshape(shape[0] // m, m, -1)
     by_position = jnp.swapaxes(groups, 0, 1).reshape(m, -1)
-    keep = _keep_along_axis0(by_position, m - n)
+    keep = ranks_in_small_groups(by_position) >= m - n
     return jnp.swapaxes(keep.reshape(m, shape[0] // m, -1), 0, 1).reshape(shape)
-
-
-def _sortable_bits(scores: jax.Array) -> jax.Array:
-    """Maps float32 to uint32 so that unsigned order equals float order (NaN above +inf)."""
-    scores = _canonical_scores(scores).astype(jnp.float32)
-    scores = jnp.where(jnp.isnan(scores), jnp.float32(jnp.nan), scores)
-    bits = lax.bitcast_convert_type(scores, jnp.uint32)
-    negative = (bits >> 31) == 1
-    return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000)).ravel()
 
 
 def select_global(scores: list[jax.Array], prune_count: int | jax.Array) -> list[jax.Array]:
@@ -147,7 +190,7 @@ def select_global(scores: list[jax.Array], prune_count: int | jax.Array) -> list
     Returns:
       One boolean mask per tensor, ``True`` where kept.
     """
-    keys = [_sortable_bits(s) for s in scores]
+    keys = [_sortable_bits(jnp.asarray(s).astype(jnp.float32)).ravel() for s in scores]
     target = jnp.asarray(prune_count, jnp.uint32)
 
     def count_at_most(threshold):
