@@ -66,14 +66,18 @@ class Attention(nnx.Module):
         self.v_proj = linear(h, self.num_kv_heads * d, bias)
         self.o_proj = linear(self.num_heads * d, h, False)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    def heads(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+        """Attention output of every head, concatenated: the input of ``o_proj``."""
         batch, seq, _ = x.shape
         q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
-        return self.o_proj(out.reshape(batch, seq, self.num_heads * self.head_dim))
+        return out.reshape(batch, seq, self.num_heads * self.head_dim)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+        return self.o_proj(self.heads(x, cos, sin))
 
 
 class MLP(nnx.Module):
@@ -89,12 +93,30 @@ class MLP(nnx.Module):
         self.up_proj = linear(h, inter)
         self.down_proj = linear(inter, h)
 
+    def hidden(self, x: jax.Array) -> jax.Array:
+        """The gated activation ``silu(gate(x)) * up(x)``: the input of ``down_proj``."""
+        return jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.hidden(x))
+
+
+# Which input (a key of Block.forward_with_inputs) feeds each linear layer of a block.
+LINEAR_INPUTS = {
+    "self_attn/q_proj": "attn",
+    "self_attn/k_proj": "attn",
+    "self_attn/v_proj": "attn",
+    "self_attn/o_proj": "o",
+    "mlp/gate_proj": "mlp",
+    "mlp/up_proj": "mlp",
+    "mlp/down_proj": "down",
+}
 
 
 class Block(nnx.Module):
     """One pre-norm decoder block: attention then MLP, each with a residual connection."""
+
+    LINEAR_INPUTS = LINEAR_INPUTS
 
     def __init__(self, config: LlamaConfig, layer: int, *, rngs: nnx.Rngs, param_dtype):
         eps, h = config.rms_norm_eps, config.hidden_size
@@ -106,6 +128,24 @@ class Block(nnx.Module):
     def __call__(self, h: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
         h = h + self.self_attn(self.input_layernorm(h), cos, sin)
         return h + self.mlp(self.post_attention_layernorm(h))
+
+    def forward_with_inputs(
+        self, h: jax.Array, cos: jax.Array, sin: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Runs the block and also returns the input of every linear layer.
+
+        Returns:
+          ``(output, inputs)``; ``inputs`` maps ``LINEAR_INPUTS`` keys (``"attn"``: input of
+          q, k and v; ``"o"``: of ``o_proj``; ``"mlp"``: of gate and up; ``"down"``: of
+          ``down_proj``) to arrays ``[batch, seq, in]``.
+        """
+        x_attn = self.input_layernorm(h)
+        heads = self.self_attn.heads(x_attn, cos, sin)
+        h = h + self.self_attn.o_proj(heads)
+        x_mlp = self.post_attention_layernorm(h)
+        hidden = self.mlp.hidden(x_mlp)
+        h = h + self.mlp.down_proj(hidden)
+        return h, {"attn": x_attn, "o": heads, "mlp": x_mlp, "down": hidden}
 
 
 class Llama(nnx.Module):

@@ -1,0 +1,380 @@
+"""Block-by-block one-shot pruning of a decoder with calibration data.
+
+The calibration segments run through the model one block at a time. For each block, the inputs
+of its linear layers are summarised (float32 sums over batches: squared input norms, and the
+Gram matrix ``X^T X`` for SparseGPT); the chosen layers are pruned; then the block's outputs
+become the next block's inputs. With ``order="sequential"`` (the reference repositories' order)
+the outputs come from the pruned block, so later blocks see the errors of earlier ones; with
+``order="dense"`` every block's statistics come from the dense model. Memory holds the
+calibration activations of one block and one batch of intermediates, never the whole model's.
+
+The model is duck-typed: ``embed(tokens)``, ``rope(seq_len)``, ``layers`` (blocks with
+``forward_with_inputs(h, cos, sin)`` and a ``LINEAR_INPUTS`` map from linear-layer path to the
+input that feeds it), as ``jaxprune.models.Llama`` provides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jaxprune import _checks, paths, selection
+from jaxprune.masks import apply_masks
+from jaxprune.oneshot import owl, scores, sparsegpt
+from jaxprune.oneshot.fisher import empirical_fisher_diagonal
+from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats
+from jaxprune.patterns import GLOBAL, PER_OUTPUT, Pattern, parse_pattern
+
+METHODS = ("magnitude", "obd", "obd_fisher", "wanda", "sparsegpt")
+ORDERS = ("sequential", "dense")
+ALLOCATIONS = ("uniform", "owl")
+# The seven linear layers of every block; never embeddings, norms or the head.
+DEFAULT_LAYERS = r"^layers/\d+/(self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)/kernel$"
+_BLOCK_PATH = re.compile(r"^layers/(\d+)/(.+)/kernel$")
+
+
+@dataclasses.dataclass(frozen=True)
+class OneShotConfig:
+    """Settings of a one-shot pruning job.
+
+    Attributes:
+      method: ``magnitude``, ``obd`` (layer-wise Hessian diagonal), ``obd_fisher`` (empirical
+        Fisher diagonal of the LM loss), ``wanda`` or ``sparsegpt``.
+      sparsity: fraction to prune, in [0, 1); ``None`` for N:M (it is ``1 - N/M``).
+      pattern: comparison group: ``per_tensor`` (alias ``unstructured``), ``per_output``,
+        ``global`` (magnitude only) or ``N:M``. SparseGPT chooses its unstructured mask per
+        block of ``blocksize`` columns whatever the group, so it takes ``unstructured`` or N:M.
+      layers: regex (``re.search``) over parameter paths choosing the pruned kernels.
+      order: ``sequential`` (statistics from the pruned prefix) or ``dense``.
+      batch_size: calibration segments per forward pass.
+      blocksize: SparseGPT's lazy-update block (columns), a multiple of M for N:M.
+      damp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, in (0, 1].
+      allocation: ``uniform`` or ``owl`` (per-block sparsities from outlier ratios).
+      owl_lambda: OWL's density half-range.
+      owl_m: OWL's outlier threshold, a multiple of the block's mean Wanda score.
+    """
+
+    method: str = "wanda"
+    sparsity: float | None = 0.5
+    pattern: str = "per_output"
+    layers: str = DEFAULT_LAYERS
+    order: str = "sequential"
+    batch_size: int = 8
+    blocksize: int = 128
+    damp: float = 0.01
+    allocation: str = "uniform"
+    owl_lambda: float = 0.08
+    owl_m: float = 5.0
+
+
+@dataclasses.dataclass
+class OneShotResult:
+    """Outcome of ``prune_oneshot``.
+
+    Attributes:
+      model: the pruned model (a new object; the input model is unchanged).
+      masks: mask tree over the model's state: ``True`` kept, ``None`` for unpruned leaves.
+      layers: one dict per pruned kernel: path, sparsity reached, seconds, and SparseGPT's
+        dampening.
+      block_sparsity: the sparsity asked of each block (differs across blocks under OWL).
+      seconds: wall time of the whole job.
+    """
+
+    model: Any
+    masks: Any
+    layers: list[dict]
+    block_sparsity: dict[int, float]
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    pattern: Pattern
+    sparsity: float
+    targets: dict[int, list[str]]  # block index -> linear paths inside the block
+
+
+def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
+    """Checks the config against the model and the calibration data, before any work.
+
+    Raises:
+      TypeError, ValueError: naming the setting, its value and what is allowed.
+    """
+    if config.method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {config.method!r}")
+    pattern = parse_pattern(config.pattern)
+    if pattern.kind == GLOBAL and config.method != "magnitude":
+        raise ValueError(f"pattern 'global' is supported for method 'magnitude' only, got "
+                         f"method {config.method!r}")
+    if config.method == "sparsegpt" and pattern.kind == PER_OUTPUT:
+        raise ValueError("method 'sparsegpt' chooses its unstructured mask per block of "
+                         "columns; pattern must be 'unstructured' or N:M, got 'per_output'")
+    if pattern.is_n_of_m:
+        if config.sparsity is not None and abs(config.sparsity - pattern.sparsity) > 1e-9:
+            raise ValueError(f"sparsity {config.sparsity} disagrees with pattern {pattern} "
+                             f"(which implies {pattern.sparsity}); pass None")
+        sparsity = pattern.sparsity
+    else:
+        if config.sparsity is None:
+            raise ValueError(f"sparsity is required for pattern {str(pattern)!r}")
+        _checks.check_fraction("sparsity", config.sparsity, allow_traced=False)
+        sparsity = float(config.sparsity)
+    if config.order not in ORDERS:
+        raise ValueError(f"order must be one of {list(ORDERS)}, got {config.order!r}")
+    _checks.check_int("batch_size", config.batch_size, minimum=1)
+    if config.method == "sparsegpt":
+        sparsegpt.check_sparsegpt_settings(
+            config.blocksize, config.damp, pattern if pattern.is_n_of_m else None)
+    if config.allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got "
+                         f"{config.allocation!r}")
+    if config.allocation == "owl":
+        if pattern.is_n_of_m or pattern.kind == GLOBAL:
+            raise ValueError(f"allocation 'owl' sets per-block sparsities; pattern must be "
+                             f"'unstructured' or 'per_output', got {str(pattern)!r}")
+        if not 0 < config.owl_lambda < 0.5:
+            raise ValueError(f"owl_lambda must be in (0, 0.5), got {config.owl_lambda!r}")
+        if not config.owl_m > 0:
+            raise ValueError(f"owl_m must be > 0, got {config.owl_m!r}")
+
+    try:
+        layer_re = re.compile(config.layers)
+    except re.error as err:
+        raise ValueError(f"layers {config.layers!r} is not a valid regular expression: {err}"
+                         ) from None
+    state = nnx.state(model, nnx.Param)
+    leaves = paths.leaves_with_paths(state)
+    chosen = [(p, leaf) for p, leaf in leaves if layer_re.search(p)]
+    if not chosen:
+        shown = ", ".join(repr(p) for p, _ in leaves[:6])
+        raise ValueError(f"layers {config.layers!r} matches no parameter path; paths look like "
+                         f"{shown}")
+    targets: dict[int, list[str]] = {}
+    linear_inputs = type(model.layers[0]).LINEAR_INPUTS
+    for path, leaf in chosen:
+        match = _BLOCK_PATH.match(path)
+        if not match or match.group(2) not in linear_inputs:
+            raise ValueError(f"layers {config.layers!r} matches {path!r}, which is not the "
+                             f"kernel of a block's linear layer ({sorted(linear_inputs)})")
+        if pattern.is_n_of_m and leaf.shape[0] % pattern.m:
+            raise ValueError(f"pattern {pattern} needs the input size of {path!r} divisible by "
+                             f"M={pattern.m}, got shape {leaf.shape}")
+        targets.setdefault(int(match.group(1)), []).append(path)
+
+    segments = np.asarray(segments)
+    if segments.ndim != 2 or segments.shape[0] < 1 or segments.shape[1] < 2:
+        raise ValueError(f"calibration segments must be [N >= 1, L >= 2] token ids, got shape "
+                         f"{segments.shape}")
+    if not np.issubdtype(segments.dtype, np.integer):
+        raise TypeError(f"calibration segments must be integer token ids, got {segments.dtype}")
+    vocab = model.config.vocab_size
+    if segments.min() < 0 or segments.max() >= vocab:
+        raise ValueError(f"calibration token ids must be in [0, {vocab}), got "
+                         f"[{segments.min()}, {segments.max()}]")
+    return _Plan(pattern, sparsity, targets)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _embed(graphdef, state, tokens):
+    return nnx.merge(graphdef, state).embed(tokens)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _block_forward(graphdef, state, h, cos, sin):
+    return nnx.merge(graphdef, state)(h, cos, sin)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _block_stats(graphdef, state, h, cos, sin, groups, with_gram):
+    out, inputs = nnx.merge(graphdef, state).forward_with_inputs(h, cos, sin)
+    return out, {g: batch_input_stats(inputs[g], with_gram=with_gram) for g in groups}
+
+
+def _linear(block, name: str):
+    node = block
+    for part in name.split("/"):
+        node = getattr(node, part)
+    return node
+
+
+@functools.partial(jax.jit, static_argnames=("method", "sparsity", "pattern"))
+def _prune_by_scores(kernel, statistic, *, method, sparsity, pattern):
+    """Scores one kernel, keeps the best of each comparison group, zeroes the rest."""
+    if method == "wanda":
+        layer_scores = scores.wanda_scores(kernel, statistic)
+    else:  # obd and obd_fisher: a per-input or per-weight Hessian diagonal
+        layer_scores = scores.obd_scores(kernel, statistic)
+    keep = selection.select_masks({"w": layer_scores}, sparsity, pattern)["w"]
+    return jnp.where(keep, kernel, jnp.zeros((), kernel.dtype)), keep
+
+
+def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotConfig(), *,
+                  progress: bool = True) -> OneShotResult:
+    """Prunes a decoder one-shot with calibration data, block by block.
+
+    Args:
+      model: the dense model (left unchanged).
+      segments: calibration token ids ``[N, L]``.
+      config: method and settings.
+      progress: show progress bars.
+
+    Returns:
+      A ``OneShotResult`` with the pruned model, its masks and a per-layer report.
+
+    Raises:
+      TypeError, ValueError: for bad settings or data, before any work.
+      FloatingPointError: when a SparseGPT solve fails even with raised dampening, or produces
+        NaN or Inf (the message names the layer).
+
+    References:
+      Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda) for the protocol.
+    """
+    plan = plan_oneshot(model, segments, config)
+    start = time.perf_counter()
+    pruned = nnx.clone(model)  # new variables; arrays are shared until replaced
+    graphdef, state = nnx.split(pruned)
+    if config.method == "magnitude":
+        return _magnitude(pruned, plan, start)
+    segments = np.asarray(segments, np.int32)
+    batches = [jnp.asarray(segments[i:i + config.batch_size])
+               for i in range(0, len(segments), config.batch_size)]
+    cos, sin = pruned.rope(segments.shape[1])
+    fisher = None
+    if config.method == "obd_fisher":
+        wanted = {p for names in plan.targets.values() for p in names}
+        fisher = empirical_fisher_diagonal(model, segments, wanted, progress=progress)
+    block_sparsity = {i: plan.sparsity for i in plan.targets}
+    if config.allocation == "owl":
+        block_sparsity = _owl_block_sparsity(pruned, graphdef, state, batches, cos, sin, plan,
+                                             config, progress)
+    hidden = [_embed(graphdef, state, b) for b in batches]
+    masks: dict[str, jax.Array] = {}
+    rows: list[dict] = []
+    linear_inputs = type(pruned.layers[0]).LINEAR_INPUTS
+    bar = tqdm(range(len(pruned.layers)), desc=f"{config.method} blocks", unit="block",
+               disable=not progress)
+    for index in bar:
+        block = pruned.layers[index]
+        names = plan.targets.get(index, [])
+        block_graphdef, block_state = nnx.split(block)
+        needs_stats = bool(names) and config.method in ("obd", "wanda", "sparsegpt")
+        dense_out = None
+        if needs_stats or (config.order == "dense" and names):
+            groups = tuple(sorted({linear_inputs[_BLOCK_PATH.match(p).group(2)] for p in names}))
+            stats: dict[str, InputStats] = {}
+            dense_out = []
+            for h in hidden:
+                out, batch_stats = _block_stats(block_graphdef, block_state, h, cos, sin, groups,
+                                                config.method == "sparsegpt")
+                dense_out.append(out)
+                stats = {g: add_input_stats(stats.get(g), s) for g, s in batch_stats.items()}
+        for path in names:
+            layer_start = time.perf_counter()
+            name = _BLOCK_PATH.match(path).group(2)
+            linear = _linear(block, name)
+            kernel = linear.kernel[...]
+            s = block_sparsity[index]
+            group_stats = stats[linear_inputs[name]] if needs_stats else None
+            row = {"path": path}
+            if config.method == "sparsegpt":
+                new_kernel, keep, row["damp"] = sparsegpt.sparsegpt_with_retry(
+                    kernel, group_stats.gram, name=path,
+                    sparsity=None if plan.pattern.is_n_of_m else s,
+                    pattern=plan.pattern if plan.pattern.is_n_of_m else None,
+                    blocksize=config.blocksize, damp=config.damp)
+            else:
+                statistic = fisher[path] if fisher is not None else group_stats.sq_norms
+                new_kernel, keep = _prune_by_scores(
+                    kernel, statistic, method=config.method, sparsity=s, pattern=plan.pattern)
+            linear.kernel[...] = new_kernel
+            masks[path] = keep
+            row["sparsity"] = 1.0 - float(jnp.mean(keep))
+            row["seconds"] = time.perf_counter() - layer_start
+            rows.append(row)
+        if config.order == "dense" and dense_out is not None:
+            hidden = dense_out
+        else:  # the block as it now is: pruned if it had targets
+            block_graphdef, block_state = nnx.split(block)
+            hidden = [_block_forward(block_graphdef, block_state, h, cos, sin) for h in hidden]
+        if names:
+            logging.info("block %d: pruned %d layers, %.1f s elapsed", index, len(names),
+                         time.perf_counter() - start)
+    bar.close()
+    return OneShotResult(pruned, _mask_tree(pruned, masks), rows, block_sparsity,
+                         time.perf_counter() - start)
+
+
+def _mask_tree(model, masks: dict[str, jax.Array]):
+    return paths.map_with_path_str(lambda p, _: masks.get(p), nnx.state(model))
+
+
+def _magnitude(pruned, plan: _Plan, start: float) -> OneShotResult:
+    """Magnitude needs no calibration: all layers at once (global selection supported)."""
+    state = nnx.state(pruned, nnx.Param)
+    wanted = {p for names in plan.targets.values() for p in names}
+    sparsity = paths.map_with_path_str(lambda p, _: plan.sparsity if p in wanted else None, state)
+    select = jax.jit(lambda params: selection.select_masks(
+        jax.tree.map(scores.magnitude_scores, params), sparsity, plan.pattern))
+    masks = select(state)
+    by_path = dict(paths.leaves_with_paths(masks))
+    rows = [{"path": p, "sparsity": 1.0 - float(jnp.mean(m)), "seconds": 0.0}
+            for p, m in by_path.items()]
+    nnx.update(pruned, apply_masks(state, masks))
+    block_sparsity = dict.fromkeys(plan.targets, plan.sparsity)
+    return OneShotResult(pruned, _mask_tree(pruned, by_path), rows, block_sparsity,
+                         time.perf_counter() - start)
+
+
+def _owl_block_sparsity(pruned, graphdef, state, batches, cos, sin, plan: _Plan,
+                        config: OneShotConfig, progress: bool) -> dict[int, float]:
+    """OWL's dense pass: outlier ratio of each block's Wanda scores, then the allocation."""
+    linear_inputs = type(pruned.layers[0]).LINEAR_INPUTS
+    hidden = [_embed(graphdef, state, b) for b in batches]
+    ratios = {}
+    for index in tqdm(range(len(pruned.layers)), desc="owl ratios", disable=not progress):
+        block = pruned.layers[index]
+        block_graphdef, block_state = nnx.split(block)
+        groups = tuple(sorted(set(linear_inputs.values())))
+        stats: dict[str, InputStats] = {}
+        outputs = []
+        for h in hidden:
+            out, batch_stats = _block_stats(block_graphdef, block_state, h, cos, sin, groups,
+                                            False)
+            outputs.append(out)
+            stats = {g: add_input_stats(stats.get(g), s) for g, s in batch_stats.items()}
+        hidden = outputs
+        names = plan.targets.get(index, [])
+        if names:
+            block_scores = []
+            for path in names:
+                name = _BLOCK_PATH.match(path).group(2)
+                kernel = _linear(block, name).kernel[...]
+                norms = stats[linear_inputs[name]].sq_norms
+                block_scores.append(scores.wanda_scores(kernel, norms))
+            ratios[index] = owl.outlier_ratio(block_scores, config.owl_m)
+    order = sorted(ratios)
+    values = owl.owl_sparsities([ratios[i] for i in order], plan.sparsity, config.owl_lambda)
+    logging.info("OWL block sparsities: %s", [round(v, 4) for v in values])
+    return dict(zip(order, values, strict=True))
+
+
+def achieved_sparsity(result: OneShotResult) -> float:
+    """Fraction of zeros over the pruned kernels."""
+    kept, total = 0, 0
+    for mask in jax.tree.leaves(result.masks):
+        kept += int(jnp.sum(mask))
+        total += math.prod(mask.shape)
+    return 1.0 - kept / total if total else 0.0
+
+

@@ -1,0 +1,42 @@
+"""Calibration statistics of a linear layer's inputs, accumulated as sums over batches.
+
+Sums (not means) make the accumulation associative: batches can arrive in any order and
+partial sums from several devices add up to the same result.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class InputStats(NamedTuple):
+    """Sums over calibration tokens of a layer's input ``x`` (``[in]``).
+
+    Attributes:
+      sq_norms: ``sum_t x_tj^2``, the squared input column norms (Wanda's ``||X_j||^2``, the
+        diagonal of the Gram matrix).
+      gram: ``sum_t x_t x_t^T`` ``[in, in]``, or ``None`` when not collected.
+      count: number of tokens summed.
+    """
+
+    sq_norms: jax.Array
+    gram: jax.Array | None
+    count: jax.Array
+
+
+def batch_input_stats(x: jax.Array, *, with_gram: bool) -> InputStats:
+    """Statistics of one batch ``[..., in]``, in float32."""
+    flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    gram = flat.T @ flat if with_gram else None
+    return InputStats(jnp.sum(flat * flat, axis=0), gram, jnp.asarray(flat.shape[0], jnp.int32))
+
+
+def add_input_stats(a: InputStats | None, b: InputStats) -> InputStats:
+    """Sum of two statistics (``a`` may be ``None``, the empty sum)."""
+    if a is None:
+        return b
+    gram = None if a.gram is None else a.gram + b.gram
+    return InputStats(a.sq_norms + b.sq_norms, gram, a.count + b.count)

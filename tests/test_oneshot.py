@@ -1,0 +1,145 @@
+"""The block-by-block one-shot engine on a tiny model, and the OBD/Wanda identity."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxprune as jp
+from jaxprune import models, oneshot
+
+CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
+                            num_kv_heads=2, intermediate_size=48, head_dim=8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return models.Llama(CONFIG, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def segments():
+    return np.random.default_rng(0).integers(0, CONFIG.vocab_size, (6, 16))
+
+
+CASES = [(m, p) for m in oneshot.METHODS for p in ("unstructured", "per_output", "2:4", "4:8")
+         if not (m == "sparsegpt" and p == "per_output")]
+
+
+@pytest.mark.parametrize("method, pattern", CASES)
+def test_engine_prunes_every_linear_layer_exactly(tiny, segments, method, pattern):
+    nm = ":" in pattern
+    config = oneshot.OneShotConfig(method=method, pattern=pattern,
+                                   sparsity=None if nm else 0.5, batch_size=4, blocksize=16)
+    result = oneshot.prune_oneshot(tiny, segments, config, progress=False)
+    report = jp.sparsity_report(nnx.state(result.model), result.masks)
+    masked = [row for row in report.rows if row.masked]
+    assert len(masked) == 14  # 7 linear layers x 2 blocks; no embedding, norm or head
+    for row in masked:
+        assert row.sparsity == 0.5, row.path  # every kernel here has an even group size
+    if nm:
+        jp.check_n_of_m_masks(result.masks, pattern)
+    # Pruned weights are exactly zero; the input model is untouched.
+    for (path, weight), (_, mask) in zip(
+            jp.paths.leaves_with_paths(nnx.state(result.model)),
+            jp.paths.leaves_with_paths(result.masks, keep_none=True), strict=True):
+        if mask is not None:
+            assert np.all(np.asarray(weight)[~np.asarray(mask)] == 0), path
+    original = nnx.state(tiny, nnx.Param)["layers"][0]["mlp"]["up_proj"]["kernel"][...]
+    assert float(jnp.mean(original == 0)) == 0.0
+    logits = result.model(jnp.asarray(segments[:1]))
+    assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_obd_with_gram_diagonal_equals_wanda_in_the_engine(tiny, segments):
+    for pattern in ("per_output", "unstructured", "2:4"):
+        runs = [oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+            method=method, pattern=pattern, sparsity=None if ":" in pattern else 0.6),
+            progress=False) for method in ("obd", "wanda")]
+        for a, b in zip(jax.tree.leaves(runs[0].masks), jax.tree.leaves(runs[1].masks),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["per_output", "unstructured", "2:4", "1:4"]),
+       st.sampled_from([0.3, 0.5, 0.8]))
+def test_obd_and_wanda_rank_alike(seed, pattern, sparsity):
+    """w^2 ||x||^2 is the square of |w| ||x||: the same order in every comparison group."""
+    rng = np.random.default_rng(seed)
+    kernel = jnp.asarray(rng.standard_normal((16, 12)), jnp.float32)
+    sq_norms = jnp.asarray(rng.exponential(size=16) ** 2, jnp.float32)
+    s = None if ":" in pattern else sparsity
+    wanda = jp.select_masks({"w": oneshot.wanda_scores(kernel, sq_norms)},
+                            s if s is not None else jp.parse_pattern(pattern).sparsity, pattern)
+    obd = jp.select_masks({"w": oneshot.obd_scores(kernel, sq_norms)},
+                          s if s is not None else jp.parse_pattern(pattern).sparsity, pattern)
+    np.testing.assert_array_equal(wanda["w"], obd["w"])
+
+
+def test_dense_order_matches_sequential_on_the_first_block_only(tiny, segments):
+    runs = {order: oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+        method="wanda", order=order), progress=False) for order in ("sequential", "dense")}
+    first = "layers/0/mlp/down_proj/kernel"
+    second = "layers/1/mlp/down_proj/kernel"
+    masks = {o: dict(jp.paths.leaves_with_paths(r.masks)) for o, r in runs.items()}
+    np.testing.assert_array_equal(masks["sequential"][first], masks["dense"][first])
+    assert not np.array_equal(masks["sequential"][second], masks["dense"][second])
+
+
+def test_owl_allocation_averages_the_target(tiny, segments):
+    result = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+        method="wanda", allocation="owl", owl_lambda=0.1, owl_m=2.0), progress=False)
+    values = list(result.block_sparsity.values())
+    assert np.mean(values) == pytest.approx(0.5) and max(values) - min(values) == pytest.approx(0.2)
+
+
+def test_owl_sparsities_formula():
+    # Ratios scaled to [0, 2 lambda] and centred on the target density.
+    assert oneshot.owl_sparsities([0.01, 0.03, 0.02], 0.7, 0.08) == pytest.approx(
+        [0.78, 0.62, 0.70])
+
+
+def test_input_stats_are_sums_over_batches():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 10, 6)).astype(np.float32)
+    total = None
+    for part in (x[:1], x[1:]):
+        total = oneshot.add_input_stats(
+            total, oneshot.batch_input_stats(jnp.asarray(part), with_gram=True))
+    flat = x.reshape(-1, 6).astype(np.float64)
+    np.testing.assert_allclose(total.gram, flat.T @ flat, rtol=1e-5)
+    np.testing.assert_allclose(total.sq_norms, (flat**2).sum(0), rtol=1e-5)
+    assert int(total.count) == 30
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(sparsity=1.0), ValueError, r"sparsity must be in \[0, 1\)"),
+    (dict(sparsity=-0.1), ValueError, r"sparsity must be in \[0, 1\)"),
+    (dict(method="sparsegpt", pattern="3:3", sparsity=None), ValueError, "N < M"),
+    (dict(pattern="2:4", sparsity=0.6), ValueError, "disagrees with pattern 2:4"),
+    (dict(method="sparsegpt", pattern="2:4", sparsity=None, blocksize=30), ValueError,
+     "multiple of M=4"),
+    (dict(method="sparsegpt", pattern="unstructured", damp=0.0), ValueError,
+     r"damp must be in \(0, 1\]"),
+    (dict(method="sparsegpt", pattern="per_output"), ValueError, "per block of columns"),
+    (dict(method="wanda", pattern="global"), ValueError, "magnitude' only"),
+    (dict(layers="attention/query"), ValueError, "matches no parameter path"),
+    (dict(layers="embed_tokens"), ValueError, "not the kernel of a block's linear layer"),
+    (dict(method="sparse"), ValueError, "method must be one of"),
+    (dict(order="random"), ValueError, "order must be one of"),
+    (dict(allocation="owl", pattern="2:4", sparsity=None), ValueError, "allocation 'owl'"),
+    (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+])
+def test_bad_settings_fail_before_any_work(tiny, segments, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        oneshot.plan_oneshot(tiny, segments, oneshot.OneShotConfig(**kwargs))
+
+
+def test_bad_calibration_data(tiny):
+    with pytest.raises(ValueError, match=r"must be \[N >= 1, L >= 2\]"):
+        oneshot.plan_oneshot(tiny, np.zeros((4,), np.int32), oneshot.OneShotConfig())
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):
+        oneshot.plan_oneshot(tiny, np.full((2, 8), 64), oneshot.OneShotConfig())
