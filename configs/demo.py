@@ -1,20 +1,29 @@
-"""The `make demo` job: SmolLM2-135M's dense perplexity and a greedy completion.
+"""The `make demo` job: one-shot Wanda on SmolLM2-135M, perplexity before and after.
 
 Launch:
   python -m experiments.demo --config=configs/demo.py
   python -m experiments.demo --config=configs/demo.py:runlocal   # smoke run
 
-The text is Python's built-in help topics (always installed), so the demo needs no data files.
+Calibration and evaluation use Python's built-in help topics (train and test splits, always
+installed), so the demo needs no data files. For the papers' protocol see configs/wanda.py.
 """
 
 import ml_collections
 
 
 def get_config(arg=None):
-    """Returns the demo config; ``arg="runlocal"`` shrinks the evaluation."""
+    """Returns the demo config; ``arg="runlocal"`` shrinks calibration and evaluation."""
     config = ml_collections.ConfigDict()
     config.model = "smollm2-135m"
     config.param_dtype = "float32"
+    config.calibration = ml_collections.ConfigDict()
+    config.calibration.source = "pydoc"
+    config.calibration.path = ""
+    config.calibration.split = "train"
+    config.calibration.num_segments = 16
+    config.calibration.length = 512
+    config.calibration.seed = 0
+    config.calibration.contiguous = True
     config.eval = ml_collections.ConfigDict()
     config.eval.source = "pydoc"
     config.eval.path = ""
@@ -22,10 +31,15 @@ def get_config(arg=None):
     config.eval.window = 512
     config.eval.max_windows = ml_collections.FieldReference(16, field_type=int)
     config.eval.batch_size = 4
+    config.method = "wanda"
+    config.pattern = "per_output"
+    config.sparsity = 0.5
     config.prompt = "The capital of France is"
     config.max_new_tokens = 12
     config.runlocal = arg == "runlocal"
     if config.runlocal:
+        config.calibration.num_segments = 4
+        config.calibration.length = 64
         config.eval.window = 128
         config.eval.max_windows = 2
         config.eval.batch_size = 2

@@ -15,28 +15,33 @@ from jaxprune import data, models
 PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes ``payload`` as JSON so that ``path`` is either absent, old or complete.
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` so that ``path`` is either absent, old or complete.
 
     The file is written next to its destination and renamed into place, so a killed process
     never leaves a half-written file behind.
 
     Args:
       path: destination file; its directory is created when missing.
-      payload: anything ``json.dump`` accepts.
+      text: the content.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes ``payload`` as indented JSON, atomically (see ``write_text_atomic``)."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def check_eval_config(config) -> None:
@@ -78,11 +83,22 @@ def evaluation_tokens(eval_config, tokenizer) -> np.ndarray:
     return data.tokenize_cached(text, tokenizer)
 
 
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    """A markdown table of ``rows`` with the given columns; floats get four decimals."""
-    def cell(value):
+def markdown_table(rows: list[dict], columns: list[str],
+                   formats: dict[str, str] | None = None) -> str:
+    """A markdown table of ``rows`` with the given columns.
+
+    Args:
+      rows: one dict per row.
+      columns: keys to show, in order.
+      formats: format spec per column (such as ``".1f"``); other floats get ``".4f"``.
+    """
+    formats = formats or {}
+
+    def cell(column, value):
+        if column in formats:
+            return format(value, formats[column])
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
-    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

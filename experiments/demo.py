@@ -1,16 +1,17 @@
-r"""`make demo`: load SmolLM2-135M, print its dense perplexity and a greedy completion.
+r"""`make demo`: one-shot Wanda on SmolLM2-135M, perplexity before and after.
 
-  python -m experiments.demo --config=configs/demo.py [--config.eval.max_windows=32]
+  python -m experiments.demo --config=configs/demo.py [--config.sparsity=0.6]
 """
 
 from __future__ import annotations
 
 import time
 
-from absl import app, logging
+from absl import app
 from ml_collections import config_flags
 
 from experiments import common
+from jaxprune import data, oneshot
 from jaxprune.eval import greedy_generate, perplexity
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo configuration.")
@@ -20,27 +21,42 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
+    settings = oneshot.OneShotConfig(method=config.method, pattern=config.pattern,
+                                     sparsity=config.sparsity)
     try:
         common.check_eval_config(config)
         if not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 1:
             raise ValueError(f"config.max_new_tokens must be a positive integer, got "
                              f"{config.max_new_tokens!r}")
-    except ValueError as err:
+        model, tokenizer = common.load_model(config)
+        calib = config.calibration
+        segments = data.calibration_segments(
+            data.tokenize_cached(data.load_text(calib.source, split=calib.split), tokenizer),
+            calib.num_segments, calib.length, seed=calib.seed, contiguous=calib.contiguous)
+        oneshot.plan_oneshot(model, segments, settings)
+    except (TypeError, ValueError) as err:
         raise app.UsageError(str(err)) from None
+    print(f"{config.model}: {model.config.num_params() / 1e6:.1f}M parameters, "
+          f"{model.config.num_layers} blocks")
+    eval_tokens = common.evaluation_tokens(config.eval, tokenizer)
+
+    def report(name, net):
+        result = perplexity(net, eval_tokens, window=config.eval.window,
+                            batch_size=config.eval.batch_size,
+                            max_windows=config.eval.max_windows)
+        completion = greedy_generate(net, tokenizer, config.prompt,
+                                     max_new_tokens=config.max_new_tokens)
+        print(f"{name}: perplexity {result.perplexity:.3f} on {config.eval.source}:"
+              f"{config.eval.split} ({result.num_windows} windows of {result.window} tokens); "
+              f"greedy: {completion!r}")
+
+    report("dense", model)
     start = time.perf_counter()
-    model, tokenizer = common.load_model(config)
-    logging.info("loaded %s in %.1f s", config.model, time.perf_counter() - start)
-    n_params = model.config.num_params()
-    print(f"{config.model}: {n_params / 1e6:.1f}M parameters, {model.config.num_layers} blocks")
-    tokens = common.evaluation_tokens(config.eval, tokenizer)
-    result = perplexity(model, tokens, window=config.eval.window,
-                        batch_size=config.eval.batch_size, max_windows=config.eval.max_windows)
-    print(f"dense perplexity on {config.eval.source}:{config.eval.split} "
-          f"({result.num_windows} windows of {result.window} tokens): {result.perplexity:.3f} "
-          f"({result.tokens_per_second:.0f} tokens/s)")
-    completion = greedy_generate(model, tokenizer, config.prompt,
-                                 max_new_tokens=config.max_new_tokens)
-    print(f"greedy completion: {completion!r}")
+    result = oneshot.prune_oneshot(model, segments, settings)
+    print(f"{config.method} {config.pattern} on {len(segments)} x {segments.shape[1]} "
+          f"calibration tokens: sparsity {oneshot.achieved_sparsity(result):.3f} of the "
+          f"linear layers in {time.perf_counter() - start:.1f} s")
+    report(f"{config.method} {config.sparsity:.0%}", result.model)
 
 
 if __name__ == "__main__":

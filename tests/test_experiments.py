@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,12 +19,14 @@ def run_binary(*args):
 
 
 @pytest.mark.real_model
-def test_demo_prints_perplexity_and_completion():
+def test_demo_prints_perplexity_before_and_after_wanda():
     result = run_binary("experiments.demo", "--config=configs/demo.py:runlocal")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "smollm2-135m: 134.5M parameters, 30 blocks" in result.stdout
-    assert "dense perplexity on pydoc:test (2 windows of 128 tokens)" in result.stdout
-    assert "greedy completion: 'The capital of France is Paris" in result.stdout
+    assert "dense: perplexity" in result.stdout
+    assert "(2 windows of 128 tokens); greedy: 'The capital of France is Paris" in result.stdout
+    assert "wanda per_output on 4 x 64 calibration tokens: sparsity 0.500" in result.stdout
+    assert "wanda 50%: perplexity" in result.stdout
 
 
 @pytest.mark.real_model
@@ -52,3 +55,45 @@ def test_bad_config_fails_before_loading_the_model(override, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "loaded" not in result.stderr
+
+
+@pytest.mark.real_model
+def test_wanda_2_4_on_smollm2_with_checkpoint(tmp_path):
+    """Wanda 2:4 on the real model with a few calibration segments, end to end."""
+    import orbax.checkpoint as ocp
+
+    import jaxprune as jp
+
+    result = run_binary("experiments.prune", "--config=configs/wanda.py:runlocal",
+                        "--config.pattern=2:4", f"--config.workdir={tmp_path}",
+                        "--config.save_checkpoint=True")
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
+    assert row["method"] == "wanda" and row["sparsity"] == 0.5
+    assert 1.0 < row["perplexity"] < 1000.0
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(tmp_path / "checkpoint")
+    masks = restored["masks"]
+    kernels = [m for m in jax.tree.leaves(masks) if m is not None]
+    assert len(kernels) == 7 * 30
+    jp.check_n_of_m_masks(masks, "2:4")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.method=gptq", "config.method must be one of"),
+        ("--config.calibration.source=file", "config.calibration.path is required"),
+        ("--config.sparsity=1.2", "sparsity must be in [0, 1)"),
+        ("--config.layers=attention", "matches no parameter path"),
+        ("--config.calibration.num_segments=100000",
+         "calibration text has"),
+        ("--config.damp=0", "damp must be in (0, 1]"),
+    ],
+)
+def test_prune_refuses_bad_config_before_pruning(override, message):
+    config = "configs/sparsegpt.py:runlocal" if "damp" in override else "configs/wanda.py:runlocal"
+    result = run_binary("experiments.prune", f"--config={config}", override)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "blocks" not in result.stderr  # the engine's progress bar never started

@@ -1,0 +1,63 @@
+"""Shared fields of the one-shot pruning configs (magnitude, obd, wanda, sparsegpt).
+
+Not a config file itself: each method's file calls ``oneshot_config`` from its ``get_config``.
+"""
+
+import ml_collections
+
+from jaxprune.oneshot import DEFAULT_LAYERS
+
+
+def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.ConfigDict:
+    """The protocol of the issues: 64 x 512 contiguous calibration tokens from the Wikipedia
+    text, WikiText-2 raw test with 128 windows of 512; ``arg="runlocal"`` shrinks everything."""
+    config = ml_collections.ConfigDict()
+    config.model = "smollm2-135m"
+    config.param_dtype = "float32"
+
+    config.calibration = ml_collections.ConfigDict()
+    config.calibration.source = "file"
+    config.calibration.path = ""  # e.g. ../shared/data/calibration/enwiki-excerpt.txt
+    config.calibration.split = "train"
+    config.calibration.num_segments = 64
+    config.calibration.length = 512
+    config.calibration.seed = 0
+    config.calibration.contiguous = True
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.source = "wikitext2"
+    config.eval.path = ""  # e.g. ../shared/data/wikitext-2-raw
+    config.eval.split = "test"
+    config.eval.window = 512
+    config.eval.max_windows = ml_collections.FieldReference(128, field_type=int)
+    config.eval.batch_size = 8
+
+    config.method = method
+    config.pattern = pattern
+    # With an N:M pattern this must equal 1 - N/M (0.5 for 2:4 and 4:8; 0.75 for 1:4).
+    config.sparsity = 0.5
+    config.layers = DEFAULT_LAYERS
+    config.order = "sequential"
+    config.batch_size = 8
+    config.blocksize = 128
+    config.damp = 0.01
+    config.allocation = "uniform"
+    config.owl_lambda = 0.08
+    config.owl_m = 5.0
+
+    config.evaluate_dense = False
+    config.workdir = ""  # results.json, results.md and saved models go here
+    config.save_checkpoint = False  # orbax checkpoint of the pruned parameters and masks
+    config.save_hf = False  # Hugging Face directory of the pruned model
+
+    config.runlocal = arg == "runlocal"
+    if config.runlocal:
+        config.calibration.source = "pydoc"
+        config.calibration.num_segments = 4
+        config.calibration.length = 64
+        config.eval.source = "pydoc"
+        config.eval.window = 128
+        config.eval.max_windows = 2
+        config.eval.batch_size = 2
+        config.batch_size = 2
+    return config
