@@ -132,6 +132,7 @@ def test_input_stats_are_sums_over_batches():
     (dict(order="random"), ValueError, "order must be one of"),
     (dict(allocation="owl", pattern="2:4", sparsity=None), ValueError, "allocation 'owl'"),
     (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+    (dict(method="magnitude", allocation="owl"), ValueError, "collects none"),
 ])
 def test_bad_settings_fail_before_any_work(tiny, segments, kwargs, error, message):
     with pytest.raises(error, match=message):

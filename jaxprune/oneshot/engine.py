@@ -140,6 +140,9 @@ def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
         raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got "
                          f"{config.allocation!r}")
     if config.allocation == "owl":
+        if config.method == "magnitude":
+            raise ValueError("allocation 'owl' ranks blocks by their Wanda scores, which need "
+                             "calibration statistics; method 'magnitude' collects none")
         if pattern.is_n_of_m or pattern.kind == GLOBAL:
             raise ValueError(f"allocation 'owl' sets per-block sparsities; pattern must be "
                              f"'unstructured' or 'per_output', got {str(pattern)!r}")
