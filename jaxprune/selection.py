@@ -86,6 +86,7 @@ def _sortable_bits(scores: jax.Array) -> jax.Array:
     return jnp.where((bits & sign) != 0, ~bits, bits | sign)
 
 
+@jax.jit  # eager callers get one compiled program per shape instead of op-by-op dispatch
 def _keep_along_axis0(scores: jax.Array, prune_count: int | jax.Array) -> jax.Array:
     """Prunes the ``prune_count`` lowest entries of every column (groups run along axis 0).
 
@@ -180,6 +181,7 @@ def select_n_of_m(scores: jax.Array, n: int, m: int) -> jax.Array:
     return jnp.swapaxes(keep.reshape(m, shape[0] // m, -1), 0, 1).reshape(shape)
 
 
+@jax.jit
 def select_global(scores: list[jax.Array], prune_count: int | jax.Array) -> list[jax.Array]:
     """Prunes the ``prune_count`` lowest scores across several tensors, without a global sort.
 

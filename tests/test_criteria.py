@@ -1,5 +1,7 @@
 """Criteria: magnitude, keyed random, and user criteria written with ``leafwise``."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +29,11 @@ def test_magnitude_is_absolute_value_in_float32(dtype):
         np.testing.assert_array_equal(s, np.abs(np.asarray(w, np.float32)))
 
 
+@functools.cache
+def _jitted_random_prune(sparsity, pattern):
+    return jax.jit(lambda p, key: jp.prune(p, jp.random_criterion(key), sparsity, pattern=pattern))
+
+
 @given(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), st.sampled_from(
     ["unstructured", "per_output", "global", "2:4"]))
 def test_random_masks_depend_only_on_the_key(seed, other_seed, pattern):
@@ -38,8 +45,8 @@ def test_random_masks_depend_only_on_the_key(seed, other_seed, pattern):
                         pattern=pattern)
 
     first, again = masks_for(seed), masks_for(seed)
-    jitted = jax.jit(lambda p: jp.prune(p, jp.random_criterion(jax.random.PRNGKey(seed)),
-                                        sparsity, pattern=pattern))(params)
+    # The key is a jit argument: one compilation per pattern, not per example.
+    jitted = _jitted_random_prune(sparsity, pattern)(params, jax.random.PRNGKey(seed))
     for a, b, c in zip(jax.tree.leaves(first), jax.tree.leaves(again), jax.tree.leaves(jitted),
                        strict=True):
         np.testing.assert_array_equal(a, b)
