@@ -94,3 +94,27 @@ def test_evaluation_windows_drop_the_remainder_and_refuse_short_text():
         evaluation_windows(np.arange(300), 512)
     with pytest.raises(ValueError, match="window must be an integer >= 2"):
         evaluation_windows(np.arange(300), 1)
+
+
+def test_hf_source_joins_rows_of_a_cached_dataset(monkeypatch):
+    """The 'hf' source, with a stand-in for the datasets package (no hub here)."""
+    import sys
+    import types
+
+    calls = []
+
+    def load_dataset(name, subset, split):
+        calls.append((name, subset, split))
+        return {"text": [" = Title = ", " first line", ""]}
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    text = data.load_text("hf", path="wikitext:wikitext-2-raw-v1", split="test")
+    assert text == " = Title = \n\n first line\n\n"
+    assert calls == [("wikitext", "wikitext-2-raw-v1", "test")]
+
+    def missing(name, subset, split):
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=missing))
+    with pytest.raises(FileNotFoundError, match="must be in the local cache"):
+        data.load_text("hf", path="c4", split="validation")
