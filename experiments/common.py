@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import data, models
+from jaxprune.eval import perplexity
 
 PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -81,6 +82,20 @@ def evaluation_tokens(eval_config, tokenizer) -> np.ndarray:
     """Token stream of ``eval_config.source`` (cached on disk after the first run)."""
     text = data.load_text(eval_config.source, path=eval_config.path, split=eval_config.split)
     return data.tokenize_cached(text, tokenizer)
+
+
+def calibration_segments(calibration_config, tokenizer) -> np.ndarray:
+    """The calibration batch ``[num_segments, length]`` that ``calibration_config`` describes."""
+    c = calibration_config
+    text = data.load_text(c.source, path=c.path, split=c.split)
+    return data.calibration_segments(data.tokenize_cached(text, tokenizer), c.num_segments,
+                                     c.length, seed=c.seed, contiguous=c.contiguous)
+
+
+def evaluate(model, tokens: np.ndarray, eval_config):
+    """Perplexity of ``model`` on ``tokens`` with the windows of ``eval_config``."""
+    return perplexity(model, tokens, window=eval_config.window,
+                      batch_size=eval_config.batch_size, max_windows=eval_config.max_windows)
 
 
 def markdown_table(rows: list[dict], columns: list[str],

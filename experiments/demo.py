@@ -11,8 +11,8 @@ from absl import app
 from ml_collections import config_flags
 
 from experiments import common
-from jaxprune import data, oneshot
-from jaxprune.eval import greedy_generate, perplexity
+from jaxprune import oneshot
+from jaxprune.eval import greedy_generate
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo configuration.")
 
@@ -29,10 +29,7 @@ def main(argv):
             raise ValueError(f"config.max_new_tokens must be a positive integer, got "
                              f"{config.max_new_tokens!r}")
         model, tokenizer = common.load_model(config)
-        calib = config.calibration
-        segments = data.calibration_segments(
-            data.tokenize_cached(data.load_text(calib.source, split=calib.split), tokenizer),
-            calib.num_segments, calib.length, seed=calib.seed, contiguous=calib.contiguous)
+        segments = common.calibration_segments(config.calibration, tokenizer)
         oneshot.plan_oneshot(model, segments, settings)
     except (TypeError, ValueError) as err:
         raise app.UsageError(str(err)) from None
@@ -41,9 +38,7 @@ def main(argv):
     eval_tokens = common.evaluation_tokens(config.eval, tokenizer)
 
     def report(name, net):
-        result = perplexity(net, eval_tokens, window=config.eval.window,
-                            batch_size=config.eval.batch_size,
-                            max_windows=config.eval.max_windows)
+        result = common.evaluate(net, eval_tokens, config.eval)
         completion = greedy_generate(net, tokenizer, config.prompt,
                                      max_new_tokens=config.max_new_tokens)
         print(f"{name}: perplexity {result.perplexity:.3f} on {config.eval.source}:"

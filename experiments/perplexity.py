@@ -13,7 +13,6 @@ from absl import app
 from ml_collections import config_flags
 
 from experiments import common
-from jaxprune.eval import perplexity
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/perplexity.py", "Perplexity configuration."
@@ -30,8 +29,7 @@ def main(argv):
         raise app.UsageError(str(err)) from None
     model, tokenizer = common.load_model(config)
     tokens = common.evaluation_tokens(config.eval, tokenizer)
-    result = perplexity(model, tokens, window=config.eval.window,
-                        batch_size=config.eval.batch_size, max_windows=config.eval.max_windows)
+    result = common.evaluate(model, tokens, config.eval)
     row = {
         "model": config.model,
         "dtype": config.param_dtype,

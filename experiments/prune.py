@@ -23,7 +23,6 @@ from ml_collections import config_flags
 
 from experiments import common
 from jaxprune import data, oneshot
-from jaxprune.eval import perplexity
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "One-shot pruning configuration.")
 
@@ -65,12 +64,6 @@ def check_config(config) -> None:
                          f"{config.method!r}")
 
 
-def evaluate(model, tokens, config) -> float:
-    return perplexity(model, tokens, window=config.eval.window,
-                      batch_size=config.eval.batch_size,
-                      max_windows=config.eval.max_windows).perplexity
-
-
 def save_outputs(config, result, tokenizer) -> list[str]:
     """Saves the pruned model as asked; returns what was written."""
     written = []
@@ -102,11 +95,7 @@ def main(argv):
         if (config.save_checkpoint or config.save_hf) and not config.workdir:
             raise ValueError("config.workdir is required to save the pruned model")
         model, tokenizer = common.load_model(config)
-        calib = config.calibration
-        text = data.load_text(calib.source, path=calib.path, split=calib.split)
-        segments = data.calibration_segments(
-            data.tokenize_cached(text, tokenizer), calib.num_segments, calib.length,
-            seed=calib.seed, contiguous=calib.contiguous)
+        segments = common.calibration_segments(config.calibration, tokenizer)
         settings = oneshot_settings(config)
         oneshot.plan_oneshot(model, segments, settings)
         eval_tokens = common.evaluation_tokens(config.eval, tokenizer)
@@ -116,7 +105,7 @@ def main(argv):
     rows = []
     if config.evaluate_dense:
         rows.append({"method": "dense", "pattern": "-", "sparsity": 0.0,
-                     "perplexity": evaluate(model, eval_tokens, config),
+                     "perplexity": common.evaluate(model, eval_tokens, config.eval).perplexity,
                      "prune seconds": 0.0, "peak memory MB": round(peak_memory_mb())})
     start = time.perf_counter()
     result = oneshot.prune_oneshot(model, segments, settings)
@@ -127,7 +116,7 @@ def main(argv):
         "method": config.method + ("" if config.allocation == "uniform" else "+owl"),
         "pattern": config.pattern,
         "sparsity": oneshot.achieved_sparsity(result),
-        "perplexity": evaluate(result.model, eval_tokens, config),
+        "perplexity": common.evaluate(result.model, eval_tokens, config.eval).perplexity,
         "prune seconds": round(seconds, 1),
         "peak memory MB": round(memory),
     })

@@ -204,6 +204,19 @@ def _block_stats(graphdef, state, h, cos, sin, groups, with_gram):
     return out, {g: batch_input_stats(inputs[g], with_gram=with_gram) for g in groups}
 
 
+def _collect_block_stats(block, hidden, cos, sin, groups, with_gram):
+    """Runs the dense block over every batch: its outputs and the summed input statistics."""
+    block_graphdef, block_state = nnx.split(block)
+    stats: dict[str, InputStats] = {}
+    outputs = []
+    for h in hidden:
+        out, batch_stats = _block_stats(block_graphdef, block_state, h, cos, sin, groups,
+                                        with_gram)
+        outputs.append(out)
+        stats = {g: add_input_stats(stats.get(g), s) for g, s in batch_stats.items()}
+    return outputs, stats
+
+
 def _linear(block, name: str):
     node = block
     for part in name.split("/"):
@@ -270,18 +283,12 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     for index in bar:
         block = pruned.layers[index]
         names = plan.targets.get(index, [])
-        block_graphdef, block_state = nnx.split(block)
         needs_stats = bool(names) and config.method in ("obd", "wanda", "sparsegpt")
         dense_out = None
         if needs_stats or (config.order == "dense" and names):
             groups = tuple(sorted({linear_inputs[_BLOCK_PATH.match(p).group(2)] for p in names}))
-            stats: dict[str, InputStats] = {}
-            dense_out = []
-            for h in hidden:
-                out, batch_stats = _block_stats(block_graphdef, block_state, h, cos, sin, groups,
-                                                config.method == "sparsegpt")
-                dense_out.append(out)
-                stats = {g: add_input_stats(stats.get(g), s) for g, s in batch_stats.items()}
+            dense_out, stats = _collect_block_stats(block, hidden, cos, sin, groups,
+                                                    config.method == "sparsegpt")
         for path in names:
             layer_start = time.perf_counter()
             name = _BLOCK_PATH.match(path).group(2)
@@ -347,16 +354,8 @@ def _owl_block_sparsity(pruned, graphdef, state, batches, cos, sin, plan: _Plan,
     ratios = {}
     for index in tqdm(range(len(pruned.layers)), desc="owl ratios", disable=not progress):
         block = pruned.layers[index]
-        block_graphdef, block_state = nnx.split(block)
         groups = tuple(sorted(set(linear_inputs.values())))
-        stats: dict[str, InputStats] = {}
-        outputs = []
-        for h in hidden:
-            out, batch_stats = _block_stats(block_graphdef, block_state, h, cos, sin, groups,
-                                            False)
-            outputs.append(out)
-            stats = {g: add_input_stats(stats.get(g), s) for g, s in batch_stats.items()}
-        hidden = outputs
+        hidden, stats = _collect_block_stats(block, hidden, cos, sin, groups, False)
         names = plan.targets.get(index, [])
         if names:
             block_scores = []
