@@ -94,6 +94,10 @@ def main(argv):
         check_config(config)
         if (config.save_checkpoint or config.save_hf) and not config.workdir:
             raise ValueError("config.workdir is required to save the pruned model")
+        for wanted, name in ((config.save_checkpoint, "checkpoint"), (config.save_hf, "hf")):
+            if wanted and os.path.exists(os.path.join(config.workdir, name)):
+                raise ValueError(f"{os.path.join(config.workdir, name)} exists already; choose "
+                                 "another config.workdir or remove it")
         model, tokenizer = common.load_model(config)
         segments = common.calibration_segments(config.calibration, tokenizer)
         settings = oneshot_settings(config)
