@@ -45,6 +45,15 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     config.owl_lambda = 0.08
     config.owl_m = 5.0
 
+    # Device mesh (docs/scaling.md): batches split over mesh_data devices, pruned kernels split
+    # by output units over mesh_model devices. num_cpu_devices > 0 fakes that many CPU devices
+    # (for trying a mesh on one machine); distributed=True joins hosts with
+    # jax.distributed.initialize() (cluster settings from the environment).
+    config.mesh_data = 1
+    config.mesh_model = 1
+    config.num_cpu_devices = 0
+    config.distributed = False
+
     config.evaluate_dense = False
     config.workdir = ""  # results.json, results.md and saved models go here
     config.save_checkpoint = False  # orbax checkpoint of the pruned parameters and masks

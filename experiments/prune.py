@@ -38,7 +38,8 @@ def oneshot_settings(config) -> oneshot.OneShotConfig:
         method=config.method, sparsity=config.sparsity, pattern=config.pattern,
         layers=config.layers, order=config.order, batch_size=config.batch_size,
         blocksize=config.blocksize, damp=config.damp, allocation=config.allocation,
-        owl_lambda=config.owl_lambda, owl_m=config.owl_m)
+        owl_lambda=config.owl_lambda, owl_m=config.owl_m, mesh_data=config.mesh_data,
+        mesh_model=config.mesh_model)
 
 
 def check_config(config) -> None:
@@ -90,6 +91,11 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/wanda.py")
+    # Both must happen before JAX starts its backends, that is before any array exists.
+    if config.num_cpu_devices:
+        jax.config.update("jax_num_cpu_devices", config.num_cpu_devices)
+    if config.distributed:
+        jax.distributed.initialize()
     try:
         check_config(config)
         if (config.save_checkpoint or config.save_hf) and not config.workdir:

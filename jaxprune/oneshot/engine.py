@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxprune import _checks, paths, selection
@@ -63,6 +65,12 @@ class OneShotConfig:
       allocation: ``uniform`` or ``owl`` (per-block sparsities from outlier ratios).
       owl_lambda: OWL's density half-range.
       owl_m: OWL's outlier threshold, a multiple of the block's mean Wanda score.
+      mesh_data: devices along the mesh's ``data`` axis: each calibration batch is split over
+        them and the statistics are summed across them.
+      mesh_model: devices along the ``model`` axis: each pruned kernel is split by output
+        units over them, so its solve (SparseGPT rows, Wanda columns) is spread too.
+      gather: bring the pruned model and masks back to one device at the end (else they stay
+        sharded as they were computed).
     """
 
     method: str = "wanda"
@@ -76,6 +84,9 @@ class OneShotConfig:
     allocation: str = "uniform"
     owl_lambda: float = 0.08
     owl_m: float = 5.0
+    mesh_data: int = 1
+    mesh_model: int = 1
+    gather: bool = True
 
 
 @dataclasses.dataclass
@@ -103,6 +114,31 @@ class _Plan:
     pattern: Pattern
     sparsity: float
     targets: dict[int, list[str]]  # block index -> linear paths inside the block
+    mesh: Mesh | None
+
+
+def _check_mesh(config: OneShotConfig, num_segments: int, chosen) -> Mesh | None:
+    """The device mesh of the config, or ``None`` for one device; errors name what fails."""
+    data = _checks.check_int("mesh_data", config.mesh_data, minimum=1)
+    model = _checks.check_int("mesh_model", config.mesh_model, minimum=1)
+    if data * model == 1:
+        return None
+    if config.batch_size % data or num_segments % data:
+        raise ValueError(
+            f"mesh_data={data} must divide batch_size ({config.batch_size}) and the number of "
+            f"calibration segments ({num_segments}): each batch is split over the data axis")
+    for path, leaf in chosen:
+        if leaf.shape[-1] % model:
+            raise ValueError(f"mesh_model={model} must divide the output size of {path!r} "
+                             f"(shape {leaf.shape}): kernels are split by output units")
+    if config.method == "obd_fisher":
+        raise ValueError("method 'obd_fisher' runs on one device (mesh_data=mesh_model=1)")
+    if data * model > jax.device_count():
+        raise ValueError(
+            f"mesh {data}x{model} (mesh_data x mesh_model) needs {data * model} devices, found "
+            f"{jax.device_count()}; on a CPU, JAX_NUM_CPU_DEVICES={data * model} fakes them")
+    devices = np.asarray(jax.devices()[: data * model]).reshape(data, model)
+    return Mesh(devices, ("data", "model"))
 
 
 def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
@@ -185,7 +221,8 @@ def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
     if segments.min() < 0 or segments.max() >= vocab:
         raise ValueError(f"calibration token ids must be in [0, {vocab}), got "
                          f"[{segments.min()}, {segments.max()}]")
-    return _Plan(pattern, sparsity, targets)
+    mesh = _check_mesh(config, segments.shape[0], chosen)
+    return _Plan(pattern, sparsity, targets, mesh)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -259,12 +296,16 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     plan = plan_oneshot(model, segments, config)
     start = time.perf_counter()
     pruned = nnx.clone(model)  # new variables; arrays are shared until replaced
+    if plan.mesh is not None:
+        _shard_model(pruned, plan)
     graphdef, state = nnx.split(pruned)
     if config.method == "magnitude":
-        return _magnitude(pruned, plan, start)
+        return _finish(_magnitude(pruned, plan, start), plan, config)
     segments = np.asarray(segments, np.int32)
     batches = [jnp.asarray(segments[i:i + config.batch_size])
                for i in range(0, len(segments), config.batch_size)]
+    if plan.mesh is not None:
+        batches = [jax.device_put(b, NamedSharding(plan.mesh, P("data"))) for b in batches]
     cos, sin = pruned.rope(segments.shape[1])
     fisher = None
     if config.method == "obd_fisher":
@@ -321,8 +362,29 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
             logging.info("block %d: pruned %d layers, %.1f s elapsed", index, len(names),
                          time.perf_counter() - start)
     bar.close()
-    return OneShotResult(pruned, _mask_tree(pruned, masks), rows, block_sparsity,
-                         time.perf_counter() - start)
+    result = OneShotResult(pruned, _mask_tree(pruned, masks), rows, block_sparsity,
+                           time.perf_counter() - start)
+    return _finish(result, plan, config)
+
+
+def _shard_model(model, plan: _Plan) -> None:
+    """Splits the pruned kernels by output units over ``model``; replicates everything else."""
+    wanted = {p for names in plan.targets.values() for p in names}
+    split = NamedSharding(plan.mesh, P(None, "model"))
+    replicated = NamedSharding(plan.mesh, P())
+    state = nnx.state(model)
+    shardings = paths.map_with_path_str(lambda p, _: split if p in wanted else replicated, state)
+    nnx.update(model, jax.device_put(state, shardings))
+
+
+def _finish(result: OneShotResult, plan: _Plan, config: OneShotConfig) -> OneShotResult:
+    """Gathers a sharded result onto one device when the config asks for it."""
+    if plan.mesh is None or not config.gather:
+        return result
+    device = jax.devices()[0]
+    nnx.update(result.model, jax.device_put(nnx.state(result.model), device))
+    result.masks = jax.device_put(result.masks, device)
+    return result
 
 
 def _mask_tree(model, masks: dict[str, jax.Array]):

@@ -1,0 +1,43 @@
+"""Run by tests/test_mesh.py in a fresh process with JAX_NUM_CPU_DEVICES=8 (the device count is
+fixed when JAX starts). Prints one line per case and exits non-zero on any difference."""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune import models, oneshot
+
+
+def main() -> int:
+    assert jax.device_count() == 8, jax.device_count()
+    config = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
+                                num_kv_heads=2, intermediate_size=48, head_dim=8)
+    model = models.Llama(config, rngs=nnx.Rngs(0))
+    segments = np.random.default_rng(0).integers(0, 64, (8, 16))
+    failures = 0
+    for method, pattern in [("wanda", "per_output"), ("wanda", "2:4"),
+                            ("sparsegpt", "unstructured"), ("sparsegpt", "2:4")]:
+        settings = dict(method=method, pattern=pattern, batch_size=8, blocksize=16,
+                        sparsity=None if ":" in pattern else 0.5)
+        one = oneshot.prune_oneshot(model, segments, oneshot.OneShotConfig(**settings),
+                                    progress=False)
+        for data, split in [(8, 1), (2, 4), (1, 8)]:
+            mesh = oneshot.prune_oneshot(model, segments, oneshot.OneShotConfig(
+                **settings, mesh_data=data, mesh_model=split), progress=False)
+            same_masks = all(bool(jnp.array_equal(a, b)) for a, b in zip(
+                jax.tree.leaves(one.masks), jax.tree.leaves(mesh.masks), strict=True))
+            weight_gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+                jax.tree.leaves(nnx.state(one.model)), jax.tree.leaves(nnx.state(mesh.model)),
+                strict=True))
+            ok = same_masks and weight_gap <= 1e-5
+            failures += not ok
+            print(f"{method} {pattern} mesh {data}x{split}: masks equal {same_masks}, "
+                  f"max weight difference {weight_gap:.2e} {'ok' if ok else 'FAIL'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
