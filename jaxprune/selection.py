@@ -54,10 +54,20 @@ def num_pruned(sparsity: Sparsity, group_size: int) -> int | jax.Array:
       A Python int for a static sparsity, an int32 scalar array for a traced one.
     """
     if _is_static(sparsity):
-        return min(group_size, math.floor(float(sparsity) * group_size + _STATIC_TOLERANCE))
-    product = jnp.asarray(sparsity, jnp.float32) * group_size
-    tolerance = _STATIC_TOLERANCE + group_size * 2.0**-21
-    return jnp.clip(jnp.floor(product + tolerance), 0, group_size).astype(jnp.int32)
+        return _floor_count(float(sparsity) * group_size, group_size)
+    return _floor_count(jnp.asarray(sparsity, jnp.float32) * group_size, group_size)
+
+
+def _floor_count(wanted: float | jax.Array, size: int) -> int | jax.Array:
+    """``floor(wanted)`` within [0, size], with the rounding tolerances of the module docstring.
+
+    A Python float (exact float64 arithmetic) gets the static tolerance; a traced float32 value
+    also gets ``size * 2**-21`` for the float32 error of the product.
+    """
+    if isinstance(wanted, float):
+        return min(size, math.floor(wanted + _STATIC_TOLERANCE))
+    tolerance = _STATIC_TOLERANCE + size * 2.0**-21
+    return jnp.clip(jnp.floor(wanted + tolerance), 0, size).astype(jnp.int32)
 
 
 def _is_static(sparsity: Sparsity) -> bool:
@@ -338,12 +348,10 @@ def _select_global_tree(scores: PyTree, sparsity: PyTree) -> PyTree:
         raise ValueError(f"global selection counts in uint32; {sum(sizes)} entries is too many")
     if all(_is_static(s) for _, _, s in chosen):
         wanted = math.fsum(float(s) * n for (_, _, s), n in zip(chosen, sizes, strict=True))
-        prune_count = min(sum(sizes), math.floor(wanted + _STATIC_TOLERANCE))
     else:
         wanted = sum(jnp.asarray(s, jnp.float32) * n
                      for (_, _, s), n in zip(chosen, sizes, strict=True))
-        tolerance = _STATIC_TOLERANCE + sum(sizes) * 2.0**-21
-        prune_count = jnp.clip(jnp.floor(wanted + tolerance), 0, sum(sizes)).astype(jnp.uint32)
+    prune_count = _floor_count(wanted, sum(sizes))
     leaf_masks = select_global([score for _, score, _ in chosen], prune_count)
     for (i, _, _), mask in zip(chosen, leaf_masks, strict=True):
         masks[i] = mask

@@ -18,6 +18,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jaxprune.losses import next_token_nll
+
 
 @dataclasses.dataclass(frozen=True)
 class PerplexityResult:
@@ -60,11 +62,7 @@ def evaluation_windows(tokens: np.ndarray, window: int, max_windows: int | None 
 
 def _nll_sums(model, batch: jax.Array) -> jax.Array:
     """Summed next-token NLL of each row of ``batch`` ``[B, L]``, in float32."""
-    logits = model(batch[:, :-1])
-    targets = batch[:, 1:]
-    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    nll = jax.nn.logsumexp(logits, axis=-1) - target_logits
-    return jnp.sum(nll, axis=-1)
+    return jnp.sum(next_token_nll(model, batch), axis=-1)
 
 
 def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int = 8,

@@ -116,6 +116,11 @@ class _Plan:
     targets: dict[int, list[str]]  # block index -> linear paths inside the block
     mesh: Mesh | None
 
+    @property
+    def paths(self) -> set[str]:
+        """Every pruned kernel's path."""
+        return {p for names in self.targets.values() for p in names}
+
 
 def _check_mesh(config: OneShotConfig, num_segments: int, chosen) -> Mesh | None:
     """The device mesh of the config, or ``None`` for one device; errors name what fails."""
@@ -309,8 +314,7 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     cos, sin = pruned.rope(segments.shape[1])
     fisher = None
     if config.method == "obd_fisher":
-        wanted = {p for names in plan.targets.values() for p in names}
-        fisher = empirical_fisher_diagonal(model, segments, wanted, progress=progress)
+        fisher = empirical_fisher_diagonal(model, segments, plan.paths, progress=progress)
     block_sparsity = {i: plan.sparsity for i in plan.targets}
     if config.allocation == "owl":
         block_sparsity = _owl_block_sparsity(pruned, graphdef, state, batches, cos, sin, plan,
@@ -369,7 +373,7 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
 
 def _shard_model(model, plan: _Plan) -> None:
     """Splits the pruned kernels by output units over ``model``; replicates everything else."""
-    wanted = {p for names in plan.targets.values() for p in names}
+    wanted = plan.paths
     split = NamedSharding(plan.mesh, P(None, "model"))
     replicated = NamedSharding(plan.mesh, P())
     state = nnx.state(model)
@@ -394,7 +398,7 @@ def _mask_tree(model, masks: dict[str, jax.Array]):
 def _magnitude(pruned, plan: _Plan, start: float) -> OneShotResult:
     """Magnitude needs no calibration: all layers at once (global selection supported)."""
     state = nnx.state(pruned, nnx.Param)
-    wanted = {p for names in plan.targets.values() for p in names}
+    wanted = plan.paths
     sparsity = paths.map_with_path_str(lambda p, _: plan.sparsity if p in wanted else None, state)
     select = jax.jit(lambda params: selection.select_masks(
         jax.tree.map(scores.magnitude_scores, params), sparsity, plan.pattern))

@@ -11,13 +11,11 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxprune import paths
+from jaxprune.losses import next_token_nll
 
 
 def _lm_loss(graphdef, state, batch):
-    logits = nnx.merge(graphdef, state)(batch[:, :-1])
-    targets = batch[:, 1:]
-    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - target_logits)
+    return jnp.mean(next_token_nll(nnx.merge(graphdef, state), batch))
 
 
 @functools.partial(jax.jit, static_argnums=0)
