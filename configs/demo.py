@@ -36,12 +36,11 @@ def get_config(arg=None):
     config.sparsity = 0.5
     config.prompt = "The capital of France is"
     config.max_new_tokens = 12
+    # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binary
+    # applies these (field, value) pairs after the command line.
     config.runlocal = arg == "runlocal"
-    if config.runlocal:
-        config.calibration.num_segments = 4
-        config.calibration.length = 64
-        config.eval.window = 128
-        config.eval.max_windows = 2
-        config.eval.batch_size = 2
-        config.max_new_tokens = 6
+    config.runlocal_overrides = (
+        ("calibration.num_segments", 4), ("calibration.length", 64), ("eval.window", 128),
+        ("eval.max_windows", 2), ("eval.batch_size", 2), ("max_new_tokens", 6),
+    )
     return config

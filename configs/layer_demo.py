@@ -26,10 +26,11 @@ def get_config(arg=None):
     config.patterns = ("unstructured", "per_output", "global", "2:4", "4:8")
     config.criteria = ("random", "magnitude", "input_weighted")
     config.workdir = ""  # When set, results.json is written there.
+    # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binary
+    # applies these (field, value) pairs after the command line.
     config.runlocal = arg == "runlocal"
-    if config.runlocal:
-        config.in_features = 64
-        config.out_features = 32
-        config.num_samples = 256
-        config.num_outlier_features = 4
+    config.runlocal_overrides = (
+        ("in_features", 64), ("out_features", 32), ("num_samples", 256),
+        ("num_outlier_features", 4),
+    )
     return config

@@ -7,6 +7,11 @@ import ml_collections
 
 from jaxprune.oneshot import DEFAULT_LAYERS
 
+# The comparison group of each method's unstructured setting in its paper: the whole tensor
+# for magnitude, OBD and SparseGPT's ranking, each output unit for Wanda.
+UNSTRUCTURED_GROUP = {"magnitude": "unstructured", "obd": "unstructured", "wanda": "per_output",
+                      "sparsegpt": "unstructured"}
+
 
 def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.ConfigDict:
     """The protocol of the issues: 64 x 512 contiguous calibration tokens from the Wikipedia
@@ -59,14 +64,12 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     config.save_checkpoint = False  # orbax checkpoint of the pruned parameters and masks
     config.save_hf = False  # Hugging Face directory of the pruned model
 
+    # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binaries
+    # apply these (field, value) pairs after the command line.
     config.runlocal = arg == "runlocal"
-    if config.runlocal:
-        config.calibration.source = "pydoc"
-        config.calibration.num_segments = 4
-        config.calibration.length = 64
-        config.eval.source = "pydoc"
-        config.eval.window = 128
-        config.eval.max_windows = 2
-        config.eval.batch_size = 2
-        config.batch_size = 2
+    config.runlocal_overrides = (
+        ("calibration.source", "pydoc"), ("calibration.num_segments", 4),
+        ("calibration.length", 64), ("eval.source", "pydoc"), ("eval.window", 128),
+        ("eval.max_windows", 2), ("eval.batch_size", 2), ("batch_size", 2),
+    )
     return config

@@ -23,10 +23,11 @@ def get_config(arg=None):
     config.eval.max_windows = ml_collections.FieldReference(128, field_type=int)
     config.eval.batch_size = 8
     config.workdir = ""  # when set, perplexity.json is written there
+    # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binary
+    # applies these (field, value) pairs after the command line.
     config.runlocal = arg == "runlocal"
-    if config.runlocal:
-        config.eval.source = "pydoc"
-        config.eval.window = 128
-        config.eval.max_windows = 2
-        config.eval.batch_size = 2
+    config.runlocal_overrides = (
+        ("eval.source", "pydoc"), ("eval.window", 128), ("eval.max_windows", 2),
+        ("eval.batch_size", 2),
+    )
     return config

@@ -1,13 +1,20 @@
-"""Plumbing shared by the experiment binaries: config checks, model and text loading, output."""
+"""Plumbing shared by the experiment binaries: config handling, model and text loading, output,
+and the provenance (revision, versions, memory) that results carry."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import importlib.metadata
 import json
 import os
+import resource
+import subprocess
 import tempfile
 from typing import Any
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from jaxprune import data, models
@@ -16,22 +23,22 @@ from jaxprune.eval import perplexity
 PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes ``text`` so that ``path`` is either absent, old or complete.
+def write_bytes_atomic(path: str, payload: bytes) -> None:
+    """Writes ``payload`` so that ``path`` is either absent, old or complete.
 
-    The file is written next to its destination and renamed into place, so a killed process
-    never leaves a half-written file behind.
+    The file is written next to its destination, flushed to disk and renamed into place, so a
+    killed process never leaves a half-written file behind.
 
     Args:
       path: destination file; its directory is created when missing.
-      text: the content.
+      payload: the content.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,9 +47,174 @@ def write_text_atomic(path: str, text: str) -> None:
         raise
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` (UTF-8) atomically; see ``write_bytes_atomic``."""
+    write_bytes_atomic(path, text.encode())
+
+
 def write_json_atomic(path: str, payload: Any) -> None:
     """Writes ``payload`` as indented JSON, atomically (see ``write_text_atomic``)."""
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
+
+
+def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+    """Sets an existing field of ``config`` by its dotted name, keeping the field's type.
+
+    Args:
+      config: the config to change in place.
+      dotted: a name such as ``"eval.max_windows"``.
+      value: the new value; an int is accepted for a float field, nothing else is converted.
+
+    Raises:
+      ValueError: for a field that does not exist, or a value of another type; the message
+        names the field, the value and what the field holds.
+    """
+    *parents, leaf = dotted.split(".")
+    node = config
+    for i, part in enumerate(parents):
+        child = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if not isinstance(child, ml_collections.ConfigDict):
+            raise ValueError(f"config field {'.'.join(parents[:i + 1])!r} (from override "
+                             f"{dotted!r}) does not exist or is not a group of fields")
+        node = child
+    if leaf not in node:
+        raise ValueError(f"config has no field {dotted!r}; fields there: {sorted(node.keys())}")
+    try:
+        node[leaf] = value
+    except TypeError as err:
+        raise ValueError(f"config.{dotted} cannot be set to {value!r} "
+                         f"({type(value).__name__}): {err}") from None
+
+
+def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config to run: with ``config.runlocal`` set, its ``runlocal_overrides`` applied.
+
+    Every config carries ``runlocal_overrides``, pairs of (dotted field, value) that shrink its
+    job to a smoke run. Applying them here, after the command line, makes
+    ``--config.runlocal=True`` work on any config; they win over other overrides of the same
+    fields.
+
+    Returns:
+      A copy of ``config``; ``config`` itself is not changed.
+
+    Raises:
+      ValueError: naming an override that does not fit the config.
+    """
+    config = copy.deepcopy(config)
+    if config.get("runlocal", False):
+        for dotted, value in config.get("runlocal_overrides", ()):
+            set_field(config, dotted, value)
+    return config
+
+
+def copy_with(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with top-level ``fields`` replaced (checked as by ``set_field``)."""
+    config = copy.deepcopy(config)
+    for name, value in fields.items():
+        set_field(config, name, value)
+    return config
+
+
+def config_fingerprint(config: ml_collections.ConfigDict, *, ignore=("workdir",)) -> str:
+    """SHA-256 of the resolved config's canonical JSON, without the fields in ``ignore``.
+
+    Two configs with the same fingerprint describe the same computation; output locations do
+    not count.
+    """
+    payload = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    text = json.dumps(payload, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def git_revision(directory: str | None = None) -> str:
+    """``git describe``-style revision of the checkout holding this code, "+dirty" when it has
+    uncommitted changes, or "unknown" outside a git checkout."""
+    directory = directory or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
+                              text=True, check=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=directory, capture_output=True, text=True, check=True,
+                               timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml_collections",
+                     "orbax-checkpoint", "tokenizers")
+
+
+def package_versions(names=RECORDED_PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that decide the numbers ("absent" when missing)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def reset_peak_memory() -> bool:
+    """Resets this process's peak resident memory (Linux ``clear_refs``); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process in MB, since start or the last reset.
+
+    Reads ``VmHWM`` (which ``reset_peak_memory`` resets) and falls back to ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Resources:
+    """Models and token streams loaded once and shared by the points of a sweep.
+
+    Pruning never changes the model it is given (``prune_oneshot`` works on a clone), so a
+    loaded model may serve every point that names it.
+    """
+
+    def __init__(self):
+        self._models = {}
+        self._tokens = {}
+
+    def model(self, config):
+        """``(model, tokenizer)`` for ``config.model`` in ``config.param_dtype``."""
+        key = (config.model, config.param_dtype)
+        if key not in self._models:
+            self._models[key] = load_model(config)
+        return self._models[key]
+
+    def evaluation_tokens(self, config) -> np.ndarray:
+        """The evaluation token stream of ``config.eval`` for ``config.model``'s tokenizer."""
+        ev = config.eval
+        key = ("eval", config.model, ev.source, ev.path, ev.split)
+        if key not in self._tokens:
+            self._tokens[key] = evaluation_tokens(ev, self.model(config)[1])
+        return self._tokens[key]
+
+    def calibration_segments(self, config) -> np.ndarray:
+        """The calibration batch of ``config.calibration`` for ``config.model``'s tokenizer."""
+        c = config.calibration
+        key = ("calibration", config.model, c.source, c.path, c.split, c.num_segments, c.length,
+               c.seed, c.contiguous)
+        if key not in self._tokens:
+            self._tokens[key] = calibration_segments(c, self.model(config)[1])
+        return self._tokens[key]
 
 
 def check_eval_config(config) -> None:

@@ -130,8 +130,8 @@ def format_table(rows: list[dict]) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
     try:
+        config = common.apply_runlocal(_CONFIG.value)
         validate_config(config)
     except (TypeError, ValueError) as err:
         raise app.UsageError(str(err)) from None

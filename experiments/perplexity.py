@@ -22,8 +22,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
     try:
+        config = common.apply_runlocal(_CONFIG.value)
         common.check_eval_config(config)
     except ValueError as err:
         raise app.UsageError(str(err)) from None

@@ -6,15 +6,18 @@ import subprocess
 import sys
 
 from configs import layer_demo as demo_config
+from experiments import common
 from experiments import layer_demo as demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_demo_orders_criteria_as_expected():
-    rows = demo.run_demo(demo_config.get_config("runlocal"))
+    config = common.apply_runlocal(demo_config.get_config("runlocal"))
+    assert config.in_features == 64  # the smoke-run size
+    rows = demo.run_demo(config)
     error = {(r["criterion"], r["pattern"]): r["relative_output_error"] for r in rows}
-    for pattern in demo_config.get_config("runlocal").patterns:
+    for pattern in config.patterns:
         # With outlier input features, weighting by input norm beats magnitude beats random.
         assert error["input_weighted", pattern] < error["magnitude", pattern]
         assert error["magnitude", pattern] < error["random", pattern]

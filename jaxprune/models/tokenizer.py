@@ -132,3 +132,17 @@ def tokenizer_from_gguf_fields(
     ]
     backend.add_special_tokens(special)
     return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id)
+
+
+def byte_tokenizer() -> Tokenizer:
+    """A byte-level tokenizer with one token per byte (256 ids) and no merges.
+
+    Every text encodes (one id per UTF-8 byte) and decodes back exactly; it serves the small
+    random models of ``jaxprune.models.RANDOM_MODELS``, which have no trained vocabulary.
+    """
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
+    backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    return Tokenizer(backend)

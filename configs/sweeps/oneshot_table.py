@@ -1,0 +1,45 @@
+r"""The one-shot table of docs/results.md: dense, then each method at 50%, 4:8 and 2:4.
+
+Launch (13 points, about 40 minutes on 2 CPU cores):
+  python -m experiments.sweep --config=configs/sweeps/oneshot_table.py \
+      --config.base.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
+      --config.base.eval.path=../shared/data/wikitext-2-raw \
+      --config.workdir=runs/oneshot_table
+Smoke run (tiny random model, built-in text):
+  python -m experiments.sweep --config=configs/sweeps/oneshot_table.py:runlocal \
+      --config.workdir=/tmp/oneshot_table
+"""
+
+import ml_collections
+
+from configs.oneshot_base import UNSTRUCTURED_GROUP, oneshot_config
+from experiments.sweep_points import chain
+
+METHODS = ("magnitude", "obd", "wanda", "sparsegpt")
+
+
+def get_config(arg=None):
+    """The sweep; ``arg="runlocal"`` runs it on the tiny random model with built-in text."""
+    config = ml_collections.ConfigDict()
+    config.name = "One-shot pruning: 50% unstructured, 4:8 and 2:4"
+    config.description = (
+        "Perplexity after one-shot pruning of all linear layers of every block, calibrated on "
+        "64 x 512 tokens; the 50% column uses each method's comparison group.")
+    config.experiment = "prune"
+    config.base = oneshot_config("wanda", "per_output")
+    config.points = chain(
+        [{"method": "dense"}],
+        *([{"method": m, "pattern": UNSTRUCTURED_GROUP[m]},
+           {"method": m, "pattern": "4:8"},
+           {"method": m, "pattern": "2:4"}] for m in METHODS),
+    )
+    config.table = ml_collections.ConfigDict(
+        {"rows": "method", "columns": "setting",
+         "values": ("perplexity", "prune_seconds", "peak_memory_mb")})
+    config.plot = ml_collections.ConfigDict(
+        {"x": "setting", "y": "perplexity", "series": "method", "logy": True,
+         "title": "One-shot pruning: 50%, 4:8 and 2:4"})
+    config.workdir = ""
+    config.runlocal = arg == "runlocal"
+    config.runlocal_overrides = (("base.model", "tiny-llama"),)
+    return config

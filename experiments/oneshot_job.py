@@ -1,0 +1,106 @@
+"""The one-shot pruning job: checks, preparation and one run (prune, then evaluate).
+
+Shared by ``experiments.prune`` (one job) and ``experiments.sweep`` (many jobs in a process).
+"""
+
+from __future__ import annotations
+
+import time
+
+from experiments import common
+from jaxprune import data, oneshot
+
+# config.method for evaluating the model as loaded, without pruning (a sweep's baseline row).
+DENSE = "dense"
+
+
+def oneshot_settings(config) -> oneshot.OneShotConfig:
+    """The engine's settings from the experiment config."""
+    return oneshot.OneShotConfig(
+        method=config.method, sparsity=config.sparsity, pattern=config.pattern,
+        layers=config.layers, order=config.order, batch_size=config.batch_size,
+        blocksize=config.blocksize, damp=config.damp, allocation=config.allocation,
+        owl_lambda=config.owl_lambda, owl_m=config.owl_m, mesh_data=config.mesh_data,
+        mesh_model=config.mesh_model)
+
+
+def check_config(config) -> None:
+    """Checks what can be checked before loading anything.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    common.check_eval_config(config)
+    calib = config.calibration
+    if calib.source not in data.SOURCES:
+        raise ValueError(f"config.calibration.source must be one of {list(data.SOURCES)}, got "
+                         f"{calib.source!r}")
+    if calib.source in ("file", "wikitext2") and not calib.path:
+        raise ValueError(f"config.calibration.path is required for source {calib.source!r}")
+    for field in ("num_segments", "length"):
+        value = calib[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"config.calibration.{field} must be a positive integer, got "
+                             f"{value!r}")
+    if config.method != DENSE and config.method not in oneshot.METHODS:
+        raise ValueError(f"config.method must be {DENSE!r} or one of {list(oneshot.METHODS)}, "
+                         f"got {config.method!r}")
+
+
+def setting_label(config) -> str:
+    """The column a point belongs to in a paper-style table: "dense", "2:4" or "50%"."""
+    if config.method == DENSE:
+        return DENSE
+    if ":" in config.pattern:
+        return config.pattern
+    return f"{config.sparsity:.0%}"
+
+
+def prepare(config, resources: common.Resources) -> None:
+    """Checks ``config`` and everything it names (model, texts, layer plan) before any work.
+
+    Raises:
+      ValueError, TypeError, FileNotFoundError: naming the field and the value.
+    """
+    check_config(config)
+    model, _ = resources.model(config)
+    segments = resources.calibration_segments(config)
+    if config.method != DENSE:
+        oneshot.plan_oneshot(model, segments, oneshot_settings(config))
+    resources.evaluation_tokens(config)
+
+
+def run_point(config, resources: common.Resources) -> dict:
+    """Prunes and evaluates the model of ``config`` (or only evaluates it, method "dense").
+
+    Args:
+      config: a one-shot config (configs/oneshot_base.py), runlocal already applied.
+      resources: loaded models and texts, shared between calls.
+
+    Returns:
+      ``{"metrics": ..., "timings": ..., "result": ...}``: metrics depend only on the config
+      (method, pattern, setting, achieved sparsity, perplexity, mean NLL); timings are wall
+      seconds; result is the ``OneShotResult`` (None for "dense").
+    """
+    model, _ = resources.model(config)
+    segments = resources.calibration_segments(config)
+    eval_tokens = resources.evaluation_tokens(config)
+    start = time.perf_counter()
+    result = None
+    if config.method != DENSE:
+        result = oneshot.prune_oneshot(model, segments, oneshot_settings(config))
+        model = result.model
+    prune_seconds = time.perf_counter() - start
+    evaluation = common.evaluate(model, eval_tokens, config.eval)
+    method = config.method + ("+owl" if config.allocation == "owl" and result else "")
+    metrics = {
+        "method": method,
+        "pattern": config.pattern if result else "-",
+        "setting": setting_label(config),
+        "sparsity": oneshot.achieved_sparsity(result) if result else 0.0,
+        "perplexity": evaluation.perplexity,
+        "mean_nll": evaluation.mean_nll,
+    }
+    timings = {"prune_seconds": prune_seconds,
+               "eval_seconds": time.perf_counter() - start - prune_seconds}
+    return {"metrics": metrics, "timings": timings, "result": result}
