@@ -3,6 +3,7 @@ and the provenance (revision, versions, memory) that results carry."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import importlib.metadata
@@ -10,12 +11,14 @@ import json
 import os
 import resource
 import subprocess
+import sys
 import tempfile
 from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import app, flags
 
 from jaxprune import data, models
 from jaxprune.eval import perplexity
@@ -55,6 +58,40 @@ def write_text_atomic(path: str, text: str) -> None:
 def write_json_atomic(path: str, payload: Any) -> None:
     """Writes ``payload`` as indented JSON, atomically (see ``write_text_atomic``)."""
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with refused ``--config.*`` overrides reported in one line.
+
+    ml_collections raises from inside flag parsing (an unknown field is an ``AttributeError``,
+    a value of the wrong type an absl ``IllegalFlagValueError``), which would reach the user
+    as a traceback. Here each becomes one line that quotes the overrides and the reason,
+    and the process exits with status 2 before any work starts.
+    """
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
+        overrides = [a for a in argv[1:] if a.startswith("--config")]
+        reason = str(err)
+        for _ in range(3):  # ml_collections nests the repr of a KeyError's message in its own
+            try:
+                unquoted = ast.literal_eval(reason)
+            except (ValueError, SyntaxError):
+                break
+            if not isinstance(unquoted, str):
+                break
+            reason = unquoted
+        reason = " ".join(reason.split())
+        if isinstance(err, (AttributeError, KeyError)):
+            reason = f"no such config field: {reason}"
+        sys.stderr.write(f"FATAL flag or config override refused ({' '.join(overrides)}): "
+                         f"{reason}\n")
+        sys.exit(2)
+
+
+def run_main(main) -> None:
+    """``absl.app.run(main)`` with ``parse_flags``: every binary's entry point."""
+    app.run(main, flags_parser=parse_flags)
 
 
 def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:

@@ -86,7 +86,7 @@ def test_wanda_2_4_on_smollm2_with_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("--config.method=gptq", "config.method must be one of"),
+        ("--config.method=gptq", "config.method must be 'dense' or one of"),
         ("--config.calibration.source=file", "config.calibration.path is required"),
         ("--config.sparsity=1.2", "sparsity must be in [0, 1)"),
         ("--config.layers=cross_attn", "matches no parameter path"),

@@ -1,0 +1,229 @@
+"""Sweeps: point resolution, bad overrides, atomic rows, resume after SIGKILL, reports."""
+
+import glob
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs.sweeps import oneshot_table, sparsity_curve
+from experiments import common, sweep, sweep_points, sweep_report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLE = "configs/sweeps/oneshot_table.py:runlocal"
+
+
+def sweep_command(workdir, *extra):
+    return [sys.executable, "-m", "experiments.sweep", f"--config={TABLE}",
+            f"--config.workdir={workdir}", *extra]
+
+
+def run_sweep_binary(workdir, *extra):
+    return subprocess.run(sweep_command(workdir, *extra), cwd=REPO, capture_output=True,
+                          text=True, timeout=600, check=False,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def started_points(log: str) -> list[int]:
+    """Indices of the points a sweep's log says it started."""
+    return [int(line.split("] point ")[1].split(" ")[0]) for line in log.splitlines()
+            if "] point " in line and "to run)" in line]
+
+
+def test_product_chain_and_with_fields():
+    points = sweep_points.product(method=["wanda", "sparsegpt"], eval__max_windows=[16, 128])
+    assert points == [
+        {"method": "wanda", "eval.max_windows": 16}, {"method": "wanda", "eval.max_windows": 128},
+        {"method": "sparsegpt", "eval.max_windows": 16},
+        {"method": "sparsegpt", "eval.max_windows": 128}]
+    assert sweep_points.with_fields([{"a": 1}], b__c=2) == [{"a": 1, "b.c": 2}]
+    assert sweep_points.chain([{"a": 1}], [{"a": 2}, {"a": 3}]) == [{"a": 1}, {"a": 2}, {"a": 3}]
+    with pytest.raises(ValueError, match="sweep axis 'sparsity' needs a non-empty list"):
+        sweep_points.product(sparsity=[])
+
+
+@pytest.mark.parametrize("module", [oneshot_table, sparsity_curve])
+def test_sweep_configs_resolve_to_distinct_checked_points(module):
+    config = module.get_config()
+    config.base.calibration.path = "calibration.txt"  # as the launch command sets them
+    config.base.eval.path = "wikitext-2-raw"
+    resolved = sweep.resolve_points(config)
+    assert len(resolved) == len(config.points)
+    assert len({fingerprint for _, _, fingerprint in resolved}) == len(resolved)
+    assert resolved[0][1].method == "dense"
+    assert all(cfg.model == "smollm2-135m" and not cfg.runlocal for _, cfg, _ in resolved)
+    small = sweep.resolve_points(common.apply_runlocal(module.get_config("runlocal")))
+    assert all(cfg.model == "tiny-llama" and cfg.eval.max_windows == 2 for _, cfg, _ in small)
+
+
+def test_sparsity_curve_points():
+    config = sparsity_curve.get_config()
+    assert config.points[0] == {"method": "dense"}
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        sparsities = [p["sparsity"] for p in config.points if p["method"] == method]
+        assert sparsities == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+@pytest.mark.parametrize(
+    "point, message",
+    [
+        ({"eval.windw": 3}, "config has no field 'eval.windw'"),
+        ({"evaluation.window": 3}, "config field 'evaluation' (from override 'evaluation.window')"),
+        ({"sparsity": "half"}, "config.sparsity cannot be set to 'half'"),
+        ({"eval.window": 2.5}, "config.eval.window cannot be set to 2.5"),
+        ({"method": "gptq"}, "config.method must be 'dense' or one of"),
+    ],
+)
+def test_bad_point_override_names_point_and_field(point, message):
+    config = oneshot_table.get_config("runlocal")
+    config.points = [{"method": "dense"}, point]
+    with pytest.raises(ValueError) as error:
+        sweep.resolve_points(config)
+    assert "sweep point 1" in str(error.value) and message in str(error.value)
+
+
+def test_duplicate_points_are_refused():
+    config = oneshot_table.get_config("runlocal")
+    config.points = [{"method": "wanda"}, {"method": "wanda", "pattern": "per_output"}]
+    with pytest.raises(ValueError, match="sweep points 0 and 1 resolve to the same config"):
+        sweep.resolve_points(config)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.base.eval.windw=3", "--config.base.eval.windw=3): no such config field: "
+                                       "'windw' Did you mean \"window\""),
+        ("--config.base.sparsity=half", "config.base.sparsity"),
+        ("--config.base.sparsity=1.5", "sparsity must be in [0, 1)"),
+        ("--config.base.layers=cross_attn", "matches no parameter path"),
+        ("--config.table.values=()", "config.table.values must be a non-empty tuple"),
+    ],
+)
+def test_bad_command_line_override_fails_before_any_work(tmp_path, override, message):
+    result = run_sweep_binary(tmp_path / "sweep", override)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sweep").exists()  # nothing was written
+
+
+def test_set_field_keeps_types_and_names_the_field():
+    config = oneshot_table.get_config().base
+    common.set_field(config, "eval.max_windows", 7)
+    common.set_field(config, "sparsity", 1)  # an int where a float is expected is fine
+    assert config.eval.max_windows == 7 and config.sparsity == 1.0
+    with pytest.raises(ValueError, match=r"config.eval.batch_size cannot be set to '8' \(str\)"):
+        common.set_field(config, "eval.batch_size", "8")
+
+
+def test_every_config_shrinks_with_runlocal_true():
+    files = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+    files += sorted(glob.glob(os.path.join(REPO, "configs", "sweeps", "*.py")))
+    checked = 0
+    for path in files:
+        name = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+        module = importlib.import_module(name)
+        if not hasattr(module, "get_config"):
+            continue
+        config = module.get_config()
+        assert not config.runlocal and config.runlocal_overrides, name
+        config.runlocal = True  # as --config.runlocal=True does, after get_config
+        shrunk = common.apply_runlocal(config)
+        for dotted, value in config.runlocal_overrides:
+            node = shrunk
+            for part in dotted.split("."):
+                node = node[part]
+            assert node == value, (name, dotted)
+        checked += 1
+    assert checked == 9  # 7 job configs and 2 sweeps
+
+
+def test_append_row_keeps_earlier_rows_and_leaves_no_temporary_file(tmp_path):
+    path = str(tmp_path / "results.jsonl")
+    sweep.append_row(path, {"point": 0, "metrics": {"perplexity": 1.5}})
+    sweep.append_row(path, {"point": 1, "metrics": {"perplexity": 2.5}})
+    assert [r["point"] for r in sweep.read_rows(path)] == [0, 1]
+    assert os.listdir(tmp_path) == ["results.jsonl"]
+
+
+def fake_row(point, method, setting, sparsity, perplexity):
+    return {"point": point, "metrics": {"method": method, "setting": setting,
+                                        "sparsity": sparsity, "perplexity": perplexity},
+            "timings": {"prune_seconds": 1.0}, "peak_memory_mb": 100.0}
+
+
+def test_pivot_places_each_point_in_its_cell():
+    rows = [fake_row(0, "dense", "dense", 0.0, 30.0), fake_row(1, "wanda", "50%", 0.5, 70.5),
+            fake_row(2, "wanda", "2:4", 0.5, 215.7), fake_row(3, "sparsegpt", "50%", 0.5, 61.9)]
+    lines, columns, cells = sweep_report.pivot(rows, "method", "setting", "perplexity")
+    assert lines == ["dense", "wanda", "sparsegpt"] and columns == ["dense", "50%", "2:4"]
+    assert cells == {("dense", "dense"): 30.0, ("wanda", "50%"): 70.5, ("wanda", "2:4"): 215.7,
+                     ("sparsegpt", "50%"): 61.9}
+    config = oneshot_table.get_config()
+    text = sweep_report.pivot_markdown(config, rows)
+    assert "| wanda |  | 70.50 | 215.70 |" in text and "| sparsegpt |  | 61.90 |  |" in text
+    with pytest.raises(ValueError, match="two sweep points fall into the cell"):
+        sweep_report.pivot(rows + [fake_row(4, "wanda", "50%", 0.5, 1.0)], "method", "setting",
+                           "perplexity")
+
+
+def test_sweep_resumes_after_sigkill_and_matches_an_uninterrupted_run(tmp_path):
+    """Kill the sweep with SIGKILL inside point 5 (OBD 50%), restart it, compare."""
+    full = run_sweep_binary(tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert started_points(full.stderr) == list(range(13))
+
+    workdir = tmp_path / "killed"
+    progress = workdir / sweep.PROGRESS
+    process = subprocess.Popen(sweep_command(workdir), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=dict(os.environ,
+                                                                   JAX_PLATFORMS="cpu"))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if progress.exists() and json.loads(progress.read_text())["point"] == 5:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads(progress.read_text())["point"] == 5
+    finished = sweep.read_rows(str(workdir / sweep.RESULTS))
+    assert [row["point"] for row in finished] == [0, 1, 2, 3, 4]  # the kill was inside point 5
+    assert not (workdir / "results.md").exists()
+
+    resumed = run_sweep_binary(workdir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "13 points, 5 done already, 8 to run" in resumed.stderr
+    assert started_points(resumed.stderr) == list(range(5, 13))  # only what was left
+
+    rows = {name: json.loads((tmp_path / name / "results.json").read_text())["rows"]
+            for name in ("full", "killed")}
+    assert [r["point"] for r in rows["killed"]] == list(range(13))
+    # The same config and seed give the same metrics, bit for bit (JSON keeps every float bit).
+    assert [r["metrics"] for r in rows["killed"]] == [r["metrics"] for r in rows["full"]]
+    assert [r["fingerprint"] for r in rows["killed"]] == [r["fingerprint"] for r in rows["full"]]
+    assert rows["killed"][:5] == finished  # finished rows were kept, not redone
+    table = oneshot_table.get_config()
+    perplexity_table = {name: sweep_report.pivot_markdown(table, rows[name]).split("\n\n")[0]
+                        for name in rows}
+    assert perplexity_table["killed"] == perplexity_table["full"]
+    assert perplexity_table["full"] in (tmp_path / "full" / "results.md").read_text()
+    for name in ("full", "killed"):
+        assert (tmp_path / name / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert not (tmp_path / name / sweep.PROGRESS).exists()
+    row = rows["full"][1]
+    assert row["seeds"] == {"calibration.seed": 0}
+    assert row["git"] and row["packages"]["jax"] and row["peak_memory_mb"] > 0
+    assert row["timings"]["wall_seconds"] > 0 and row["config"]["model"] == "tiny-llama"
+
+
+def test_dry_run_lists_points_without_running(tmp_path):
+    result = run_sweep_binary(tmp_path / "dry", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count(" todo ") == 13
+    assert not (tmp_path / "dry" / sweep.RESULTS).exists()
