@@ -1,0 +1,228 @@
+"""The training job: train or fine-tune a Llama under a sparsity rule, then evaluate.
+
+Shared by ``experiments.train`` (one run, with orbax checkpoints and resume) and
+``experiments.sweep`` (studies). Everything that decides the numbers is a function of the
+config and the step: batch ``t`` is drawn with ``numpy.random.default_rng([seed, t])``, so a
+resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from experiments import common
+from jaxprune import data, models, training
+from jaxprune.losses import next_token_nll
+
+RULES = ("dense", "gradual", "ste", "snip", "set", "rigl")
+
+
+def check_config(config) -> None:
+    """Checks the training config before anything is loaded.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    common.check_eval_config(config)
+    t = config.train
+    if t.source not in data.SOURCES:
+        raise ValueError(f"config.train.source must be one of {list(data.SOURCES)}, got "
+                         f"{t.source!r}")
+    if t.source in ("file", "wikitext2") and not t.path:
+        raise ValueError(f"config.train.path is required for source {t.source!r}")
+    for field, minimum in (("steps", 1), ("batch_size", 1), ("seq_len", 2),
+                           ("checkpoint_every", 1), ("log_every", 1)):
+        value = t[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"config.train.{field} must be an integer >= {minimum}, got "
+                             f"{value!r}")
+    if not t.learning_rate > 0:
+        raise ValueError(f"config.train.learning_rate must be > 0, got {t.learning_rate!r}")
+    if not 0 <= t.warmup_steps < t.steps:
+        raise ValueError(f"config.train.warmup_steps must be in [0, config.train.steps), got "
+                         f"{t.warmup_steps!r}")
+    if config.rule not in RULES:
+        raise ValueError(f"config.rule must be one of {list(RULES)}, got {config.rule!r}")
+    make_rule(config)  # the rule checks its own fields (schedule order, fractions, ...)
+
+
+def make_rule(config):
+    """The ``jaxprune.training`` rule named by ``config.rule`` (None for "dense").
+
+    Raises:
+      ValueError: from the rule's own checks, prefixed with the config fields involved.
+    """
+    s = config.sparsity
+    try:
+        if config.rule == "dense":
+            return None
+        if config.rule in ("gradual", "ste"):
+            return training.GradualMagnitude(
+                final_sparsity=s.final, begin=s.begin, end=s.end, update_every=s.update_every,
+                allocation=s.allocation, pattern=s.pattern,
+                straight_through=config.rule == "ste")
+        if config.rule == "snip":
+            return training.Snip(sparsity=s.final, allocation=s.allocation, pattern=s.pattern)
+        rule_class = training.SET if config.rule == "set" else training.RigL
+        return rule_class(sparsity=s.final, update_every=s.update_every, end=s.end,
+                          drop_fraction=s.drop_fraction, allocation=s.allocation)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config.sparsity (rule {config.rule!r}): {err}") from None
+
+
+def initial_model(config, resources: common.Resources):
+    """A fresh model: random (seeded by ``config.seed``) for a ``RANDOM_MODELS`` name,
+    otherwise the loaded checkpoint (fine-tuning)."""
+    if config.model in models.RANDOM_MODELS:
+        dtype = common.PARAM_DTYPES[config.param_dtype]
+        model = models.Llama(models.RANDOM_MODELS[config.model], rngs=nnx.Rngs(config.seed),
+                             param_dtype=dtype)
+        return model
+    return nnx.clone(resources.model(config)[0])
+
+
+def training_tokens(config, resources: common.Resources) -> np.ndarray:
+    t = config.train
+    key = ("train", config.model, t.source, t.path, t.split)
+    if key not in resources._tokens:
+        text = data.load_text(t.source, path=t.path, split=t.split)
+        resources._tokens[key] = data.tokenize_cached(text, resources.model(config)[1])
+    return resources._tokens[key]
+
+
+def batch_at(tokens: np.ndarray, step: int, batch_size: int, seq_len: int,
+             seed: int) -> np.ndarray:
+    """Batch ``step``: ``batch_size`` windows of ``seq_len + 1`` tokens at seeded offsets."""
+    rng = np.random.default_rng([seed, step])
+    starts = rng.integers(0, tokens.size - seq_len - 1, size=batch_size)
+    return np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int32)
+
+
+def make_optimizer(config):
+    """AdamW with linear warm-up and cosine decay, clipped, wrapped by the sparsity rule."""
+    t = config.train
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, t.learning_rate, warmup_steps=max(t.warmup_steps, 1), decay_steps=t.steps,
+        end_value=t.learning_rate * t.final_lr_fraction)
+    inner = optax.chain(optax.clip_by_global_norm(t.clip_norm),
+                        optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=t.weight_decay))
+    rule = make_rule(config)
+    if rule is None:
+        return inner
+    return training.sparse_training(inner, rule, key=jax.random.PRNGKey(config.seed))
+
+
+def prepare(config, resources: common.Resources) -> None:
+    """Loads what the job needs and checks the texts are long enough, before any training."""
+    check_config(config)
+    resources.model(config)
+    tokens = training_tokens(config, resources)
+    if tokens.size < config.train.seq_len + 2:
+        raise ValueError(f"config.train: the training text has {tokens.size} tokens, fewer than "
+                         f"config.train.seq_len + 2 = {config.train.seq_len + 2}")
+    resources.evaluation_tokens(config)
+
+
+def params_fingerprint(params) -> str:
+    """SHA-256 over every parameter's bytes, in flattening order."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+class Trainer:
+    """One training run: model, optimizer and a jitted step over plain pytrees.
+
+    The train state is ``{"params", "opt_state", "step"}``, a pytree that orbax saves.
+    """
+
+    def __init__(self, config, resources: common.Resources):
+        self.config = config
+        model = initial_model(config, resources)
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.tx = make_optimizer(config)
+        self.state = {"params": params, "opt_state": self.tx.init(params),
+                      "step": jnp.zeros((), jnp.int32)}
+        self.tokens = training_tokens(config, resources)
+        self._step = jax.jit(self._train_step)
+
+    def model(self, params=None):
+        params = self.state["params"] if params is None else params
+        return nnx.merge(self.graphdef, params, self.rest)
+
+    def _train_step(self, state, batch):
+        def loss_fn(params):
+            return jnp.mean(next_token_nll(nnx.merge(self.graphdef, params, self.rest), batch))
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
+
+    def sparsity(self) -> float:
+        """Fraction of exactly-zero entries among the prunable kernels."""
+        from jaxprune import allocation, paths
+
+        zeros = total = 0
+        for path, leaf in paths.leaves_with_paths(self.state["params"]):
+            if allocation.default_prunable(path, leaf):
+                zeros += int(jnp.sum(leaf == 0))
+                total += leaf.size
+        return zeros / max(total, 1)
+
+    def run(self, *, until: int, on_step: Callable[[int, float], None] | None = None) -> list:
+        """Trains from the current step to ``until``; returns ``[(step, loss)]`` logged."""
+        t = self.config.train
+        logged, window, start = [], [], time.perf_counter()
+        first = int(self.state["step"])
+        for step in range(first, until):
+            batch = jnp.asarray(batch_at(self.tokens, step, t.batch_size, t.seq_len,
+                                         self.config.seed))
+            self.state, loss = self._step(self.state, batch)
+            window.append(loss)
+            if (step + 1) % t.log_every == 0 or step + 1 == until:
+                mean = float(jnp.mean(jnp.stack(window)))
+                if not np.isfinite(mean):
+                    raise FloatingPointError(f"training loss is {mean} at step {step + 1}; "
+                                             "lower config.train.learning_rate")
+                rate = (step + 1 - first) / (time.perf_counter() - start)
+                logging.info("step %d/%d: loss %.4f, %.2f steps/s, %.0f tokens/s", step + 1,
+                             t.steps, mean, rate, rate * t.batch_size * t.seq_len)
+                logged.append((step + 1, mean))
+                window = []
+            if on_step is not None:
+                on_step(step + 1, float(loss))
+        return logged
+
+
+def evaluate(trainer: Trainer, config, resources: common.Resources) -> dict:
+    """Perplexity of the trained model by ``config.eval`` and its measured sparsity."""
+    result = common.evaluate(trainer.model(), resources.evaluation_tokens(config), config.eval)
+    return {"perplexity": result.perplexity, "mean_nll": result.mean_nll,
+            "sparsity": trainer.sparsity()}
+
+
+def run_point(config, resources: common.Resources) -> dict:
+    """Trains from scratch (no checkpoints) and evaluates; the sweep's entry point."""
+    start = time.perf_counter()
+    trainer = Trainer(config, resources)
+    logged = trainer.run(until=config.train.steps)
+    train_seconds = time.perf_counter() - start
+    metrics = {"method": config.rule, "setting": f"{config.sparsity.final:.0%}"
+               if config.rule != "dense" else "dense",
+               "final_loss": logged[-1][1], **evaluate(trainer, config, resources),
+               "params_sha256": params_fingerprint(trainer.state["params"])}
+    return {"metrics": metrics, "timings": {"train_seconds": train_seconds,
+                                            "eval_seconds": time.perf_counter() - start -
+                                            train_seconds},
+            "curve": logged}

@@ -1,0 +1,92 @@
+"""The training binary: runlocal runs, resume after SIGKILL, bad input, the study sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import gradual
+from configs.sweeps import training_study
+from experiments import common, sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+def train_command(*args):
+    return [sys.executable, "-m", "experiments.train", *args]
+
+
+def run_train(*args):
+    return subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True,
+                          timeout=600, check=False, env=ENV)
+
+
+def test_resume_after_sigkill_gives_the_same_parameters_bit_for_bit(tmp_path):
+    config = "--config=configs/gradual.py:rigl,runlocal"
+    full = run_train(config, f"--config.workdir={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    workdir = tmp_path / "killed"
+    process = subprocess.Popen(train_command(config, f"--config.workdir={workdir}"), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    checkpoint = workdir / "checkpoints" / "20"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not checkpoint.is_dir():
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL  # killed, not finished
+    assert not (workdir / "results.json").exists()
+
+    resumed = run_train(config, f"--config.workdir={workdir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from the checkpoint of step" in resumed.stderr
+    results = {name: json.loads((tmp_path / name / "results.json").read_text())["metrics"]
+               for name in ("full", "killed")}
+    assert results["killed"]["params_sha256"] == results["full"]["params_sha256"]
+    assert results["killed"]["perplexity"] == results["full"]["perplexity"]
+    assert results["full"]["sparsity"] == pytest.approx(0.8, abs=2e-3)
+    assert (tmp_path / "full" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.sparsity.begin=500", "the schedule's end must come after its begin, got "
+                                        "begin=500, end=450"),
+        ("--config.sparsity.update_every=0", "update_every must be >= 1, got 0"),
+        ("--config.sparsity.final=1.0", "final_sparsity must be in [0, 1)"),
+        ("--config.rule=obs", "config.rule must be one of"),
+        ("--config.train.steps=0", "config.train.steps must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_training_config_fails_before_training(tmp_path, override, message):
+    result = run_train("--config=configs/gradual.py", "--config.train.source=pydoc",
+                       "--config.eval.source=pydoc", f"--config.workdir={tmp_path / 'w'}",
+                       override)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "step 1" not in result.stderr and not (tmp_path / "w").exists()
+
+
+def test_config_argument_is_checked():
+    with pytest.raises(ValueError, match="takes one rule of"):
+        gradual.get_config("lottery")
+    assert gradual.get_config("set,runlocal").rule == "set"
+
+
+def test_training_study_sweep_runs_every_rule(tmp_path):
+    config = common.apply_runlocal(training_study.get_config("runlocal"))
+    config.workdir = str(tmp_path)
+    rows = sweep.run_sweep(config)
+    by_rule = {row["metrics"]["method"]: row["metrics"] for row in rows}
+    assert sorted(by_rule) == sorted(gradual.RULES)
+    assert by_rule["dense"]["sparsity"] < 0.01
+    for rule in ("gradual", "ste", "snip", "set", "rigl"):
+        assert by_rule[rule]["sparsity"] >= 0.79, rule  # exact zeros among the kernels
+    assert all(1.0 < m["perplexity"] < 300 for m in by_rule.values())
+    assert (tmp_path / "results.png").exists() and (tmp_path / "results.md").exists()
