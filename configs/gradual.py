@@ -32,7 +32,7 @@ def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     config.sparsity = ml_collections.ConfigDict()
     config.sparsity.final = 0.8
     config.sparsity.begin = 100
-    config.sparsity.end = 450
+    config.sparsity.end = 350
     config.sparsity.update_every = 25
     config.sparsity.drop_fraction = 0.3
     config.sparsity.allocation = "uniform"
@@ -42,9 +42,9 @@ def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     config.train.source = "file"
     config.train.path = ""  # e.g. ../shared/data/calibration/enwiki-excerpt.txt
     config.train.split = "train"
-    config.train.steps = 600
+    config.train.steps = 500
     config.train.batch_size = 16
-    config.train.seq_len = 256
+    config.train.seq_len = 128
     config.train.learning_rate = 3e-3
     config.train.warmup_steps = 50
     config.train.final_lr_fraction = 0.1
@@ -57,7 +57,7 @@ def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     config.eval.source = "wikitext2"
     config.eval.path = ""  # e.g. ../shared/data/wikitext-2-raw
     config.eval.split = "test"
-    config.eval.window = 256
+    config.eval.window = 128
     config.eval.max_windows = ml_collections.FieldReference(128, field_type=int)
     config.eval.batch_size = 8
 

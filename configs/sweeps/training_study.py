@@ -2,7 +2,7 @@ r"""The gradual-pruning study of docs/results.md: a byte-level LM (mini-llama, 0
 parameters) trained from scratch, dense and at 80% with gradual magnitude, straight-through
 gradual magnitude, SNIP, SET and RigL.
 
-Launch (6 points, about 15 minutes on 2 CPU cores):
+Launch (6 points, about 20 minutes on 2 CPU cores):
   python -m experiments.sweep --config=configs/sweeps/training_study.py \
       --config.base.train.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.base.eval.path=../shared/data/wikitext-2-raw --config.workdir=runs/training_study
@@ -21,8 +21,9 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.name = "Training with pruning: a byte-level LM from scratch, dense vs 80% sparse"
     config.description = (
-        "mini-llama trained 600 steps of 16 x 256 bytes of the Wikipedia text; perplexity per "
-        "byte on the first 128 windows of 256 bytes of WikiText-2 raw test.")
+        "mini-llama trained 500 steps of 16 x 128 bytes of the Wikipedia text (sparsity "
+        "rising from step 100 to 350 for gradual and ste); perplexity per byte on the first "
+        "128 windows of 128 bytes of WikiText-2 raw test.")
     config.experiment = "train"
     config.base = training_config("mini-llama", "gradual")
     config.points = [{"rule": rule} for rule in RULES]
