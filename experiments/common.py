@@ -236,13 +236,18 @@ class Resources:
             self._models[key] = load_model(config)
         return self._models[key]
 
+    def text_tokens(self, config, text_config) -> np.ndarray:
+        """The token stream of a text (``source``, ``path``, ``split``) for ``config.model``."""
+        t = text_config
+        key = ("text", config.model, t.source, t.path, t.split)
+        if key not in self._tokens:
+            text = data.load_text(t.source, path=t.path, split=t.split)
+            self._tokens[key] = data.tokenize_cached(text, self.model(config)[1])
+        return self._tokens[key]
+
     def evaluation_tokens(self, config) -> np.ndarray:
         """The evaluation token stream of ``config.eval`` for ``config.model``'s tokenizer."""
-        ev = config.eval
-        key = ("eval", config.model, ev.source, ev.path, ev.split)
-        if key not in self._tokens:
-            self._tokens[key] = evaluation_tokens(ev, self.model(config)[1])
-        return self._tokens[key]
+        return self.text_tokens(config, config.eval)
 
     def calibration_segments(self, config) -> np.ndarray:
         """The calibration batch of ``config.calibration`` for ``config.model``'s tokenizer."""

@@ -90,15 +90,6 @@ def initial_model(config, resources: common.Resources):
     return nnx.clone(resources.model(config)[0])
 
 
-def training_tokens(config, resources: common.Resources) -> np.ndarray:
-    t = config.train
-    key = ("train", config.model, t.source, t.path, t.split)
-    if key not in resources._tokens:
-        text = data.load_text(t.source, path=t.path, split=t.split)
-        resources._tokens[key] = data.tokenize_cached(text, resources.model(config)[1])
-    return resources._tokens[key]
-
-
 def batch_at(tokens: np.ndarray, step: int, batch_size: int, seq_len: int,
              seed: int) -> np.ndarray:
     """Batch ``step``: ``batch_size`` windows of ``seq_len + 1`` tokens at seeded offsets."""
@@ -125,7 +116,7 @@ def prepare(config, resources: common.Resources) -> None:
     """Loads what the job needs and checks the texts are long enough, before any training."""
     check_config(config)
     resources.model(config)
-    tokens = training_tokens(config, resources)
+    tokens = resources.text_tokens(config, config.train)
     if tokens.size < config.train.seq_len + 2:
         raise ValueError(f"config.train: the training text has {tokens.size} tokens, fewer than "
                          f"config.train.seq_len + 2 = {config.train.seq_len + 2}")
@@ -153,7 +144,7 @@ class Trainer:
         self.tx = make_optimizer(config)
         self.state = {"params": params, "opt_state": self.tx.init(params),
                       "step": jnp.zeros((), jnp.int32)}
-        self.tokens = training_tokens(config, resources)
+        self.tokens = resources.text_tokens(config, config.train)
         self._step = jax.jit(self._train_step)
 
     def model(self, params=None):

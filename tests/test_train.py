@@ -57,7 +57,7 @@ def test_resume_after_sigkill_gives_the_same_parameters_bit_for_bit(tmp_path):
     "override, message",
     [
         ("--config.sparsity.begin=500", "the schedule's end must come after its begin, got "
-                                        "begin=500, end=450"),
+                                        "begin=500, end=350"),
         ("--config.sparsity.update_every=0", "update_every must be >= 1, got 0"),
         ("--config.sparsity.final=1.0", "final_sparsity must be in [0, 1)"),
         ("--config.rule=obs", "config.rule must be one of"),
