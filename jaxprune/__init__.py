@@ -10,10 +10,12 @@ The core is a set of pure functions over parameter trees (any pytree of arrays):
   ``polynomial_schedule``;
 * masks: ``apply_masks``, ``combine_masks``, ``count_kept``, ``sparsity_report``,
   ``check_n_of_m_masks``;
-* ``prune`` composes allocation, criterion and selection in one call.
+* ``prune`` composes allocation, criterion and selection in one call;
+* ``training``: pruning during training, an optax transformation (``sparse_training``) with
+  gradual magnitude, straight-through, SNIP, SET and RigL rules.
 """
 
-from jaxprune import allocation, criteria, masks, patterns, schedules, selection
+from jaxprune import allocation, criteria, masks, patterns, schedules, selection, training
 from jaxprune.allocation import default_prunable, erk, uniform
 from jaxprune.criteria import Criterion, leafwise, magnitude, random_criterion
 from jaxprune.masks import (
@@ -78,5 +80,6 @@ __all__ = [
     "select_per_tensor",
     "selection",
     "sparsity_report",
+    "training",
     "uniform",
 ]
