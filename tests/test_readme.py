@@ -14,3 +14,5 @@ def test_readme_python_example_runs():
         namespace: dict = {}
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
         assert namespace["sparse"]["mlp"]["up"]["kernel"].shape == (64, 256)
+        kernel = namespace["params"]["mlp"]["up"]["kernel"]
+        assert int((kernel == 0).sum()) == 13107  # the training example: floor(0.8 * 64 * 256)
