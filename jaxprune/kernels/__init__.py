@@ -1,0 +1,24 @@
+"""2:4 sparse matmul: the compressed format, a jnp reference, Pallas GPU kernels, SparseLinear.
+
+See docs/kernels.md for the format, the kernels and the Pallas API they rely on.
+"""
+
+from jaxprune.kernels.format import Sparse24, check_2_4, compress, decompress
+from jaxprune.kernels.matmul import METHODS, sparse24_matmul, sparse24_matmul_reference
+from jaxprune.kernels.pallas_sparse24 import sparse24_matmul_splitk, sparse24_matmul_tiled
+from jaxprune.kernels.sparse_linear import CompressedWeight, SparseLinear, sparsify_llama
+
+__all__ = [
+    "METHODS",
+    "CompressedWeight",
+    "Sparse24",
+    "SparseLinear",
+    "check_2_4",
+    "compress",
+    "decompress",
+    "sparse24_matmul",
+    "sparse24_matmul_reference",
+    "sparse24_matmul_splitk",
+    "sparse24_matmul_tiled",
+    "sparsify_llama",
+]

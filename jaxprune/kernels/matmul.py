@@ -1,0 +1,83 @@
+"""``sparse24_matmul``: the reference product and the dispatcher between the kernels."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxprune.kernels import pallas_sparse24
+from jaxprune.kernels.format import Sparse24, decompress
+
+METHODS = ("auto", "reference", "splitk", "tiled", "dense")
+# M up to SPLITK_MAX_ROWS uses the split-K kernel, up to TILED_MAX_ROWS the tiled kernel, above
+# it decompression then a dense dot (compute-bound there; the extra weight pass is cheap).
+SPLITK_MAX_ROWS = 32
+TILED_MAX_ROWS = 1024
+
+
+def sparse24_matmul_reference(x: jax.Array, sparse: Sparse24) -> jax.Array:
+    """``x [M, K] @ W.T`` with ``W`` decompressed, accumulated in float32; any backend."""
+    product = jnp.dot(x, decompress(sparse).T, preferred_element_type=jnp.float32)
+    return product.astype(x.dtype)
+
+
+def check_matmul_inputs(x: jax.Array, sparse: Sparse24) -> None:
+    """Raises ValueError for shapes or dtypes that do not fit ``x @ W.T``."""
+    if not isinstance(sparse, Sparse24):
+        raise ValueError(f"sparse must be a Sparse24 (see jaxprune.kernels.compress), got "
+                         f"{type(sparse).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D [M, K], got shape {x.shape}")
+    n, k = sparse.shape
+    if sparse.meta.dtype != jnp.uint16 or sparse.values.shape != (n, k // 2):
+        raise ValueError(f"malformed Sparse24: values {sparse.values.shape} "
+                         f"{sparse.values.dtype}, meta {sparse.meta.shape} {sparse.meta.dtype}; "
+                         f"expected values [N, K/2] and uint16 meta [N, K/16]")
+    if x.shape[1] != k:
+        raise ValueError(f"x has K={x.shape[1]} inputs but the weight has K={k}")
+    if x.dtype != sparse.values.dtype:
+        raise ValueError(f"x is {x.dtype} but the weight values are {sparse.values.dtype}; "
+                         "cast one of them")
+
+
+def sparse24_matmul(x: jax.Array, sparse: Sparse24, *, method: str = "auto",
+                    interpret: bool = False) -> jax.Array:
+    """``x [M, K] @ W.T`` for a 2:4-compressed ``W [N, K]``.
+
+    ``method="auto"`` picks on a GPU by M: the split-K kernel up to 32 rows, the tiled kernel
+    up to 1024, decompression then a dense dot above; off a GPU (unless ``interpret``) it uses
+    the reference.
+
+    Args:
+      x: activations ``[M, K]`` in the weight's dtype.
+      sparse: the compressed weight.
+      method: one of ``METHODS``.
+      interpret: run the Pallas kernels through the interpreter (CPU tests).
+
+    Returns:
+      ``[M, N]`` in ``x``'s dtype.
+
+    Raises:
+      ValueError: for mismatched shapes or dtypes, or an unknown method.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_matmul_inputs(x, sparse)
+    if method == "auto":
+        on_gpu = jax.default_backend() == "gpu"
+        if not (on_gpu or interpret):
+            method = "reference"
+        elif x.shape[0] <= SPLITK_MAX_ROWS:
+            method = "splitk"
+        elif x.shape[0] <= TILED_MAX_ROWS:
+            method = "tiled"
+        else:
+            method = "dense"
+    if method == "reference":
+        return sparse24_matmul_reference(x, sparse)
+    if method == "dense":
+        return jnp.dot(x, decompress(sparse).T, preferred_element_type=jnp.float32
+                       ).astype(x.dtype)
+    if method == "splitk":
+        return pallas_sparse24.sparse24_matmul_splitk(x, sparse, interpret=interpret)
+    return pallas_sparse24.sparse24_matmul_tiled(x, sparse, interpret=interpret)

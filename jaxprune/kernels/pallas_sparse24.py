@@ -1,0 +1,173 @@
+"""Pallas GPU kernels (Triton backend) for ``x @ W.T`` with a 2:4-compressed ``W``.
+
+Both kernels load tiles of the compressed weight (values and metadata), decompress them in
+registers with ``format.expand_groups`` (broadcasts, comparisons, a split of a size-2 axis and
+reshapes: all lowered by Pallas's Triton backend) and feed a dense Triton ``dot`` that accumulates
+in float32. Ragged edges (an N that is not a multiple of the block, the last K block) are
+handled by masked loads and stores.
+
+* ``sparse24_matmul_splitk``: for few activation rows (M up to 32, the decode regime). The
+  grid is (N blocks, K splits); each program reduces its share of K into a float32 partial
+  ``[splits, M, N]`` that is summed afterwards, so even N = 4096 gives enough programs.
+* ``sparse24_matmul_tiled``: (M blocks, N blocks), the whole K per program.
+
+With ``interpret=True`` they run on any backend through Pallas's interpreter (the CPU tests).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from jaxprune.kernels.format import Sparse24, expand_groups, group_codes
+
+# A Triton dot needs every dimension >= 16.
+MIN_BLOCK = 16
+
+
+def _triton():
+    # Imported lazily: the Triton-specific module may disappear from future JAX releases.
+    from jax.experimental.pallas import triton as plt
+
+    return plt
+
+
+def _dense_tile(values_ref, meta_ref, n_start, k_start, *, block_n, block_k, n, k):
+    """Loads and decompresses the weight tile ``[block_n, block_k]`` at (n_start, k_start)."""
+    plt = _triton()
+    rows = n_start + jnp.arange(block_n)
+    words = k_start // 16 + jnp.arange(block_k // 16)
+    pairs = k_start // 2 + jnp.arange(block_k // 2)
+    meta = plt.load(meta_ref.at[pl.ds(n_start, block_n), pl.ds(k_start // 16, block_k // 16)],
+                    mask=(rows < n)[:, None] & (words < k // 16)[None, :], other=0)
+    values = plt.load(values_ref.at[pl.ds(n_start, block_n), pl.ds(k_start // 2, block_k // 2)],
+                      mask=(rows < n)[:, None] & (pairs < k // 2)[None, :], other=0)
+    return expand_groups(values, group_codes(meta))
+
+
+def _x_tile(x_ref, m_start, k_start, *, block_m, block_k, k):
+    plt = _triton()
+    cols = k_start + jnp.arange(block_k)
+    return plt.load(x_ref.at[pl.ds(m_start, block_m), pl.ds(k_start, block_k)],
+                    mask=(cols < k)[None, :], other=0)
+
+
+def _splitk_kernel(x_ref, values_ref, meta_ref, out_ref, *, n, k, block_m, block_n, block_k,
+                   blocks_per_split):
+    plt = _triton()
+    j, split = pl.program_id(0), pl.program_id(1)
+    first = split * blocks_per_split
+    last = jnp.minimum(first + blocks_per_split, pl.cdiv(k, block_k))
+
+    def accumulate(b, acc):
+        w = _dense_tile(values_ref, meta_ref, j * block_n, b * block_k, block_n=block_n,
+                        block_k=block_k, n=n, k=k)
+        x = _x_tile(x_ref, 0, b * block_k, block_m=block_m, block_k=block_k, k=k)
+        return acc + plt.dot(x, w, trans_b=True)
+
+    acc = lax.fori_loop(first, last, accumulate, jnp.zeros((block_m, block_n), jnp.float32))
+    cols = j * block_n + jnp.arange(block_n)
+    plt.store(out_ref.at[split, :, pl.ds(j * block_n, block_n)], acc, mask=(cols < n)[None, :])
+
+
+def _tiled_kernel(x_ref, values_ref, meta_ref, out_ref, *, n, k, block_m, block_n, block_k):
+    plt = _triton()
+    i, j = pl.program_id(0), pl.program_id(1)
+
+    def accumulate(b, acc):
+        w = _dense_tile(values_ref, meta_ref, j * block_n, b * block_k, block_n=block_n,
+                        block_k=block_k, n=n, k=k)
+        x = _x_tile(x_ref, i * block_m, b * block_k, block_m=block_m, block_k=block_k, k=k)
+        return acc + plt.dot(x, w, trans_b=True)
+
+    acc = lax.fori_loop(0, pl.cdiv(k, block_k), accumulate,
+                        jnp.zeros((block_m, block_n), jnp.float32))
+    cols = j * block_n + jnp.arange(block_n)
+    plt.store(out_ref.at[pl.ds(i * block_m, block_m), pl.ds(j * block_n, block_n)],
+              acc.astype(out_ref.dtype), mask=(cols < n)[None, :])
+
+
+def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
+    extra = -x.shape[0] % multiple
+    return jnp.pad(x, ((0, extra), (0, 0))) if extra else x
+
+
+def _compiler_params(num_warps: int, num_stages: int):
+    plt = _triton()
+    return plt.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+@functools.partial(jax.jit, static_argnames=("block_n", "block_k", "splits", "num_warps",
+                                             "num_stages", "interpret"))
+def sparse24_matmul_splitk(x: jax.Array, sparse: Sparse24, *, block_n: int = 64,
+                           block_k: int = 256, splits: int = 4, num_warps: int = 4,
+                           num_stages: int = 3, interpret: bool = False) -> jax.Array:
+    """``x [M, K] @ W.T`` for small M (at most 32 rows), split over K.
+
+    Args:
+      x: activations ``[M, K]``, the weight's dtype.
+      sparse: the compressed weight ``W [N, K]``.
+      block_n: outputs per program (a power of 2 >= 16).
+      block_k: inputs per inner step (a multiple of 64, power of 2).
+      splits: programs sharing the K range of one N block.
+      num_warps, num_stages: Triton launch settings.
+      interpret: run through Pallas's interpreter (any backend).
+
+    Returns:
+      ``[M, N]`` in ``x``'s dtype, accumulated in float32.
+    """
+    m, k = x.shape
+    n = sparse.shape[0]
+    block_m = max(MIN_BLOCK, pl.next_power_of_2(m))
+    if block_m > 32:
+        raise ValueError(f"sparse24_matmul_splitk takes at most 32 rows, got M={m}")
+    x = _pad_rows(x, block_m)
+    k_blocks = pl.cdiv(k, block_k)
+    splits = max(1, min(splits, k_blocks))
+    per_split = pl.cdiv(k_blocks, splits)
+    kernel = functools.partial(_splitk_kernel, n=n, k=k, block_m=block_m, block_n=block_n,
+                               block_k=block_k, blocks_per_split=per_split)
+    partial = pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct((splits, block_m, n), jnp.float32),
+        grid=(pl.cdiv(n, block_n), splits), interpret=interpret,
+        compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
+        name="sparse24_matmul_splitk",
+    )(x, sparse.values, sparse.meta)
+    return jnp.sum(partial, axis=0)[:m].astype(x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("block_m", "block_n", "block_k", "num_warps",
+                                             "num_stages", "interpret"))
+def sparse24_matmul_tiled(x: jax.Array, sparse: Sparse24, *, block_m: int = 64,
+                          block_n: int = 64, block_k: int = 128, num_warps: int = 4,
+                          num_stages: int = 3, interpret: bool = False) -> jax.Array:
+    """``x [M, K] @ W.T`` tiled over M and N, the whole K per program.
+
+    Args:
+      x: activations ``[M, K]``, the weight's dtype.
+      sparse: the compressed weight ``W [N, K]``.
+      block_m, block_n: output tile (powers of 2 >= 16).
+      block_k: inputs per inner step (a multiple of 64, power of 2).
+      num_warps, num_stages: Triton launch settings.
+      interpret: run through Pallas's interpreter (any backend).
+
+    Returns:
+      ``[M, N]`` in ``x``'s dtype, accumulated in float32.
+    """
+    m, k = x.shape
+    n = sparse.shape[0]
+    block_m = min(block_m, max(MIN_BLOCK, pl.next_power_of_2(m)))
+    padded = _pad_rows(x, block_m)
+    kernel = functools.partial(_tiled_kernel, n=n, k=k, block_m=block_m, block_n=block_n,
+                               block_k=block_k)
+    out = pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct((padded.shape[0], n), x.dtype),
+        grid=(padded.shape[0] // block_m, pl.cdiv(n, block_n)), interpret=interpret,
+        compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
+        name="sparse24_matmul_tiled",
+    )(padded, sparse.values, sparse.meta)
+    return out[:m]

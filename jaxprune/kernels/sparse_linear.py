@@ -1,0 +1,80 @@
+"""``SparseLinear`` and the conversion of a 2:4-pruned Llama to the compressed kernels."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxprune.kernels.format import Sparse24, compress
+from jaxprune.kernels.matmul import sparse24_matmul
+
+
+class CompressedWeight(nnx.Variable):
+    """Values or metadata of a compressed weight: not an ``nnx.Param``, so optimizers and
+    pruners leave it alone."""
+
+
+class SparseLinear(nnx.Module):
+    """A linear layer whose weight is stored 2:4-compressed; a drop-in for ``nnx.Linear``.
+
+    Args:
+      sparse: the compressed weight ``W [out, in]`` (the transpose of a Flax kernel).
+      bias: optional ``[out]`` bias.
+      method: passed to ``sparse24_matmul`` ("auto" picks a kernel on GPU).
+      interpret: run the Pallas kernels through the interpreter (CPU tests).
+    """
+
+    def __init__(self, sparse: Sparse24, bias=None, *, method: str = "auto",
+                 interpret: bool = False):
+        self.values = CompressedWeight(sparse.values)
+        self.meta = CompressedWeight(sparse.meta)
+        self.bias = nnx.Param(bias) if bias is not None else None
+        self.method = method
+        self.interpret = interpret
+
+    def __call__(self, x):
+        """``x [..., in] -> [..., out]``; ``x`` is cast to the weight's dtype for the product
+        and the result back to ``x``'s dtype."""
+        values = self.values[...]
+        flat = x.reshape(-1, x.shape[-1]).astype(values.dtype)
+        y = sparse24_matmul(flat, Sparse24(values, self.meta[...]), method=self.method,
+                            interpret=self.interpret)
+        y = y.reshape(*x.shape[:-1], y.shape[-1]).astype(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(y.dtype)
+        return y
+
+
+def sparsify_llama(model, *, layers=None, method: str = "auto", interpret: bool = False):
+    """A copy of a 2:4-pruned Llama whose linear layers use ``SparseLinear``.
+
+    Args:
+      model: a ``jaxprune.models.Llama`` whose chosen kernels are 2:4 along their input axis
+        (as ``jaxprune.prune(..., pattern="2:4")`` or the one-shot engine leave them).
+      layers: block-relative paths to convert (default: the seven linear layers of a block,
+        ``Block.LINEAR_INPUTS``).
+      method, interpret: passed to every ``SparseLinear``.
+
+    Returns:
+      The converted model; ``model`` is not changed.
+
+    Raises:
+      ValueError: naming the first layer whose kernel is not 2:4 or has an input size that is
+        not a multiple of 16.
+    """
+    converted = nnx.clone(model)
+    for index, block in enumerate(converted.layers):
+        for path in layers or type(block).LINEAR_INPUTS:
+            *parents, name = path.split("/")
+            owner = block
+            for part in parents:
+                owner = getattr(owner, part)
+            linear = getattr(owner, name)
+            kernel = jnp.asarray(linear.kernel[...])
+            try:
+                sparse = compress(kernel.T)
+            except ValueError as err:
+                raise ValueError(f"layers/{index}/{path}: {err}") from None
+            bias = linear.bias[...] if getattr(linear, "bias", None) is not None else None
+            setattr(owner, name, SparseLinear(sparse, bias, method=method, interpret=interpret))
+    return converted

@@ -1,0 +1,163 @@
+"""2:4 format, reference matmul and the Pallas kernels (interpret mode on CPU)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxprune as jp
+from jaxprune import kernels, models
+from jaxprune.eval import greedy_generate
+
+
+def random_2_4(rng, n, k, dtype=jnp.bfloat16, *, sparser=False):
+    """A random [N, K] weight with at most 2 non-zeros per group of 4 inputs (NumPy only)."""
+    w = rng.standard_normal((n, k // 4, 4)).astype(np.float32)
+    keep = np.zeros_like(w, bool)
+    chosen = np.argsort(rng.random((n, k // 4, 4)), axis=-1)[..., :2]
+    np.put_along_axis(keep, chosen, True, axis=-1)
+    if sparser:  # some groups with one or no non-zero
+        keep &= rng.random(keep.shape) < 0.6
+    return jnp.asarray((w * keep).reshape(n, k), dtype)
+
+
+def numpy_decode(values, meta):
+    """The format written out entry by entry, independently of jaxprune.kernels."""
+    values, meta = np.asarray(values, np.float64), np.asarray(meta).astype(np.int64)
+    n, half = values.shape
+    dense = np.zeros((n, half * 2))
+    for row in range(n):
+        for group in range(half // 2):
+            code = (meta[row, group // 4] >> (4 * (group % 4))) & 15
+            first, second = code & 3, code >> 2
+            assert first < second
+            dense[row, 4 * group + first] += values[row, 2 * group]
+            dense[row, 4 * group + second] += values[row, 2 * group + 1]
+    return dense
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_compress_round_trip_is_exact_and_matches_the_format(dtype):
+    rng = np.random.default_rng(0)
+    weight = random_2_4(rng, 24, 64, dtype, sparser=True)
+    sparse = kernels.compress(weight)
+    assert sparse.values.shape == (24, 32) and sparse.meta.shape == (24, 4)
+    assert sparse.meta.dtype == jnp.uint16 and sparse.values.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(kernels.decompress(sparse)), np.asarray(weight))
+    np.testing.assert_array_equal(numpy_decode(sparse.values, sparse.meta),
+                                  np.asarray(weight, np.float64))
+    # bfloat16 values take 9/16 of the dense bytes
+    if dtype == jnp.bfloat16:
+        compressed = sparse.values.nbytes + sparse.meta.nbytes
+        assert compressed * 16 == weight.nbytes * 9
+
+
+@given(rows=st.integers(1, 6), words=st.integers(1, 3), seed=st.integers(0, 2**16),
+       sparser=st.booleans())
+def test_round_trip_property(rows, words, seed, sparser):
+    weight = random_2_4(np.random.default_rng(seed), rows, 16 * words, jnp.float32,
+                        sparser=sparser)
+    sparse = kernels.compress(weight)
+    np.testing.assert_array_equal(np.asarray(kernels.decompress(sparse)), np.asarray(weight))
+
+
+def test_reference_matmul_is_exact():
+    rng = np.random.default_rng(1)
+    weight = random_2_4(rng, 33, 128, jnp.float32)
+    x = jnp.asarray(rng.standard_normal((5, 128)), jnp.float32)
+    out = kernels.sparse24_matmul_reference(x, kernels.compress(weight))
+    expected = jnp.dot(x, weight.T, preferred_element_type=jnp.float32)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+
+
+@pytest.mark.parametrize("m", [1, 16, 64])
+@pytest.mark.parametrize("n, k", [(37, 64), (51, 320)])
+def test_kernels_equal_the_reference_in_interpret_mode(m, n, k):
+    rng = np.random.default_rng(m + n + k)
+    weight = random_2_4(rng, n, k)
+    sparse = kernels.compress(weight)
+    x = jnp.asarray(rng.standard_normal((m, k)), jnp.bfloat16)
+    reference = np.asarray(kernels.sparse24_matmul_reference(x, sparse), np.float32)
+    exact = np.asarray(x, np.float64) @ np.asarray(weight, np.float64).T
+    methods = ["tiled"] + (["splitk"] if m <= 32 else [])
+    for method in methods:
+        out = np.asarray(kernels.sparse24_matmul(x, sparse, method=method, interpret=True),
+                         np.float32)
+        assert out.shape == (m, n) and out.dtype == np.float32
+        # Both accumulate in float32 and round once to bfloat16 (8 bits of mantissa).
+        np.testing.assert_allclose(out, reference, rtol=2**-7, atol=1e-2)
+        np.testing.assert_allclose(out, exact, rtol=2**-7, atol=5e-2)
+    auto = kernels.sparse24_matmul(x, sparse, interpret=True)
+    np.testing.assert_allclose(np.asarray(auto, np.float32), reference, rtol=2**-7, atol=1e-2)
+    # Off a GPU and without interpret, "auto" is the reference itself.
+    np.testing.assert_array_equal(np.asarray(kernels.sparse24_matmul(x, sparse), np.float32),
+                                  reference)
+
+
+def test_jit_and_eager_agree_for_the_kernel():
+    rng = np.random.default_rng(5)
+    sparse = kernels.compress(random_2_4(rng, 40, 64, jnp.float32))
+    x = jnp.asarray(rng.standard_normal((3, 64)), jnp.float32)
+    eager = kernels.sparse24_matmul(x, sparse, method="splitk", interpret=True)
+    jitted = jax.jit(lambda a, s: kernels.sparse24_matmul(a, s, method="splitk",
+                                                          interpret=True))(x, sparse)
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(jitted), rtol=1e-6)
+
+
+def pruned_tiny_llama():
+    model, tokenizer = models.load("tiny-llama")
+    from flax import nnx
+
+    params = nnx.state(model, nnx.Param)
+    masks = jp.prune(params, jp.magnitude, pattern="2:4")
+    nnx.update(model, jp.apply_masks(params, masks))
+    return model, tokenizer
+
+
+def test_pruned_model_gives_the_same_logits_through_the_kernels():
+    model, tokenizer = pruned_tiny_llama()
+    sparse_model = kernels.sparsify_llama(model, interpret=True)
+    assert isinstance(sparse_model.layers[0].mlp.down_proj, kernels.SparseLinear)
+    assert not isinstance(model.layers[0].mlp.down_proj, kernels.SparseLinear)  # a copy
+    tokens = jnp.asarray(tokenizer.encode("The capital of France is Paris."))[None]
+    dense_logits = np.asarray(model(tokens))
+    sparse_logits = np.asarray(sparse_model(tokens))
+    np.testing.assert_allclose(sparse_logits, dense_logits, rtol=1e-5, atol=1e-5)
+    prompt = "Sparse kernels"
+    assert (greedy_generate(sparse_model, tokenizer, prompt, max_new_tokens=4)
+            == greedy_generate(model, tokenizer, prompt, max_new_tokens=4))
+
+
+def test_sparsify_refuses_a_dense_model_naming_the_layer():
+    model, _ = models.load("tiny-llama")
+    with pytest.raises(ValueError, match=r"layers/0/self_attn/q_proj: weight is not 2:4"):
+        kernels.sparsify_llama(model)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: kernels.compress(jnp.ones((4, 16))), "groups of 4 inputs have more than 2"),
+        (lambda: kernels.compress(jnp.zeros((4, 24))),
+         "must be a multiple of 16 for the 2:4 format, got K=24"),
+        (lambda: kernels.compress(jnp.zeros((16,))), "must be 2-D [N, K]"),
+        (lambda: kernels.sparse24_matmul(
+            jnp.ones((2, 32), jnp.float32),
+            kernels.compress(jnp.zeros((8, 32), jnp.bfloat16))),
+         "x is float32 but the weight values are bfloat16"),
+        (lambda: kernels.sparse24_matmul(
+            jnp.ones((2, 48), jnp.bfloat16),
+            kernels.compress(jnp.zeros((8, 32), jnp.bfloat16))),
+         "x has K=48 inputs but the weight has K=32"),
+        (lambda: kernels.sparse24_matmul(
+            jnp.ones((2, 32), jnp.bfloat16),
+            kernels.compress(jnp.zeros((8, 32), jnp.bfloat16)), method="cusparselt"),
+         "method must be one of"),
+    ],
+)
+def test_bad_input_is_refused(make, message):
+    with pytest.raises(ValueError) as error:
+        make()
+    assert message in str(error.value)
