@@ -161,3 +161,30 @@ def test_bad_input_is_refused(make, message):
     with pytest.raises(ValueError) as error:
         make()
     assert message in str(error.value)
+
+
+def test_benchmark_script_smoke_run_writes_every_method(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.bench_sparse_matmul", "--smoke", f"--out={out}",
+         "--repeats=1", "--copies=2"], cwd=repo, capture_output=True, text=True, timeout=600,
+        check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["header"]["interpret"] is True
+    methods = {(r["N"], r["M"], r["method"]) for r in payload["rows"] if "us" in r}
+    assert (48, 1, "splitk") in methods and (40, 64, "tiled") in methods
+    assert not [r for r in payload["rows"] if "error" in r]
+    assert "| 48 | 64 | 1 | dense |" in (tmp_path / "bench.md").read_text()
+    # Without a GPU and without --smoke the script refuses to time anything.
+    refused = subprocess.run([sys.executable, "-m", "experiments.bench_sparse_matmul",
+                              f"--out={tmp_path / 'x.json'}"], cwd=repo, capture_output=True,
+                             text=True, timeout=600, check=False,
+                             env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert refused.returncode != 0 and "no GPU" in refused.stderr
