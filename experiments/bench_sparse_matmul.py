@@ -102,25 +102,21 @@ def torch_semi_structured(n: int, k: int, m: int, repeats: int) -> dict:
         weight = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * mask
         sparse = to_sparse_semi_structured(weight)
         x = torch.randn(max(m, 16), k, dtype=torch.bfloat16, device="cuda")  # 16-row minimum
-        torch.mm(sparse, x.t())
-        torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(repeats):
-            start.record()
-            torch.mm(sparse, x.t())
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        dense_times = []
-        for _ in range(repeats):
-            start.record()
-            torch.mm(weight, x.t())
-            end.record()
-            torch.cuda.synchronize()
-            dense_times.append(start.elapsed_time(end) / 1e3)
-        return {"seconds": statistics.median(times),
-                "dense_seconds": statistics.median(dense_times), "torch": torch.__version__}
+
+        def median_cuda_seconds(lhs):
+            torch.mm(lhs, x.t())  # warm-up
+            times = []
+            for _ in range(repeats):
+                start.record()
+                torch.mm(lhs, x.t())
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            return statistics.median(times)
+
+        return {"seconds": median_cuda_seconds(sparse),
+                "dense_seconds": median_cuda_seconds(weight), "torch": torch.__version__}
     except Exception as err:  # noqa: BLE001  (the benchmark records any failure of torch's path)
         return {"error": f"{type(err).__name__}: {err}"[:300]}
 

@@ -123,13 +123,21 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> Non
                          f"({type(value).__name__}): {err}") from None
 
 
-def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def command_line_fields(argv: list[str] | None = None, flag: str = "config") -> set[str]:
+    """The dotted fields set on the command line by ``--config.FIELD=value`` flags."""
+    prefix = f"--{flag}."
+    return {arg[len(prefix):].split("=", 1)[0] for arg in (sys.argv if argv is None else argv)
+            if arg.startswith(prefix)}
+
+
+def apply_runlocal(config: ml_collections.ConfigDict,
+                   keep: set[str] | frozenset = frozenset()) -> ml_collections.ConfigDict:
     """The config to run: with ``config.runlocal`` set, its ``runlocal_overrides`` applied.
 
     Every config carries ``runlocal_overrides``, pairs of (dotted field, value) that shrink its
-    job to a smoke run. Applying them here, after the command line, makes
-    ``--config.runlocal=True`` work on any config; they win over other overrides of the same
-    fields.
+    job to a smoke run. Applying them after the command line makes ``--config.runlocal=True``
+    work on any config. Fields in ``keep`` (those the user set explicitly, see
+    ``command_line_fields``) are left as they are: an explicit override wins.
 
     Returns:
       A copy of ``config``; ``config`` itself is not changed.
@@ -140,7 +148,8 @@ def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     config = copy.deepcopy(config)
     if config.get("runlocal", False):
         for dotted, value in config.get("runlocal_overrides", ()):
-            set_field(config, dotted, value)
+            if dotted not in keep:
+                set_field(config, dotted, value)
     return config
 
 
@@ -259,6 +268,34 @@ class Resources:
         return self._tokens[key]
 
 
+def check_text_config(name: str, text_config) -> None:
+    """Checks a text's ``source`` and ``path``; ``name`` is its field (``"eval"``, ...).
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    source = text_config.source
+    if source not in data.SOURCES:
+        raise ValueError(f"config.{name}.source must be one of {list(data.SOURCES)}, got "
+                         f"{source!r}")
+    if source in ("wikitext2", "file") and not text_config.path:
+        what = "directory holding wiki.test.raw" if source == "wikitext2" else "text file"
+        raise ValueError(f"config.{name}.path is required for source {source!r} (the {what})")
+
+
+def check_int_fields(name: str, group, minimums: dict[str, int]) -> None:
+    """Checks that each field of ``group`` named in ``minimums`` is an int at least its minimum.
+
+    Raises:
+      ValueError: ``config.NAME.FIELD must be an integer >= MIN, got VALUE``.
+    """
+    for field, minimum in minimums.items():
+        value = group[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"config.{name}.{field} must be an integer >= {minimum}, got "
+                             f"{value!r}")
+
+
 def check_eval_config(config) -> None:
     """Checks ``config.model``, ``config.param_dtype`` and ``config.eval`` before any work.
 
@@ -269,16 +306,8 @@ def check_eval_config(config) -> None:
         raise ValueError(f"config.param_dtype must be one of {sorted(PARAM_DTYPES)}, got "
                          f"{config.param_dtype!r}")
     ev = config.eval
-    if ev.source not in data.SOURCES:
-        raise ValueError(f"config.eval.source must be one of {list(data.SOURCES)}, got "
-                         f"{ev.source!r}")
-    if ev.source in ("wikitext2", "file") and not ev.path:
-        what = "directory holding wiki.test.raw" if ev.source == "wikitext2" else "text file"
-        raise ValueError(f"config.eval.path is required for source {ev.source!r} (the {what})")
-    for field, minimum in (("window", 2), ("batch_size", 1)):
-        value = ev[field]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"config.eval.{field} must be an integer >= {minimum}, got {value!r}")
+    check_text_config("eval", ev)
+    check_int_fields("eval", ev, {"window": 2, "batch_size": 1})
     if ev.max_windows is not None and (not isinstance(ev.max_windows, int) or ev.max_windows < 1):
         raise ValueError(f"config.eval.max_windows must be a positive integer or None, got "
                          f"{ev.max_windows!r}")

@@ -20,7 +20,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo con
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = common.apply_runlocal(_CONFIG.value)
+    config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
     settings = oneshot.OneShotConfig(method=config.method, pattern=config.pattern,
                                      sparsity=config.sparsity)
     try:

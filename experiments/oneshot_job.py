@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from experiments import common
-from jaxprune import data, oneshot
+from jaxprune import oneshot
 
 # config.method for evaluating the model as loaded, without pruning (a sweep's baseline row).
 DENSE = "dense"
@@ -31,17 +31,8 @@ def check_config(config) -> None:
       ValueError: naming the field, its value and what is allowed.
     """
     common.check_eval_config(config)
-    calib = config.calibration
-    if calib.source not in data.SOURCES:
-        raise ValueError(f"config.calibration.source must be one of {list(data.SOURCES)}, got "
-                         f"{calib.source!r}")
-    if calib.source in ("file", "wikitext2") and not calib.path:
-        raise ValueError(f"config.calibration.path is required for source {calib.source!r}")
-    for field in ("num_segments", "length"):
-        value = calib[field]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"config.calibration.{field} must be a positive integer, got "
-                             f"{value!r}")
+    common.check_text_config("calibration", config.calibration)
+    common.check_int_fields("calibration", config.calibration, {"num_segments": 1, "length": 1})
     if config.method != DENSE and config.method not in oneshot.METHODS:
         raise ValueError(f"config.method must be {DENSE!r} or one of {list(oneshot.METHODS)}, "
                          f"got {config.method!r}")

@@ -23,7 +23,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        config = common.apply_runlocal(_CONFIG.value)
+        config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
         common.check_eval_config(config)
     except ValueError as err:
         raise app.UsageError(str(err)) from None

@@ -58,7 +58,7 @@ def main(argv):
         jax.distributed.initialize()
     resources = common.Resources()
     try:
-        config = common.apply_runlocal(config)
+        config = common.apply_runlocal(config, common.command_line_fields())
         oneshot_job.check_config(config)
         if (config.save_checkpoint or config.save_hf) and not config.workdir:
             raise ValueError("config.workdir is required to save the pruned model")

@@ -42,11 +42,13 @@ RESULTS = "results.jsonl"
 PROGRESS = "progress.json"
 
 
-def resolve_points(sweep) -> list:
+def resolve_points(sweep, command_line: set[str] | frozenset = frozenset()) -> list:
     """The config of every point: the base with the point's overrides, runlocal applied.
 
     Args:
       sweep: a sweep config (``experiment``, ``base``, ``points``, ``runlocal``).
+      command_line: sweep fields set on the command line; those under ``base.`` and the
+        point's own overrides win over the base config's runlocal overrides.
 
     Returns:
       A list of ``(overrides, config, fingerprint)``.
@@ -67,7 +69,8 @@ def resolve_points(sweep) -> list:
             config = common.copy_with(sweep.base, runlocal=sweep.base.runlocal or sweep.runlocal)
             for dotted, value in overrides.items():
                 common.set_field(config, dotted, value)
-            config = common.apply_runlocal(config)
+            explicit = {f[len("base."):] for f in command_line if f.startswith("base.")}
+            config = common.apply_runlocal(config, explicit | set(overrides))
             module.check_config(config)
         except (TypeError, ValueError) as err:
             raise ValueError(f"sweep point {index} {overrides}: {err}") from None
@@ -118,17 +121,19 @@ def describe(overrides: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base config"
 
 
-def run_sweep(sweep, *, dry_run: bool = False) -> list[dict]:
+def run_sweep(sweep, *, dry_run: bool = False,
+              command_line: set[str] | frozenset = frozenset()) -> list[dict]:
     """Runs the points of ``sweep`` that have no row yet in its workdir; writes the reports.
 
     Args:
       sweep: a sweep config with ``workdir`` set.
       dry_run: stop after resolving and checking every point.
+      command_line: sweep fields set on the command line (see ``resolve_points``).
 
     Returns:
       The rows of this sweep's points, in point order.
     """
-    resolved = resolve_points(sweep)
+    resolved = resolve_points(sweep, command_line)
     module = importlib.import_module(EXPERIMENTS[sweep.experiment])
     resources = common.Resources()
     for index, (overrides, config, _) in enumerate(resolved):
@@ -187,11 +192,12 @@ def main(argv):
     if _CONFIG.value is None:
         raise app.UsageError("--config is required, e.g. --config=configs/sweeps/oneshot_table.py")
     try:
-        sweep = common.apply_runlocal(_CONFIG.value)
+        command_line = common.command_line_fields()
+        sweep = common.apply_runlocal(_CONFIG.value, command_line)
         if not sweep.workdir:
             raise ValueError("config.workdir is required (results.jsonl and the reports go there)")
         sweep_report.check_report_config(sweep)
-        rows = run_sweep(sweep, dry_run=_DRY_RUN.value)
+        rows = run_sweep(sweep, dry_run=_DRY_RUN.value, command_line=command_line)
     except (TypeError, ValueError, FileNotFoundError) as err:
         raise app.UsageError(str(err)) from None
     if not _DRY_RUN.value:

@@ -80,7 +80,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     resources = common.Resources()
     try:
-        config = common.apply_runlocal(_CONFIG.value)
+        config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
         train_job.prepare(config, resources)
     except (TypeError, ValueError, FileNotFoundError) as err:
         raise app.UsageError(str(err)) from None

@@ -20,7 +20,7 @@ from absl import logging
 from flax import nnx
 
 from experiments import common
-from jaxprune import data, models, training
+from jaxprune import models, training
 from jaxprune.losses import next_token_nll
 
 RULES = ("dense", "gradual", "ste", "snip", "set", "rigl")
@@ -34,17 +34,9 @@ def check_config(config) -> None:
     """
     common.check_eval_config(config)
     t = config.train
-    if t.source not in data.SOURCES:
-        raise ValueError(f"config.train.source must be one of {list(data.SOURCES)}, got "
-                         f"{t.source!r}")
-    if t.source in ("file", "wikitext2") and not t.path:
-        raise ValueError(f"config.train.path is required for source {t.source!r}")
-    for field, minimum in (("steps", 1), ("batch_size", 1), ("seq_len", 2),
-                           ("checkpoint_every", 1), ("log_every", 1)):
-        value = t[field]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"config.train.{field} must be an integer >= {minimum}, got "
-                             f"{value!r}")
+    common.check_text_config("train", t)
+    common.check_int_fields("train", t, {"steps": 1, "batch_size": 1, "seq_len": 2,
+                                         "checkpoint_every": 1, "log_every": 1})
     if not t.learning_rate > 0:
         raise ValueError(f"config.train.learning_rate must be > 0, got {t.learning_rate!r}")
     if not 0 <= t.warmup_steps < t.steps:

@@ -146,6 +146,21 @@ def test_every_config_shrinks_with_runlocal_true():
     assert checked == 12  # 9 job configs and 3 sweeps
 
 
+def test_explicit_overrides_win_over_runlocal():
+    config = oneshot_table.get_config().base
+    config.runlocal = True
+    config.eval.max_windows = 7
+    assert common.apply_runlocal(config).eval.max_windows == 2
+    kept = common.apply_runlocal(config, common.command_line_fields(
+        ["prog", "--config.eval.max_windows=7", "--other=1"]))
+    assert kept.eval.max_windows == 7 and kept.eval.source == "pydoc"
+    sweep_config = oneshot_table.get_config("runlocal")
+    sweep_config.base.eval.max_windows = 5
+    resolved = sweep.resolve_points(common.apply_runlocal(sweep_config),
+                                    {"base.eval.max_windows"})
+    assert {cfg.eval.max_windows for _, cfg, _ in resolved} == {5}
+
+
 def test_append_row_keeps_earlier_rows_and_leaves_no_temporary_file(tmp_path):
     path = str(tmp_path / "results.jsonl")
     sweep.append_row(path, {"point": 0, "metrics": {"perplexity": 1.5}})
