@@ -91,8 +91,7 @@ def main(argv):
         restore_latest(manager, trainer)
     every = config.train.checkpoint_every
 
-    def on_step(step, loss):
-        del loss
+    def on_step(step):
         if manager is not None and (step % every == 0 or step == config.train.steps):
             save(manager, trainer)
 

@@ -163,8 +163,13 @@ class Trainer:
                 total += leaf.size
         return zeros / max(total, 1)
 
-    def run(self, *, until: int, on_step: Callable[[int, float], None] | None = None) -> list:
-        """Trains from the current step to ``until``; returns ``[(step, loss)]`` logged."""
+    def run(self, *, until: int, on_step: Callable[[int], None] | None = None) -> list:
+        """Trains from the current step to ``until``; returns ``[(step, loss)]`` logged.
+
+        ``on_step(step)`` is called after each step with the number of steps done (the
+        binary saves checkpoints there); losses are read only at logging steps, so the
+        device is not synchronised every step.
+        """
         t = self.config.train
         logged, window, start = [], [], time.perf_counter()
         first = int(self.state["step"])
@@ -184,7 +189,7 @@ class Trainer:
                 logged.append((step + 1, mean))
                 window = []
             if on_step is not None:
-                on_step(step + 1, float(loss))
+                on_step(step + 1)
         return logged
 
 
