@@ -1,0 +1,203 @@
+"""Structured surgery: a smaller dense Llama with whole heads, groups, channels or blocks cut.
+
+The coupled dimensions of the Llama family, as (tensor, axis) pairs in Hugging Face layout
+(``[out, in]`` weights) that shrink together:
+
+* a query head ``i``: rows ``i*d .. i*d+d-1`` of ``q_proj`` (and its bias), the same columns of
+  ``o_proj``;
+* a KV group ``g``: rows of ``k_proj`` and ``v_proj`` (and biases), plus every query head that
+  reads it (heads ``g*r .. g*r+r-1`` with ``r = num_heads / num_kv_heads``);
+* an MLP channel ``c``: row ``c`` of ``gate_proj`` and ``up_proj``, column ``c`` of
+  ``down_proj``;
+* a hidden channel ``j``: column ``j`` of the embedding, of the LM head and of every projection
+  that reads the residual stream (q, k, v, gate, up), row ``j`` of every projection that writes
+  it (o, down), entry ``j`` of every RMSNorm scale.
+
+The head dimension and RoPE are never cut. Surgery returns a new model whose config has
+per-block widths; the forward pass needs nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from jaxprune.models import Llama, hf_tensors_from_model, model_from_hf_tensors
+
+KeepSpec = Mapping[int, Sequence[int]] | None
+PROJECTIONS_READING_HIDDEN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                              "mlp.gate_proj", "mlp.up_proj")
+PROJECTIONS_WRITING_HIDDEN = ("self_attn.o_proj", "mlp.down_proj")
+
+
+def _param_dtype(model: Llama):
+    return model.embed_tokens.embedding[...].dtype
+
+
+def _check_keep(name: str, keep: Sequence[int], size: int, where: str) -> np.ndarray:
+    indices = np.asarray(list(keep), dtype=np.int64)
+    if indices.ndim != 1 or indices.size == 0:
+        raise ValueError(f"{where}: {name} would keep none of {size}; keep at least one")
+    if indices.min() < 0 or indices.max() >= size:
+        raise ValueError(f"{where}: {name} indices must be in [0, {size}), got "
+                         f"{sorted(indices.tolist())}")
+    if len(set(indices.tolist())) != indices.size:
+        raise ValueError(f"{where}: {name} indices repeat: {sorted(indices.tolist())}")
+    return np.sort(indices)
+
+
+def _check_blocks(spec: KeepSpec, num_layers: int, name: str) -> None:
+    for block in spec or {}:
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not (
+                0 <= block < num_layers):
+            raise ValueError(f"{name}: block index {block!r} is out of range; the model has "
+                             f"{num_layers} blocks (0..{num_layers - 1})")
+
+
+def _rows(matrix: np.ndarray, units: np.ndarray, width: int) -> np.ndarray:
+    """Rows of ``matrix [units*width, ...]`` belonging to the kept units."""
+    shaped = matrix.reshape(-1, width, *matrix.shape[1:])
+    return shaped[units].reshape(units.size * width, *matrix.shape[1:])
+
+
+def _cols(matrix: np.ndarray, units: np.ndarray, width: int) -> np.ndarray:
+    """Columns of ``matrix [..., units*width]`` belonging to the kept units."""
+    shaped = matrix.reshape(matrix.shape[0], -1, width)
+    return shaped[:, units].reshape(matrix.shape[0], units.size * width)
+
+
+def prune_width(model: Llama, *, heads: KeepSpec = None, kv_groups: KeepSpec = None,
+                mlp_channels: KeepSpec = None, hidden: Sequence[int] | None = None,
+                rescale_norms: bool = True) -> Llama:
+    """A smaller model keeping the given heads, KV groups, MLP channels and hidden channels.
+
+    Args:
+      model: the model to cut (not changed).
+      heads: block -> query heads to keep (original indices); blocks not named keep all. Each
+        kept KV group must keep the same number of query heads (at least one).
+      kv_groups: block -> KV groups to keep; a dropped group takes its query heads with it.
+        When ``heads`` names the same block, its heads must all belong to kept groups.
+      mlp_channels: block -> MLP channels to keep.
+      hidden: hidden channels to keep (for the whole model).
+      rescale_norms: when cutting hidden channels, multiply every RMSNorm scale by
+        ``sqrt(hidden / kept)`` and the norms' epsilon by ``hidden / kept``: RMSNorm then
+        computes exactly what it did over the full width whenever the cut channels were zero,
+        so channels that carried nothing leave the logits unchanged.
+
+    Returns:
+      The new model, in the parameter dtype of ``model``.
+
+    Raises:
+      ValueError: for a block index out of range, an index outside a dimension, repeated
+        indices, a cut that keeps nothing, or query heads that do not split evenly over the
+        kept KV groups; each message names the block and the dimension.
+    """
+    config = model.config
+    for name, spec in (("heads", heads), ("kv_groups", kv_groups),
+                       ("mlp_channels", mlp_channels)):
+        _check_blocks(spec, config.num_layers, name)
+    d = config.head_dim
+    tensors = hf_tensors_from_model(model)
+    new_heads, new_kv, new_inter = [], [], []
+    for b in range(config.num_layers):
+        where = f"block {b}"
+        nh, nkv, inter = config.num_heads[b], config.num_kv_heads[b], config.intermediate_size[b]
+        per_group = nh // nkv
+        groups = (_check_keep("kv_groups", kv_groups[b], nkv, where)
+                  if kv_groups and b in kv_groups else np.arange(nkv))
+        if heads and b in heads:
+            kept_heads = _check_keep("heads", heads[b], nh, where)
+            outside = sorted(set((kept_heads // per_group).tolist()) - set(groups.tolist()))
+            if outside:
+                raise ValueError(f"{where}: heads {kept_heads.tolist()} include heads of KV "
+                                 f"groups {outside}, which kv_groups drops")
+        else:
+            kept_heads = np.asarray([h for h in range(nh) if h // per_group in set(groups)])
+        counts = [int(np.sum(kept_heads // per_group == g)) for g in groups]
+        if len(set(counts)) != 1 or counts[0] == 0:
+            raise ValueError(f"{where}: grouped-query attention needs the same number of query "
+                             f"heads (at least one) in every kept KV group; the cut keeps "
+                             f"{dict(zip(groups.tolist(), counts, strict=True))} heads per group")
+        channels = (_check_keep("mlp_channels", mlp_channels[b], inter, where)
+                    if mlp_channels and b in mlp_channels else np.arange(inter))
+        prefix = f"model.layers.{b}."
+        for name in ("q_proj.weight", "q_proj.bias"):
+            key = prefix + "self_attn." + name
+            if key in tensors:
+                tensors[key] = _rows(tensors[key], kept_heads, d)
+        for proj in ("k_proj", "v_proj"):
+            for suffix in ("weight", "bias"):
+                key = f"{prefix}self_attn.{proj}.{suffix}"
+                if key in tensors:
+                    tensors[key] = _rows(tensors[key], groups, d)
+        key = prefix + "self_attn.o_proj.weight"
+        tensors[key] = _cols(tensors[key], kept_heads, d)
+        for proj in ("gate_proj", "up_proj"):
+            key = f"{prefix}mlp.{proj}.weight"
+            tensors[key] = tensors[key][channels]
+        key = prefix + "mlp.down_proj.weight"
+        tensors[key] = tensors[key][:, channels]
+        new_heads.append(int(kept_heads.size))
+        new_kv.append(int(groups.size))
+        new_inter.append(int(channels.size))
+
+    hidden_size, eps = config.hidden_size, config.rms_norm_eps
+    if hidden is not None:
+        keep = _check_keep("hidden", hidden, config.hidden_size, "model")
+        hidden_size = int(keep.size)
+        ratio = config.hidden_size / hidden_size if rescale_norms else 1.0
+        scale, eps = math.sqrt(ratio), eps * ratio
+        for key in list(tensors):
+            array = tensors[key]
+            if key.endswith("norm.weight"):
+                tensors[key] = array[keep] * scale
+            elif (key in ("model.embed_tokens.weight", "lm_head.weight")
+                  or any(f".{p}.weight" in key for p in PROJECTIONS_READING_HIDDEN)):
+                tensors[key] = array[:, keep]
+            elif any(f".{p}.weight" in key for p in PROJECTIONS_WRITING_HIDDEN):
+                tensors[key] = array[keep]
+    new_config = config.replace(hidden_size=hidden_size, rms_norm_eps=eps,
+                                num_heads=tuple(new_heads),
+                                num_kv_heads=tuple(new_kv), intermediate_size=tuple(new_inter))
+    return model_from_hf_tensors(new_config, tensors, param_dtype=_param_dtype(model))
+
+
+def remove_blocks(model: Llama, blocks: Sequence[int]) -> Llama:
+    """A model without the given decoder blocks (depth pruning).
+
+    Args:
+      model: the model (not changed).
+      blocks: indices of the blocks to remove.
+
+    Returns:
+      The shallower model; the remaining blocks keep their order and weights.
+
+    Raises:
+      ValueError: for an index out of range, a repeated index, or removing every block.
+    """
+    config = model.config
+    drop = sorted(int(b) for b in blocks)
+    for b in drop:
+        if not 0 <= b < config.num_layers:
+            raise ValueError(f"block index {b} is out of range; the model has "
+                             f"{config.num_layers} blocks (0..{config.num_layers - 1})")
+    if len(set(drop)) != len(drop):
+        raise ValueError(f"block indices repeat: {drop}")
+    keep = [b for b in range(config.num_layers) if b not in drop]
+    if not keep:
+        raise ValueError("removing every block leaves no model; keep at least one")
+    tensors = {}
+    for key, array in hf_tensors_from_model(model).items():
+        if key.startswith("model.layers."):
+            index, rest = key[len("model.layers."):].split(".", 1)
+            if int(index) in drop:
+                continue
+            key = f"model.layers.{keep.index(int(index))}.{rest}"
+        tensors[key] = array
+    new_config = config.replace(
+        num_layers=len(keep), num_heads=tuple(config.num_heads[b] for b in keep),
+        num_kv_heads=tuple(config.num_kv_heads[b] for b in keep),
+        intermediate_size=tuple(config.intermediate_size[b] for b in keep))
+    return model_from_hf_tensors(new_config, tensors, param_dtype=_param_dtype(model))
