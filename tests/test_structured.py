@@ -1,6 +1,7 @@
 """Structured surgery: cutting what carries nothing leaves the logits unchanged."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -117,3 +118,87 @@ def test_uniform_cut_exports_and_reloads(tmp_path):
     with pytest.raises(ValueError, match="needs the same widths in every block"):
         models.save_hf_dir(ragged, str(tmp_path / "ragged"))
 
+
+
+def calibration(batch=4, length=32):
+    return np.asarray(jax.random.randint(jax.random.PRNGKey(3), (batch, length), 0, 256))
+
+
+def test_activation_importance_finds_planted_dead_units_and_cutting_them_is_exact():
+    model = tiny()
+    d = model.config.head_dim
+    # KV group 1 of block 0 reads zero values, so its heads 2 and 3 output zero; MLP channels
+    # 5 and 9 of block 1 have zero gate columns, so their activations are zero.
+    zero(model.layers[0].self_attn.v_proj.kernel, (slice(None), slice(d, 2 * d)))
+    for channel in (5, 9):
+        zero(model.layers[1].mlp.gate_proj.kernel, (slice(None), channel))
+    scores = structured.activation_importance(model, calibration(), batch_size=2)
+    assert [s.shape for s in scores.heads] == [(6,)] * 3
+    assert scores.heads[0][2] == 0 and scores.heads[0][3] == 0
+    assert np.all(np.delete(scores.heads[0], [2, 3]) > 0)
+    assert scores.kv_groups[0][1] == 0 and scores.mlp[1][5] == 0 and scores.mlp[1][9] == 0
+    assert np.all(scores.hidden > 0)
+    dead_group = int(np.argmin(scores.kv_groups[0]))
+    channels = np.argsort(scores.mlp[1], kind="stable")[2:]
+    cut = structured.prune_width(model, kv_groups={0: [g for g in range(3) if g != dead_group]},
+                                 mlp_channels={1: channels.tolist()})
+    np.testing.assert_allclose(logits(cut), logits(model), rtol=1e-5, atol=1e-5)
+
+
+def test_aggregations_follow_their_definitions():
+    model = tiny()
+    segments = calibration()
+    graphdef, state = nnx.split(model)
+    net = nnx.merge(graphdef, state)
+    tokens = jnp.asarray(segments)
+    h = net.embed(tokens)
+    cos, sin = net.rope(tokens.shape[1])
+    _, inputs = net.layers[0].forward_with_inputs(h, cos, sin)
+    act = np.abs(np.asarray(inputs["down"], np.float64))  # [batch, seq, channels]
+    for seq_agg, batch_agg, expected in [
+        ("mean", "l2", np.sqrt(np.sum(act.mean(axis=1) ** 2, axis=0))),
+        ("l2", "mean", np.sqrt(np.sum(act ** 2, axis=1)).mean(axis=0)),
+        ("max", "max", act.max(axis=(0, 1))),
+    ]:
+        scores = structured.activation_importance(model, segments, batch_size=3,
+                                                  seq_agg=seq_agg, batch_agg=batch_agg)
+        np.testing.assert_allclose(scores.mlp[0], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="seq_agg must be one of"):
+        structured.activation_importance(model, segments, seq_agg="median")
+
+
+def test_magnitude_and_taylor_importance_of_a_head():
+    model = tiny()
+    d = model.config.head_dim
+    q = np.asarray(model.layers[1].self_attn.q_proj.kernel[...], np.float64)
+    o = np.asarray(model.layers[1].self_attn.o_proj.kernel[...], np.float64)
+    expected = np.sqrt(np.sum(q[:, 2 * d:3 * d] ** 2) + np.sum(o[2 * d:3 * d] ** 2))
+    scores = structured.magnitude_importance(model)
+    np.testing.assert_allclose(scores.heads[1][2], expected, rtol=1e-6)
+    np.testing.assert_allclose(scores.kv_groups[1][1], scores.heads[1][2] + scores.heads[1][3])
+    zero(model.layers[2].mlp.gate_proj.kernel, (slice(None), 4))
+    zero(model.layers[2].mlp.up_proj.kernel, (slice(None), 4))
+    zero(model.layers[2].mlp.down_proj.kernel, 4)
+    taylor = structured.taylor_importance(model, calibration(), batch_size=2)
+    assert taylor.mlp[2][4] == 0 and np.all(np.delete(taylor.mlp[2], 4) > 0)
+
+
+def test_depth_scores_single_out_an_identity_block():
+    model = tiny()
+    zero(model.layers[1].self_attn.o_proj.kernel, slice(None))
+    zero(model.layers[1].mlp.down_proj.kernel, slice(None))  # block 1 now passes h unchanged
+    influence = structured.block_influence(model, calibration())
+    assert influence[1] == pytest.approx(0.0, abs=1e-6) and np.all(influence[[0, 2]] > 1e-3)
+    assert structured.least_important(influence, 1) == [1]
+    distances = structured.angular_distances(model, calibration(), 1)
+    assert distances.shape == (3,) and int(np.argmin(distances)) == 1
+    text = np.asarray(jax.random.randint(jax.random.PRNGKey(4), (600,), 0, 256))
+    dropped = structured.drop_one_perplexity(model, text, window=64, max_windows=4)
+    full = structured.drop_one_perplexity(tiny(), text, window=64, max_windows=4)
+    assert dropped.shape == (3,) and full.shape == (3,)
+    from jaxprune.eval import perplexity
+
+    base = perplexity(model, text, window=64, max_windows=4, progress=False).perplexity
+    assert dropped[1] == pytest.approx(base, rel=1e-5)
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 3\)"):
+        structured.angular_distances(model, calibration(), 3)
