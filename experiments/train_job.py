@@ -21,7 +21,7 @@ from flax import nnx
 
 from experiments import common
 from jaxprune import models, training
-from jaxprune.losses import next_token_nll
+from jaxprune.losses import distillation_kl, next_token_nll
 
 RULES = ("dense", "gradual", "ste", "snip", "set", "rigl")
 
@@ -126,26 +126,44 @@ def params_fingerprint(params) -> str:
 class Trainer:
     """One training run: model, optimizer and a jitted step over plain pytrees.
 
-    The train state is ``{"params", "opt_state", "step"}``, a pytree that orbax saves.
+    The train state is ``{"params", "opt_state", "step"}``, a pytree that orbax saves. With a
+    ``teacher`` the loss is logit distillation (``distillation_kl``) instead of the next-token
+    NLL.
+
+    Args:
+      config: a training config (configs/gradual.py).
+      resources: loaded models and texts.
+      model: the model to train (copied); by default ``initial_model(config)``.
+      teacher: a model whose logits the student learns to match.
+      temperature: the distillation temperature.
     """
 
-    def __init__(self, config, resources: common.Resources):
+    def __init__(self, config, resources: common.Resources, *, model=None, teacher=None,
+                 temperature: float = 1.0):
         self.config = config
-        model = initial_model(config, resources)
+        model = initial_model(config, resources) if model is None else nnx.clone(model)
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.teacher = nnx.split(teacher) if teacher is not None else None
+        self.temperature = temperature
         self.tx = make_optimizer(config)
         self.state = {"params": params, "opt_state": self.tx.init(params),
                       "step": jnp.zeros((), jnp.int32)}
         self.tokens = resources.text_tokens(config, config.train)
-        self._step = jax.jit(self._train_step)
+        self._step = jax.jit(self._train_step, static_argnums=3)
 
     def model(self, params=None):
         params = self.state["params"] if params is None else params
         return nnx.merge(self.graphdef, params, self.rest)
 
-    def _train_step(self, state, batch):
+    def _train_step(self, state, batch, teacher_state, distil):
         def loss_fn(params):
-            return jnp.mean(next_token_nll(nnx.merge(self.graphdef, params, self.rest), batch))
+            student = nnx.merge(self.graphdef, params, self.rest)
+            if not distil:
+                return jnp.mean(next_token_nll(student, batch))
+            inputs = batch[:, :-1]
+            teacher_logits = nnx.merge(self.teacher[0], teacher_state)(inputs)
+            return jnp.mean(distillation_kl(student(inputs), teacher_logits,
+                                            temperature=self.temperature))
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
@@ -176,7 +194,8 @@ class Trainer:
         for step in range(first, until):
             batch = jnp.asarray(batch_at(self.tokens, step, t.batch_size, t.seq_len,
                                          self.config.seed))
-            self.state, loss = self._step(self.state, batch)
+            teacher_state = self.teacher[1] if self.teacher else None
+            self.state, loss = self._step(self.state, batch, teacher_state, bool(self.teacher))
             window.append(loss)
             if (step + 1) % t.log_every == 0 or step + 1 == until:
                 mean = float(jnp.mean(jnp.stack(window)))

@@ -20,3 +20,29 @@ def next_token_nll(model, batch: jax.Array) -> jax.Array:
     targets = batch[:, 1:]
     target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return jax.nn.logsumexp(logits, axis=-1) - target_logits
+
+
+def distillation_kl(student_logits: jax.Array, teacher_logits: jax.Array, *,
+                    temperature: float = 1.0) -> jax.Array:
+    """Forward KL ``KL(teacher || student)`` per position, of temperature-softened logits.
+
+    Scaled by ``temperature ** 2`` so that gradients keep their size as the temperature
+    changes (Hinton et al. 2015). Minitron distils with this loss on the logits alone at
+    temperature 1.
+
+    Args:
+      student_logits: ``[..., vocab]``.
+      teacher_logits: ``[..., vocab]``; no gradient flows into them.
+      temperature: > 0.
+
+    Returns:
+      float32 ``[...]``.
+
+    References:
+      Hinton, Vinyals & Dean 2015, "Distilling the knowledge in a neural network";
+      Muralidharan et al. 2024 (Minitron), section 3.
+    """
+    t = temperature
+    teacher = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / t)
+    student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t)
+    return jnp.sum(jnp.exp(teacher) * (teacher - student), axis=-1) * t * t
