@@ -16,63 +16,12 @@ from __future__ import annotations
 
 import os
 
-import jax
 from absl import app, logging
 from ml_collections import config_flags
 
 from experiments import common, train_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/gradual.py", "Training config.")
-
-
-def checkpoint_manager(workdir: str):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                 options=options)
-
-
-def save(manager, trainer) -> None:
-    import orbax.checkpoint as ocp
-
-    step = int(trainer.state["step"])
-    manager.save(step, args=ocp.args.StandardSave(trainer.state))
-    manager.wait_until_finished()
-
-
-def restore_latest(manager, trainer) -> int:
-    """Loads the latest checkpoint into ``trainer``; returns its step (0 when none)."""
-    import orbax.checkpoint as ocp
-
-    step = manager.latest_step()
-    if step is None:
-        return 0
-    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), trainer.state)
-    trainer.state = manager.restore(step, args=ocp.args.StandardRestore(template))
-    logging.info("resumed from the checkpoint of step %d", step)
-    return step
-
-
-def loss_curve_png(logged: list, title: str) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
-    axes.plot([s for s, _ in logged], [v for _, v in logged])
-    axes.set_xlabel("step")
-    axes.set_ylabel("training loss (mean NLL)")
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def main(argv):
@@ -86,16 +35,7 @@ def main(argv):
         raise app.UsageError(str(err)) from None
 
     trainer = train_job.Trainer(config, resources)
-    manager = checkpoint_manager(config.workdir) if config.workdir else None
-    if manager is not None:
-        restore_latest(manager, trainer)
-    every = config.train.checkpoint_every
-
-    def on_step(step):
-        if manager is not None and (step % every == 0 or step == config.train.steps):
-            save(manager, trainer)
-
-    logged = trainer.run(until=config.train.steps, on_step=on_step)
+    logged = train_job.run_with_checkpoints(trainer, config.workdir)
     metrics = {"rule": config.rule, "steps": config.train.steps,
                "final_loss": logged[-1][1] if logged else None,
                **train_job.evaluate(trainer, config, resources),
@@ -109,7 +49,7 @@ def main(argv):
         common.write_text_atomic(os.path.join(config.workdir, "results.md"), table + "\n")
         if logged:
             try:
-                png = loss_curve_png(logged, f"{config.model}, rule {config.rule}")
+                png = train_job.loss_curve_png(logged, f"{config.model}, rule {config.rule}")
                 common.write_bytes_atomic(os.path.join(config.workdir, "loss.png"), png)
             except ImportError:
                 logging.warning("matplotlib is not installed (extra 'plots'): no loss.png")

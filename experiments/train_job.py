@@ -9,6 +9,7 @@ resumed run sees the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 
@@ -233,3 +234,74 @@ def run_point(config, resources: common.Resources) -> dict:
                                             "eval_seconds": time.perf_counter() - start -
                                             train_seconds},
             "curve": logged}
+
+
+def checkpoint_manager(workdir: str):
+    """An orbax manager for ``WORKDIR/checkpoints`` keeping the last two, saving synchronously
+    (orbax writes each checkpoint to a temporary directory and renames it when complete)."""
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                 options=options)
+
+
+def save(manager, trainer) -> None:
+    """Saves the trainer's state under its step."""
+    import orbax.checkpoint as ocp
+
+    step = int(trainer.state["step"])
+    manager.save(step, args=ocp.args.StandardSave(trainer.state))
+    manager.wait_until_finished()
+
+
+def restore_latest(manager, trainer) -> int:
+    """Loads the latest checkpoint into ``trainer``; returns its step (0 when none)."""
+    import orbax.checkpoint as ocp
+
+    step = manager.latest_step()
+    if step is None:
+        return 0
+    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), trainer.state)
+    trainer.state = manager.restore(step, args=ocp.args.StandardRestore(template))
+    logging.info("resumed from the checkpoint of step %d", step)
+    return step
+
+
+def run_with_checkpoints(trainer: Trainer, workdir: str) -> list:
+    """Trains to ``config.train.steps``, resuming from and saving orbax checkpoints under
+    ``WORKDIR/checkpoints`` every ``config.train.checkpoint_every`` steps (none without a
+    workdir). Returns the logged ``[(step, loss)]`` since this start."""
+    config = trainer.config
+    manager = checkpoint_manager(workdir) if workdir else None
+    if manager is not None:
+        restore_latest(manager, trainer)
+    every = config.train.checkpoint_every
+
+    def on_step(step):
+        if manager is not None and (step % every == 0 or step == config.train.steps):
+            save(manager, trainer)
+
+    return trainer.run(until=config.train.steps, on_step=on_step)
+
+
+def loss_curve_png(logged: list, title: str) -> bytes:
+    """A PNG of the logged training loss against the step."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    axes.plot([s for s, _ in logged], [v for _, v in logged])
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss (mean NLL)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
