@@ -202,3 +202,114 @@ def test_depth_scores_single_out_an_identity_block():
     assert dropped[1] == pytest.approx(base, rel=1e-5)
     with pytest.raises(ValueError, match=r"n must be an integer in \[1, 3\)"):
         structured.angular_distances(model, calibration(), 3)
+
+
+def test_distillation_kl_matches_its_definition():
+    from jaxprune.losses import distillation_kl
+
+    rng = np.random.default_rng(0)
+    student, teacher = rng.standard_normal((2, 3, 11)), rng.standard_normal((2, 3, 11))
+    for t in (1.0, 2.0):
+        p = np.exp(teacher / t) / np.exp(teacher / t).sum(-1, keepdims=True)
+        q = np.exp(student / t) / np.exp(student / t).sum(-1, keepdims=True)
+        expected = (p * (np.log(p) - np.log(q))).sum(-1) * t * t
+        np.testing.assert_allclose(distillation_kl(jnp.asarray(student), jnp.asarray(teacher),
+                                                   temperature=t), expected, rtol=1e-5)
+    assert float(jnp.max(jnp.abs(distillation_kl(jnp.asarray(teacher),
+                                                 jnp.asarray(teacher))))) < 1e-6
+
+
+@pytest.mark.parametrize("cut, criterion", [
+    ("dense", ""), ("depth4", "block_influence"), ("depth4", "angular"),
+    ("depth4", "drop_one"), ("heads6", "activation"), ("mlp", "magnitude"),
+    ("hidden448", "taylor")])
+def test_structured_job_cuts_every_way(cut, criterion):
+    from configs import structured as structured_config
+    from experiments import common, structured_job
+
+    config = structured_config.get_config(f"{cut},runlocal")
+    if criterion:
+        config.cut.criterion = criterion
+    config = common.apply_runlocal(config)
+    resources = common.Resources()
+    structured_job.prepare(config, resources)
+    outcome = structured_job.run_point(config, resources)
+    metrics = outcome["metrics"]
+    teacher = resources.model(config)[0]
+    student = outcome["student"]
+    assert metrics["params"] == student.config.num_params() == count_params(student)
+    if cut == "dense":
+        assert metrics["params"] == teacher.config.num_params()
+    else:
+        assert metrics["params"] < teacher.config.num_params()
+    assert 1.0 < metrics["perplexity"] < 1000 and metrics["tokens_per_second"] > 0
+    if cut == "depth4":
+        assert student.config.num_layers == teacher.config.num_layers - 1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.cut.heads_per_group=0", "a width cut needs config.cut.heads_per_group"),
+        ("--config.cut.heads_per_group=3", "config.cut.heads_per_group keeps 3, more than the "
+                                           "model's 2"),
+        ("--config.cut.criterion=random", "config.cut.criterion must be one of"),
+        ("--config.cut.kind=diagonal", "config.cut.kind must be one of"),
+    ],
+)
+def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.structured",
+         "--config=configs/structured.py:heads6,runlocal", f"--config.workdir={tmp_path / 'w'}",
+         override], cwd=repo, capture_output=True, text=True, timeout=600, check=False,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "w").exists()
+
+
+def test_distillation_resumed_after_a_kill_follows_the_same_curve(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    args = ["--config=configs/structured.py:mlp,distill,runlocal", "--config.train.steps=200",
+            "--config.train.checkpoint_every=20", "--config.train.log_every=20"]
+
+    def command(workdir):
+        return [sys.executable, "-m", "experiments.structured", *args,
+                f"--config.workdir={workdir}"]
+
+    full = subprocess.run(command(tmp_path / "full"), cwd=repo, capture_output=True, text=True,
+                          timeout=600, check=False, env=env)
+    assert full.returncode == 0, full.stderr[-3000:]
+    process = subprocess.Popen(command(tmp_path / "killed"), cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "40"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not checkpoint.is_dir():
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    resumed = subprocess.run(command(tmp_path / "killed"), cwd=repo, capture_output=True,
+                             text=True, timeout=600, check=False, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from the checkpoint of step" in resumed.stderr
+    results = {name: json.loads((tmp_path / name / "results.json").read_text())
+               for name in ("full", "killed")}
+    curve = dict(map(tuple, results["full"]["curve"]))
+    resumed_curve = results["killed"]["curve"]
+    assert len(resumed_curve) >= 1 and resumed_curve[-1][0] == 200
+    for step, loss in resumed_curve:
+        assert loss == curve[step], step  # bit for bit
+    assert results["killed"]["metrics"]["perplexity"] == results["full"]["metrics"]["perplexity"]

@@ -143,7 +143,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 12  # 9 job configs and 3 sweeps
+    assert checked == 13  # 10 job configs and 3 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():

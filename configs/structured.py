@@ -1,0 +1,68 @@
+r"""Structured pruning of SmolLM2-135M: depth or width cuts by importance, then distillation.
+
+Launch (the argument picks the cut; add ",distill" for a short logit distillation):
+  python -m experiments.structured --config=configs/structured.py:depth4,distill \
+      --config.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
+      --config.train.path=../shared/data/calibration/enwiki-excerpt.txt \
+      --config.eval.path=../shared/data/wikitext-2-raw --config.workdir=runs/depth4
+Cuts: dense (no cut), depth4, depth8 (blocks by block influence), mlp (MLP channels
+1536 -> 1264, about the parameters of 4 blocks), heads6 (query heads 9 -> 6, two per KV group),
+hidden448 (hidden size 576 -> 448); --config.cut.criterion picks another importance
+(depth: block_influence, angular, drop_one; width: activation, magnitude, taylor).
+Smoke run:
+  python -m experiments.structured --config=configs/structured.py:heads6,distill,runlocal
+"""
+
+import ml_collections
+
+from configs.gradual import training_config
+
+CUTS = {
+    "dense": dict(kind="none"),
+    "depth4": dict(kind="depth", criterion="block_influence", blocks=4),
+    "depth8": dict(kind="depth", criterion="block_influence", blocks=8),
+    "mlp": dict(kind="width", criterion="activation", mlp_channels=1264),
+    "heads6": dict(kind="width", criterion="activation", heads_per_group=2),
+    "hidden448": dict(kind="width", criterion="activation", hidden=448),
+}
+# The same cuts scaled to tiny-llama (2 blocks, 4 heads in 2 groups, 128 channels, hidden 64).
+RUNLOCAL_CUTS = {"depth4": dict(blocks=1), "depth8": dict(blocks=1),
+                 "mlp": dict(mlp_channels=96), "heads6": dict(heads_per_group=1),
+                 "hidden448": dict(hidden=48)}
+
+
+def get_config(arg=None):
+    """``arg``: a key of ``CUTS``, optionally ",distill" and ",runlocal"."""
+    parts = [p for p in (arg or "dense").split(",") if p]
+    cuts = [p for p in parts if p not in ("distill", "runlocal")]
+    if len(cuts) != 1 or cuts[0] not in CUTS:
+        raise ValueError(f"configs/structured.py takes one cut of {sorted(CUTS)}, plus "
+                         f"'distill' and/or 'runlocal', got {arg!r}")
+    config = training_config("smollm2-135m", "dense")
+    config.calibration = ml_collections.ConfigDict(dict(
+        source="file", path="", split="train", num_segments=64, length=512, seed=0,
+        contiguous=True))
+    config.calibration_batch_size = 8
+    config.cut = ml_collections.ConfigDict(dict(
+        kind="none", criterion="", blocks=0, heads_per_group=0, mlp_channels=0, hidden=0,
+        seq_agg="mean", batch_agg="l2"))
+    config.cut.update(CUTS[cuts[0]])
+    config.distill = ml_collections.ConfigDict(dict(enabled="distill" in parts,
+                                                    temperature=1.0))
+    # Distillation: 200 steps of 8 x 512 tokens of the Wikipedia text (819,200 tokens).
+    config.train.steps = 200
+    config.train.batch_size = 8
+    config.train.seq_len = 512
+    config.train.learning_rate = 1e-4
+    config.train.warmup_steps = 20
+    config.train.checkpoint_every = 25
+    config.train.log_every = 10
+    config.eval.window = 512
+    config.save_hf = False  # export the student (uniform widths only) to WORKDIR/hf
+    config.runlocal = "runlocal" in parts
+    config.runlocal_overrides = config.runlocal_overrides + (
+        ("calibration.source", "pydoc"), ("calibration.num_segments", 4),
+        ("calibration.length", 64), ("train.steps", 20), ("train.batch_size", 2),
+        ("train.checkpoint_every", 5), ("train.log_every", 5), ("train.warmup_steps", 2),
+    ) + tuple((f"cut.{k}", v) for k, v in RUNLOCAL_CUTS.get(cuts[0], {}).items())
+    return config

@@ -1,0 +1,68 @@
+r"""Structured pruning: cut blocks or widths by importance, evaluate, distil, evaluate again.
+
+  python -m experiments.structured --config=configs/structured.py:heads6,distill \
+      --config.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
+      --config.train.path=../shared/data/calibration/enwiki-excerpt.txt \
+      --config.eval.path=../shared/data/wikitext-2-raw --config.workdir=runs/heads6
+
+Prints one row (method, parameters with and without embeddings, perplexity before and after
+distillation, evaluation tokens/s) and, with a workdir, writes results.json, results.md, the
+distillation loss curve and, when the widths are uniform, the student as a Hugging Face
+directory (``config.save_hf``). Distillation checkpoints go to WORKDIR/checkpoints; rerunning
+the command after an interruption rebuilds the same student and resumes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, logging
+from ml_collections import config_flags
+
+from experiments import common, structured_job, train_job
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/structured.py", "Config.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    resources = common.Resources()
+    try:
+        config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
+        structured_job.prepare(config, resources)
+    except (TypeError, ValueError, FileNotFoundError) as err:
+        raise app.UsageError(str(err)) from None
+    dense = common.evaluate(resources.model(config)[0], resources.evaluation_tokens(config),
+                            config.eval)
+    outcome = structured_job.run_point(config, resources, workdir=config.workdir)
+    metrics = {**outcome["metrics"], "dense_perplexity": dense.perplexity,
+               "dense_tokens_per_second": dense.tokens_per_second}
+    table = common.markdown_table([metrics], list(metrics))
+    print(table)
+    if config.workdir:
+        common.write_json_atomic(os.path.join(config.workdir, "results.json"), {
+            "config": config.to_dict(), "metrics": metrics, "timings": outcome["timings"],
+            "details": outcome["details"], "curve": outcome["curve"],
+            "git": common.git_revision(), "packages": common.package_versions()})
+        common.write_text_atomic(os.path.join(config.workdir, "results.md"), table + "\n")
+        if outcome["curve"]:
+            try:
+                png = train_job.loss_curve_png(outcome["curve"],
+                                               f"distillation: {metrics['method']}")
+                common.write_bytes_atomic(os.path.join(config.workdir, "loss.png"), png)
+            except ImportError:
+                logging.warning("matplotlib is not installed (extra 'plots'): no loss.png")
+        student = outcome["student"]
+        if config.save_hf and student.config.is_uniform:
+            from jaxprune import models
+
+            models.save_hf_dir(student, os.path.join(config.workdir, "hf"),
+                               tokenizer=resources.model(config)[1])
+        elif config.save_hf:
+            logging.warning("the student's blocks differ in width: no Hugging Face export")
+        print(f"wrote {config.workdir}")
+
+
+if __name__ == "__main__":
+    common.run_main(main)

@@ -1,0 +1,191 @@
+"""The structured pruning job: score, cut (depth or width), evaluate, distil, evaluate.
+
+Shared by ``experiments.structured`` (one run, distillation checkpointed and resumable) and
+``experiments.sweep`` (the ablation). The cut is a deterministic function of the config and
+the calibration text, so a resumed run rebuilds the same student before restoring its
+distillation checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from experiments import common, train_job
+from jaxprune import structured
+
+KINDS = ("none", "depth", "width")
+DEPTH_CRITERIA = ("block_influence", "angular", "drop_one")
+WIDTH_CRITERIA = ("activation", "magnitude", "taylor")
+
+
+def check_config(config) -> None:
+    """Checks the fields that need no model, before anything is loaded.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    common.check_eval_config(config)
+    common.check_text_config("calibration", config.calibration)
+    common.check_int_fields("calibration", config.calibration, {"num_segments": 1, "length": 2})
+    cut = config.cut
+    if cut.kind not in KINDS:
+        raise ValueError(f"config.cut.kind must be one of {list(KINDS)}, got {cut.kind!r}")
+    if cut.kind == "depth":
+        if cut.criterion not in DEPTH_CRITERIA:
+            raise ValueError(f"config.cut.criterion must be one of {list(DEPTH_CRITERIA)} for "
+                             f"a depth cut, got {cut.criterion!r}")
+        common.check_int_fields("cut", cut, {"blocks": 1})
+    if cut.kind == "width":
+        if cut.criterion not in WIDTH_CRITERIA:
+            raise ValueError(f"config.cut.criterion must be one of {list(WIDTH_CRITERIA)} for "
+                             f"a width cut, got {cut.criterion!r}")
+        common.check_int_fields("cut", cut, {"heads_per_group": 0, "mlp_channels": 0,
+                                             "hidden": 0})
+        if not (cut.heads_per_group or cut.mlp_channels or cut.hidden):
+            raise ValueError("a width cut needs config.cut.heads_per_group, mlp_channels or "
+                             "hidden (the widths to keep; 0 keeps a dimension whole)")
+    if not config.distill.temperature > 0:
+        raise ValueError(f"config.distill.temperature must be > 0, got "
+                         f"{config.distill.temperature!r}")
+    if config.distill.enabled:
+        train_job.check_config(common.copy_with(config, rule="dense"))
+
+
+def check_against_model(config, model_config) -> None:
+    """Checks the cut's sizes against the model.
+
+    Raises:
+      ValueError: for a cut that removes every block or keeps more than there is.
+    """
+    cut, c = config.cut, model_config
+    if cut.kind == "depth" and cut.blocks >= c.num_layers:
+        raise ValueError(f"config.cut.blocks must be below the model's {c.num_layers} blocks, "
+                         f"got {cut.blocks}")
+    if cut.kind == "width":
+        per_group = min(h // kv for h, kv in zip(c.num_heads, c.num_kv_heads, strict=True))
+        for field, limit in (("heads_per_group", per_group),
+                             ("mlp_channels", min(c.intermediate_size)),
+                             ("hidden", c.hidden_size)):
+            if cut[field] > limit:
+                raise ValueError(f"config.cut.{field} keeps {cut[field]}, more than the model's "
+                                 f"{limit}")
+
+
+def keep_top(scores: np.ndarray, count: int) -> list[int]:
+    """Indices of the ``count`` highest scores, in index order (ties: lower index kept)."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return sorted(order[:count].tolist())
+
+
+def cut_model(config, model, segments: np.ndarray):
+    """The student: ``model`` cut as ``config.cut`` says, with the scores that chose it."""
+    cut = config.cut
+    if cut.kind == "none":
+        return model, {}
+    batch = config.calibration_batch_size
+    if cut.kind == "depth":
+        if cut.criterion == "block_influence":
+            scores = structured.block_influence(model, segments, batch_size=batch)
+        elif cut.criterion == "drop_one":
+            # On the calibration text, never the evaluation text.
+            scores = structured.drop_one_perplexity(model, segments.ravel(),
+                                                    window=segments.shape[1], batch_size=batch)
+        else:
+            distances = structured.angular_distances(model, segments, cut.blocks,
+                                                     batch_size=batch)
+            start = int(np.argmin(distances))
+            drop = list(range(start, start + cut.blocks))
+            return structured.remove_blocks(model, drop), {"distances": distances.tolist(),
+                                                           "removed": drop}
+        drop = structured.least_important(scores, cut.blocks)
+        return structured.remove_blocks(model, drop), {"scores": scores.tolist(),
+                                                       "removed": drop}
+    if cut.criterion == "activation":
+        importance = structured.activation_importance(
+            model, segments, batch_size=batch, seq_agg=cut.seq_agg, batch_agg=cut.batch_agg)
+    elif cut.criterion == "magnitude":
+        importance = structured.magnitude_importance(model)
+    else:
+        importance = structured.taylor_importance(model, segments, batch_size=batch)
+    c = model.config
+    heads = mlp = hidden = None
+    if cut.heads_per_group:
+        heads = {}
+        for b in range(c.num_layers):
+            per_group = c.num_heads[b] // c.num_kv_heads[b]
+            grouped = importance.heads[b].reshape(c.num_kv_heads[b], per_group)
+            heads[b] = [g * per_group + i for g in range(c.num_kv_heads[b])
+                        for i in keep_top(grouped[g], cut.heads_per_group)]
+    if cut.mlp_channels:
+        mlp = {b: keep_top(importance.mlp[b], cut.mlp_channels) for b in range(c.num_layers)}
+    if cut.hidden:
+        hidden = keep_top(importance.hidden, cut.hidden)
+    student = structured.prune_width(model, heads=heads, mlp_channels=mlp, hidden=hidden)
+    return student, {"criterion": cut.criterion}
+
+
+def method_label(config) -> str:
+    cut = config.cut
+    if cut.kind == "none":
+        return "dense"
+    if cut.kind == "depth":
+        return f"depth -{cut.blocks} ({cut.criterion})"
+    parts = [f"{name} {cut[field]}" for field, name in
+             (("heads_per_group", "heads/group"), ("mlp_channels", "mlp"),
+              ("hidden", "hidden")) if cut[field]]
+    return f"width {', '.join(parts)} ({cut.criterion})"
+
+
+def prepare(config, resources: common.Resources) -> None:
+    """Checks everything, loads the model and the texts, before any work."""
+    check_config(config)
+    model, _ = resources.model(config)
+    check_against_model(config, model.config)
+    resources.calibration_segments(config)
+    resources.evaluation_tokens(config)
+    if config.distill.enabled:
+        train_job.prepare(common.copy_with(config, rule="dense"), resources)
+
+
+def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict:
+    """Cuts, evaluates, distils (``config.distill.enabled``: ``config.train.steps`` steps of
+    logit distillation from the uncut model) and evaluates again.
+
+    Returns:
+      ``{"metrics", "timings", "details", "curve"}``; metrics hold the parameter counts
+      (total and without embeddings), perplexity before and after distillation and the
+      evaluation throughput in tokens/s.
+    """
+    teacher, _ = resources.model(config)
+    segments = resources.calibration_segments(config)
+    eval_tokens = resources.evaluation_tokens(config)
+    start = time.perf_counter()
+    student, details = cut_model(config, teacher, segments)
+    cut_seconds = time.perf_counter() - start
+    before = common.evaluate(student, eval_tokens, config.eval)
+    metrics = {
+        "method": method_label(config),
+        "setting": "distilled" if config.distill.enabled else "cut only",
+        "params": student.config.num_params(),
+        "params_non_embedding": student.config.num_params(include_embeddings=False),
+        "perplexity_before": before.perplexity,
+        "tokens_per_second": before.tokens_per_second,
+    }
+    timings = {"cut_seconds": cut_seconds}
+    curve = []
+    if config.distill.enabled:
+        train_config = common.copy_with(config, rule="dense")
+        trainer = train_job.Trainer(train_config, resources, model=student, teacher=teacher,
+                                    temperature=config.distill.temperature)
+        distill_start = time.perf_counter()
+        curve = train_job.run_with_checkpoints(trainer, workdir)
+        timings["distill_seconds"] = time.perf_counter() - distill_start
+        student = trainer.model()
+        metrics["distill_tokens"] = (config.train.steps * config.train.batch_size
+                                     * config.train.seq_len)
+    after = common.evaluate(student, eval_tokens, config.eval)
+    metrics["perplexity"] = after.perplexity
+    return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,
+            "student": student}
