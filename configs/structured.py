@@ -60,9 +60,11 @@ def get_config(arg=None):
     config.eval.window = 512
     config.save_hf = False  # export the student (uniform widths only) to WORKDIR/hf
     config.runlocal = "runlocal" in parts
-    config.runlocal_overrides = config.runlocal_overrides + (
-        ("calibration.source", "pydoc"), ("calibration.num_segments", 4),
-        ("calibration.length", 64), ("train.steps", 20), ("train.batch_size", 2),
-        ("train.checkpoint_every", 5), ("train.log_every", 5), ("train.warmup_steps", 2),
-    ) + tuple((f"cut.{k}", v) for k, v in RUNLOCAL_CUTS.get(cuts[0], {}).items())
+    overrides = dict(config.runlocal_overrides)  # the training config's, then these
+    overrides.update({
+        "calibration.source": "pydoc", "calibration.num_segments": 4,
+        "calibration.length": 64, "train.steps": 20, "train.batch_size": 2,
+        "train.checkpoint_every": 5, "train.log_every": 5, "train.warmup_steps": 2,
+        **{f"cut.{k}": v for k, v in RUNLOCAL_CUTS.get(cuts[0], {}).items()}})
+    config.runlocal_overrides = tuple(overrides.items())
     return config
