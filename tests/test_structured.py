@@ -313,3 +313,21 @@ def test_distillation_resumed_after_a_kill_follows_the_same_curve(tmp_path):
     for step, loss in resumed_curve:
         assert loss == curve[step], step  # bit for bit
     assert results["killed"]["metrics"]["perplexity"] == results["full"]["metrics"]["perplexity"]
+
+
+def test_fusing_two_identical_blocks_equals_dropping_one():
+    model = tiny()
+    state = nnx.state(model.layers[0], nnx.Param)
+    nnx.update(model.layers[1], state)  # block 1 is now a copy of block 0
+    fused = structured.fuse_blocks(model, 0, weight=0.3)
+    dropped = structured.remove_blocks(model, [1])
+    assert fused.config.num_layers == 2
+    # 0.3 w + 0.7 w rounds to w within a float32 ulp or two
+    np.testing.assert_allclose(logits(fused), logits(dropped), rtol=1e-5, atol=1e-5)
+    other = structured.fuse_blocks(tiny(), 1)
+    assert other.config.num_layers == 2 and not np.allclose(logits(other), logits(tiny()))
+    with pytest.raises(ValueError, match=r"first must be in \[0, 2\)"):
+        structured.fuse_blocks(model, 2)
+    ragged = structured.prune_width(model, mlp_channels={0: list(range(64))})
+    with pytest.raises(ValueError, match="differ in width"):
+        structured.fuse_blocks(ragged, 0)

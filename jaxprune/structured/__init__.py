@@ -1,8 +1,8 @@
 """Structured pruning: cut whole heads, KV groups, MLP channels, hidden channels or blocks.
 
-Work in progress (issue "Structured pruning"): surgery (``prune_width``, ``remove_blocks``),
-width importance (activation, magnitude, Taylor) and depth scores are built; layer fusion,
-distillation and the experiment binary come next.
+Surgery (``prune_width``, ``remove_blocks``, ``fuse_blocks``), width importance (activation,
+magnitude, Taylor) and depth scores; ``experiments/structured.py`` adds distillation. See
+docs/structured.md.
 """
 
 from jaxprune.structured.depth import (
@@ -17,7 +17,7 @@ from jaxprune.structured.importance import (
     magnitude_importance,
     taylor_importance,
 )
-from jaxprune.structured.surgery import prune_width, remove_blocks
+from jaxprune.structured.surgery import fuse_blocks, prune_width, remove_blocks
 
 __all__ = [
     "Importance",
@@ -25,6 +25,7 @@ __all__ = [
     "angular_distances",
     "block_influence",
     "drop_one_perplexity",
+    "fuse_blocks",
     "least_important",
     "magnitude_importance",
     "prune_width",

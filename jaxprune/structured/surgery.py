@@ -201,3 +201,43 @@ def remove_blocks(model: Llama, blocks: Sequence[int]) -> Llama:
         num_kv_heads=tuple(config.num_kv_heads[b] for b in keep),
         intermediate_size=tuple(config.intermediate_size[b] for b in keep))
     return model_from_hf_tensors(new_config, tensors, param_dtype=_param_dtype(model))
+
+
+def fuse_blocks(model: Llama, first: int, *, weight: float = 0.5) -> Llama:
+    """Merges blocks ``first`` and ``first + 1`` into one block by interpolating their weights.
+
+    A baseline for layer fusion: every parameter of the merged block is
+    ``weight * first + (1 - weight) * second``, so the model keeps one block less. Neighbouring
+    blocks of a trained model are often similar enough for this to cost less than dropping
+    one; docs/structured.md has the measured cost.
+
+    Args:
+      model: the model (not changed).
+      first: index of the first of the two blocks.
+      weight: share of the first block, in [0, 1].
+
+    Returns:
+      The model with ``num_layers - 1`` blocks.
+
+    Raises:
+      ValueError: for an index out of range, a weight outside [0, 1], or blocks of different
+        widths.
+    """
+    config = model.config
+    if not 0 <= first < config.num_layers - 1:
+        raise ValueError(f"first must be in [0, {config.num_layers - 1}) so that block first + 1 "
+                         f"exists, got {first}")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    widths = [(config.num_heads[b], config.num_kv_heads[b], config.intermediate_size[b])
+              for b in (first, first + 1)]
+    if widths[0] != widths[1]:
+        raise ValueError(f"blocks {first} and {first + 1} differ in width (heads, KV heads, "
+                         f"MLP channels): {widths[0]} vs {widths[1]}")
+    tensors = hf_tensors_from_model(model)
+    prefix_a, prefix_b = f"model.layers.{first}.", f"model.layers.{first + 1}."
+    for key in [k for k in tensors if k.startswith(prefix_a)]:
+        other = prefix_b + key[len(prefix_a):]
+        tensors[key] = weight * tensors[key] + (1.0 - weight) * tensors[other]
+    fused = model_from_hf_tensors(config, tensors, param_dtype=_param_dtype(model))
+    return remove_blocks(fused, [first + 1])
