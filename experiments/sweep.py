@@ -36,7 +36,8 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Resolve and check every point, t
 
 # config.experiment -> module providing check_config(config), prepare(config, resources) and
 # run_point(config, resources) -> {"metrics": dict, "timings": dict, ...}.
-EXPERIMENTS = {"prune": "experiments.oneshot_job", "train": "experiments.train_job"}
+EXPERIMENTS = {"prune": "experiments.oneshot_job", "train": "experiments.train_job",
+               "structured": "experiments.structured_job"}
 
 RESULTS = "results.jsonl"
 PROGRESS = "progress.json"

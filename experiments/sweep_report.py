@@ -16,9 +16,10 @@ from absl import logging
 from experiments import common
 
 # Cell formats by value name; other floats get 4 decimals.
-FORMATS = {"perplexity": ".2f", "mean_nll": ".4f", "final_loss": ".4f", "train_seconds": ".1f",
-           "prune_seconds": ".1f", "eval_seconds": ".1f",
-           "wall_seconds": ".1f", "peak_memory_mb": ".0f", "sparsity": ".4f"}
+FORMATS = {"perplexity": ".2f", "perplexity_before": ".2f", "tokens_per_second": ".0f",
+           "mean_nll": ".4f", "final_loss": ".4f", "train_seconds": ".1f", "prune_seconds": ".1f",
+           "eval_seconds": ".1f", "wall_seconds": ".1f", "peak_memory_mb": ".0f",
+           "sparsity": ".4f"}
 BASELINE = "dense"
 
 

@@ -61,6 +61,17 @@ def test_sweep_configs_resolve_to_distinct_checked_points(module):
     assert all(cfg.model == "tiny-llama" and cfg.eval.max_windows == 2 for _, cfg, _ in small)
 
 
+@pytest.mark.parametrize("name", ["training_study", "structured_ablation"])
+def test_other_sweeps_resolve_in_their_smoke_size(name):
+    module = importlib.import_module(f"configs.sweeps.{name}")
+    resolved = sweep.resolve_points(common.apply_runlocal(module.get_config("runlocal")))
+    assert len({fingerprint for _, _, fingerprint in resolved}) == len(resolved) > 5
+    assert all(cfg.model == "tiny-llama" for _, cfg, _ in resolved)
+    if name == "structured_ablation":
+        full = module.get_config()
+        assert len(full.points) == 31  # dense + (2 depth x 3 + 3 width x 3) x {cut, distilled}
+
+
 def test_sparsity_curve_points():
     config = sparsity_curve.get_config()
     assert config.points[0] == {"method": "dense"}
@@ -143,7 +154,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 13  # 10 job configs and 3 sweeps
+    assert checked == 14  # 10 job configs and 4 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():
