@@ -208,3 +208,40 @@ def test_bad_gguf_files(tmp_path):
     writer.close()
     with pytest.raises(ValueError, match=r"architecture is 'gpt2'; supported: \['llama'\]"):
         models.load(str(tmp_path / "gpt2.gguf"))
+
+
+def test_structured_surgery_on_smollm2_exports_to_transformers(ours, tmp_path):
+    """Query heads 9 -> 6, MLP 1536 -> 1024 and hidden 576 -> 504 by magnitude, then export.
+
+    (transformers refuses a hidden size that is not a multiple of the head count, so 504.)"""
+    import jax
+    from flax import nnx
+
+    from jaxprune import structured
+
+    model, tokenizer = ours
+    scores = structured.magnitude_importance(model)
+    c = model.config
+    keep_heads = {b: [g * 3 + i for g in range(3)
+                      for i in sorted(np.argsort(-scores.heads[b].reshape(3, 3)[g])[:2])]
+                  for b in range(c.num_layers)}
+    keep_mlp = {b: sorted(np.argsort(-scores.mlp[b])[:1024].tolist())
+                for b in range(c.num_layers)}
+    keep_hidden = sorted(np.argsort(-scores.hidden)[:504].tolist())
+    cut = structured.prune_width(model, heads=keep_heads, mlp_channels=keep_mlp,
+                                 hidden=keep_hidden)
+    assert cut.config.num_heads == (6,) * 30 and cut.config.hidden_size == 504
+    counted = sum(x.size for x in jax.tree.leaves(nnx.state(cut, nnx.Param)))
+    assert counted == cut.config.num_params() < c.num_params()
+    models.save_hf_dir(cut, str(tmp_path / "cut"), tokenizer=tokenizer)
+    exported = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "cut", dtype=torch.float32).eval()
+    ids = tokenizer.encode(SENTENCE)[None]
+    with torch.no_grad():
+        expected = exported(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
+    got = np.asarray(cut(jnp.asarray(ids)))
+    assert np.all(np.isfinite(got)) and relative_error(got, expected) < 1e-4
+    odd = structured.prune_width(model, hidden=keep_hidden[:448])
+    with pytest.raises(ValueError, match=r"hidden_size \(448\) to be a multiple of the number "
+                                         r"of attention heads \(9\)"):
+        models.save_hf_dir(odd, str(tmp_path / "odd"))

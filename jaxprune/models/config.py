@@ -127,6 +127,12 @@ class LlamaConfig:
                 f"has num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
                 f"intermediate_size={self.intermediate_size}"
             )
+        if self.hidden_size % self.num_heads[0]:
+            # transformers' config validation refuses it, although head_dim is explicit.
+            raise ValueError(
+                f"transformers needs hidden_size ({self.hidden_size}) to be a multiple of the "
+                f"number of attention heads ({self.num_heads[0]}); this model cannot be "
+                "exported as a Hugging Face checkpoint")
         # Hugging Face Llama's attention_bias also adds an output-projection bias; Qwen2 has
         # exactly the q/k/v biases of this decoder.
         qwen2 = self.attention_bias
