@@ -102,7 +102,7 @@ def pivot_markdown(sweep, rows: list[dict]) -> str:
 
 
 def details_markdown(rows: list[dict]) -> str:
-    """One line per point: its overrides and every metric and timing."""
+    """One line per point: every metric, every timing and the peak memory."""
     metric_names = list(dict.fromkeys(k for row in rows for k in row["metrics"]))
     timing_names = list(dict.fromkeys(k for row in rows for k in row["timings"]))
     header = ["point", *metric_names, *timing_names, "peak_memory_mb"]
