@@ -134,7 +134,7 @@ def plot_png(sweep, rows: list[dict]) -> bytes:
 
     A numeric ``plot.x`` (sparsity) draws N:M points (a ":" in their setting) as separate
     markers beside the curves; a text ``plot.x`` (setting) places its values in order of
-    appearance along the axis.
+    appearance along the axis, joined by lines unless ``plot.lines`` is False.
     """
     import matplotlib
 
@@ -157,8 +157,10 @@ def plot_png(sweep, rows: list[dict]) -> bytes:
                              label=f"{series} ({_cell(p.y, field_of(r, p.y))})")
             continue
         if categorical:
+            # Join the points only when the categories have an order (plot.lines).
             axes.plot([categories.index(field_of(r, p.x)) for r in members],
-                      [field_of(r, p.y) for r in members], marker="o", label=series)
+                      [field_of(r, p.y) for r in members], marker="o", label=series,
+                      linestyle="-" if p.get("lines", True) else "none")
             continue
         curve = sorted((r for r in members if ":" not in str(r["metrics"].get("setting", ""))),
                        key=lambda r: field_of(r, p.x))

@@ -32,7 +32,7 @@ def get_config(arg=None):
          "values": ("final_loss", "perplexity", "sparsity", "train_seconds")})
     config.plot = ml_collections.ConfigDict(
         {"x": "method", "y": "perplexity", "series": "setting", "logy": False,
-         "title": "mini-llama from scratch: perplexity per byte"})
+         "lines": False, "title": "mini-llama from scratch: perplexity per byte"})
     config.workdir = ""
     config.runlocal = arg == "runlocal"
     config.runlocal_overrides = ()
