@@ -1,4 +1,4 @@
-r"""The gradual-pruning study of docs/results.md: a byte-level LM (mini-llama, 0.9M
+r"""The gradual-pruning study of docs/results.md: a byte-level LM (mini-llama, 0.82M
 parameters) trained from scratch, dense and at 80% with gradual magnitude, straight-through
 gradual magnitude, SNIP, SET and RigL.
 

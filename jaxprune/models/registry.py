@@ -32,7 +32,7 @@ RANDOM_MODELS = {
         intermediate_size=128, head_dim=16, tie_word_embeddings=True,
         max_position_embeddings=512,
     ),
-    # 0.9M parameters: big enough for a byte-level language model trained from scratch on a
+    # 0.82M parameters: big enough for a byte-level language model trained from scratch on a
     # CPU in minutes (the gradual-pruning study of docs/results.md).
     "mini-llama": LlamaConfig(
         vocab_size=256, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
