@@ -209,7 +209,8 @@ class _DropAndGrow:
     ``floor(f * active)`` lowest-magnitude kept weights, ``f`` the drop fraction at that step,
     and grows as many among the weights not kept after the drop, so each leaf's sparsity never
     changes. Grown weights start at zero and their optimizer moments are reset (by the
-    transformation).
+    transformation). Subclasses say where to grow with ``grow_scores(params, grads, key)``,
+    a score tree in which higher is grown first.
 
     Attributes:
       sparsity: fraction in [0, 1).
@@ -265,9 +266,6 @@ class _DropAndGrow:
             return jnp.asarray(self.drop_fraction, jnp.float32)
         progress = jnp.asarray(step, jnp.float32) / self.end
         return (self.drop_fraction / 2 * (1 + jnp.cos(jnp.pi * progress))).astype(jnp.float32)
-
-    def grow_scores(self, params, grads, key) -> PyTree:
-        raise NotImplementedError
 
     def update_masks(self, masks, params, grads, step, key):
         fraction = self.drop_fraction_at(step)
