@@ -94,6 +94,19 @@ def run_main(main) -> None:
     app.run(main, flags_parser=parse_flags)
 
 
+def resolve_and_prepare(config_value, prepare):
+    """The config to run (runlocal applied, see ``apply_runlocal``) and the ``Resources`` that
+    ``prepare(config, resources)`` loaded and checked; bad input becomes a usage error before
+    any work."""
+    resources = Resources()
+    try:
+        config = apply_runlocal(config_value, command_line_fields())
+        prepare(config, resources)
+    except (TypeError, ValueError, FileNotFoundError) as err:
+        raise app.UsageError(str(err)) from None
+    return config, resources
+
+
 def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
     """Sets an existing field of ``config`` by its dotted name, keeping the field's type.
 

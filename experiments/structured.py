@@ -27,12 +27,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/structured.py", "Co
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    resources = common.Resources()
-    try:
-        config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
-        structured_job.prepare(config, resources)
-    except (TypeError, ValueError, FileNotFoundError) as err:
-        raise app.UsageError(str(err)) from None
+    config, resources = common.resolve_and_prepare(_CONFIG.value, structured_job.prepare)
     dense = common.evaluate(resources.model(config)[0], resources.evaluation_tokens(config),
                             config.eval)
     outcome = structured_job.run_point(config, resources, workdir=config.workdir)

@@ -27,12 +27,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/gradual.py", "Train
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    resources = common.Resources()
-    try:
-        config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
-        train_job.prepare(config, resources)
-    except (TypeError, ValueError, FileNotFoundError) as err:
-        raise app.UsageError(str(err)) from None
+    config, resources = common.resolve_and_prepare(_CONFIG.value, train_job.prepare)
 
     trainer = train_job.Trainer(config, resources)
     logged = train_job.run_with_checkpoints(trainer, config.workdir)
