@@ -11,7 +11,8 @@ import pytest
 
 from configs import gradual
 from configs.sweeps import training_study
-from experiments import common, sweep
+from experiments import common
+from experiments import sweep_runner as sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
