@@ -21,7 +21,7 @@ from absl import logging
 from flax import nnx
 
 from experiments import common
-from jaxprune import models, training
+from jaxprune import allocation, models, paths, training
 from jaxprune.losses import distillation_kl, next_token_nll
 
 RULES = ("dense", "gradual", "ste", "snip", "set", "rigl")
@@ -173,8 +173,6 @@ class Trainer:
 
     def sparsity(self) -> float:
         """Fraction of exactly-zero entries among the prunable kernels."""
-        from jaxprune import allocation, paths
-
         zeros = total = 0
         for path, leaf in paths.leaves_with_paths(self.state["params"]):
             if allocation.default_prunable(path, leaf):

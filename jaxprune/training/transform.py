@@ -55,11 +55,12 @@ def _where_mask(masks, kept, pruned):
                         masks, kept, pruned, is_leaf=paths.is_none)
 
 
-def _grown(new_masks, old_masks, params):
-    """Where weights came back at this step; a False scalar for dense leaves."""
+def _grown(new_masks, old_masks):
+    """Where weights came back at this step; a False scalar for dense leaves (so that the tree
+    has a leaf wherever the parameters do, as ``tree_map_params`` needs)."""
     return jax.tree.map(
-        lambda new, old, w: jnp.zeros((), bool) if new is None else new & ~old,
-        new_masks, old_masks, params, is_leaf=paths.is_none)
+        lambda new, old: jnp.zeros((), bool) if new is None else new & ~old,
+        new_masks, old_masks, is_leaf=paths.is_none)
 
 
 def sparse_training(inner: optax.GradientTransformation, rule, *,
@@ -120,7 +121,6 @@ def sparse_training(inner: optax.GradientTransformation, rule, *,
             lambda: rule.update_masks(state.masks, reference, updates, state.count, step_key),
             lambda: state.masks,
         )
-        zeros = jax.tree.map(jnp.zeros_like, params)
         minus_params = jax.tree.map(jnp.negative, params)
         if straight_through:
             inner_updates, inner_state = inner.update(updates, state.inner_state,
@@ -130,10 +130,10 @@ def sparse_training(inner: optax.GradientTransformation, rule, *,
             return _where_mask(masks, step, minus_params), SparseTrainingState(
                 state.count + 1, masks, next_key, inner_state, dense)
 
-        masked_grads = _where_mask(masks, updates, zeros)
+        masked_grads = _where_mask(masks, updates, jax.tree.map(jnp.zeros_like, updates))
         inner_updates, inner_state = inner.update(masked_grads, state.inner_state, params,
                                                   **extra_args)
-        grown = _grown(masks, state.masks, params)
+        grown = _grown(masks, state.masks)
         inner_state = optax.tree_utils.tree_map_params(
             inner, lambda v, g: jnp.where(g, jnp.zeros_like(v), v), inner_state, grown)
         kept_not_grown = jax.tree.map(
