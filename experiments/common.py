@@ -250,6 +250,18 @@ class Resources:
     def __init__(self):
         self._models = {}
         self._tokens = {}
+        self._results = {}
+
+    def cached(self, key: tuple, compute):
+        """``compute()``, run once per ``key`` and kept for later points.
+
+        For results that are a pure function of what ``key`` names (importance scores of a
+        loaded model on a calibration batch, say), so that points differing only downstream
+        of them do not pay for them again.
+        """
+        if key not in self._results:
+            self._results[key] = compute()
+        return self._results[key]
 
     def model(self, config):
         """``(model, tokenizer)`` for ``config.model`` in ``config.param_dtype``."""

@@ -79,22 +79,52 @@ def keep_top(scores: np.ndarray, count: int) -> list[int]:
     return sorted(order[:count].tolist())
 
 
-def cut_model(config, model, segments: np.ndarray):
-    """The student: ``model`` cut as ``config.cut`` says, with the scores that chose it."""
+# Everything the cut depends on; the distillation and evaluation come after it.
+_CUT_FIELDS = ("model", "param_dtype", "calibration", "calibration_batch_size", "cut")
+
+
+def _fields_key(config, names) -> tuple:
+    """A hashable key for the fields ``names`` of ``config``."""
+    return (names, common.config_fingerprint(
+        config, ignore=tuple(k for k in config if k not in names)))
+
+
+def cut_model(config, model, segments: np.ndarray, *, cache=None):
+    """The student: ``model`` cut as ``config.cut`` says, with the scores that chose it.
+
+    Args:
+      config: the job's config (``cut``, ``calibration_batch_size``).
+      model: the uncut model.
+      segments: the calibration batch, ``[n, length]`` tokens.
+      cache: ``Resources.cached`` or None; with it, points of a sweep that share the model,
+        calibration and criterion compute the scores once (drop-one perplexity evaluates the
+        model once per block, minutes on a CPU).
+
+    Returns:
+      ``(student, details)``; ``details`` holds the scores and what was removed.
+    """
     cut = config.cut
     if cut.kind == "none":
         return model, {}
     batch = config.calibration_batch_size
+
+    def scored(name, compute):
+        if cache is None:
+            return compute()
+        key = ("scores", name, _fields_key(config, _CUT_FIELDS[:4]))
+        return cache(key, compute)
+
     if cut.kind == "depth":
         if cut.criterion == "block_influence":
-            scores = structured.block_influence(model, segments, batch_size=batch)
+            scores = scored("block_influence", lambda: structured.block_influence(
+                model, segments, batch_size=batch))
         elif cut.criterion == "drop_one":
             # On the calibration text, never the evaluation text.
-            scores = structured.drop_one_perplexity(model, segments.ravel(),
-                                                    window=segments.shape[1], batch_size=batch)
+            scores = scored("drop_one", lambda: structured.drop_one_perplexity(
+                model, segments.ravel(), window=segments.shape[1], batch_size=batch))
         else:
-            distances = structured.angular_distances(model, segments, cut.blocks,
-                                                     batch_size=batch)
+            distances = scored(f"angular{cut.blocks}", lambda: structured.angular_distances(
+                model, segments, cut.blocks, batch_size=batch))
             start = int(np.argmin(distances))
             drop = list(range(start, start + cut.blocks))
             return structured.remove_blocks(model, drop), {"distances": distances.tolist(),
@@ -103,12 +133,15 @@ def cut_model(config, model, segments: np.ndarray):
         return structured.remove_blocks(model, drop), {"scores": scores.tolist(),
                                                        "removed": drop}
     if cut.criterion == "activation":
-        importance = structured.activation_importance(
-            model, segments, batch_size=batch, seq_agg=cut.seq_agg, batch_agg=cut.batch_agg)
+        importance = scored(f"activation-{cut.seq_agg}-{cut.batch_agg}",
+                            lambda: structured.activation_importance(
+                                model, segments, batch_size=batch, seq_agg=cut.seq_agg,
+                                batch_agg=cut.batch_agg))
     elif cut.criterion == "magnitude":
         importance = structured.magnitude_importance(model)
     else:
-        importance = structured.taylor_importance(model, segments, batch_size=batch)
+        importance = scored("taylor", lambda: structured.taylor_importance(
+            model, segments, batch_size=batch))
     c = model.config
     heads = mlp = hidden = None
     if cut.heads_per_group:
@@ -162,9 +195,12 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
     start = time.perf_counter()
-    student, details = cut_model(config, teacher, segments)
+    student, details = cut_model(config, teacher, segments, cache=resources.cached)
     cut_seconds = time.perf_counter() - start
-    before = common.evaluate(student, eval_tokens, config.eval)
+    # The distilled point of a sweep follows its cut-only twin: the cut model's evaluation
+    # is the same computation, so it is kept rather than repeated.
+    before = resources.cached(("cut-eval", _fields_key(config, _CUT_FIELDS + ("eval",))),
+                              lambda: common.evaluate(student, eval_tokens, config.eval))
     metrics = {
         "method": method_label(config),
         "setting": "distilled" if config.distill.enabled else "cut only",
