@@ -5,10 +5,11 @@ Launch (the argument picks the cut; add ",distill" for a short logit distillatio
       --config.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.train.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.eval.path=../shared/data/wikitext-2-raw --config.workdir=runs/depth4
-Cuts: dense (no cut), depth4, depth8 (blocks by block influence), mlp (MLP channels
-1536 -> 1264, about the parameters of 4 blocks), heads6 (query heads 9 -> 6, two per KV group),
-hidden448 (hidden size 576 -> 448); --config.cut.criterion picks another importance
-(depth: block_influence, angular, drop_one; width: activation, magnitude, taylor).
+Cuts: dense (no cut), depth4, depth8 (blocks by block influence), fuse4 (4 pairs of
+consecutive blocks each averaged into one, the pairs of smallest angular distance), mlp (MLP
+channels 1536 -> 1264, about the parameters of 4 blocks), heads6 (query heads 9 -> 6, two
+per KV group), hidden448 (hidden size 576 -> 448); --config.cut.criterion picks another
+importance (depth: block_influence, angular, drop_one; width: activation, magnitude, taylor).
 Smoke run:
   python -m experiments.structured --config=configs/structured.py:heads6,distill,runlocal
 """
@@ -21,12 +22,13 @@ CUTS = {
     "dense": dict(kind="none"),
     "depth4": dict(kind="depth", criterion="block_influence", blocks=4),
     "depth8": dict(kind="depth", criterion="block_influence", blocks=8),
+    "fuse4": dict(kind="fuse", criterion="angular", blocks=4),
     "mlp": dict(kind="width", criterion="activation", mlp_channels=1264),
     "heads6": dict(kind="width", criterion="activation", heads_per_group=2),
     "hidden448": dict(kind="width", criterion="activation", hidden=448),
 }
 # The same cuts scaled to tiny-llama (2 blocks, 4 heads in 2 groups, 128 channels, hidden 64).
-RUNLOCAL_CUTS = {"depth4": dict(blocks=1), "depth8": dict(blocks=1),
+RUNLOCAL_CUTS = {"depth4": dict(blocks=1), "depth8": dict(blocks=1), "fuse4": dict(blocks=1),
                  "mlp": dict(mlp_channels=96), "heads6": dict(heads_per_group=1),
                  "hidden448": dict(hidden=48)}
 

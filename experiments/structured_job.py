@@ -15,8 +15,9 @@ import numpy as np
 from experiments import common, train_job
 from jaxprune import structured
 
-KINDS = ("none", "depth", "width")
+KINDS = ("none", "depth", "width", "fuse")
 DEPTH_CRITERIA = ("block_influence", "angular", "drop_one")
+FUSE_CRITERIA = ("angular",)
 WIDTH_CRITERIA = ("activation", "magnitude", "taylor")
 
 
@@ -36,6 +37,11 @@ def check_config(config) -> None:
         if cut.criterion not in DEPTH_CRITERIA:
             raise ValueError(f"config.cut.criterion must be one of {list(DEPTH_CRITERIA)} for "
                              f"a depth cut, got {cut.criterion!r}")
+        common.check_int_fields("cut", cut, {"blocks": 1})
+    if cut.kind == "fuse":
+        if cut.criterion not in FUSE_CRITERIA:
+            raise ValueError(f"config.cut.criterion must be one of {list(FUSE_CRITERIA)} for "
+                             f"a fusion, got {cut.criterion!r}")
         common.check_int_fields("cut", cut, {"blocks": 1})
     if cut.kind == "width":
         if cut.criterion not in WIDTH_CRITERIA:
@@ -63,6 +69,9 @@ def check_against_model(config, model_config) -> None:
     if cut.kind == "depth" and cut.blocks >= c.num_layers:
         raise ValueError(f"config.cut.blocks must be below the model's {c.num_layers} blocks, "
                          f"got {cut.blocks}")
+    if cut.kind == "fuse" and 2 * cut.blocks > c.num_layers:
+        raise ValueError(f"config.cut.blocks={cut.blocks} fusions need {2 * cut.blocks} blocks, "
+                         f"the model has {c.num_layers}")
     if cut.kind == "width":
         per_group = min(h // kv for h, kv in zip(c.num_heads, c.num_kv_heads, strict=True))
         for field, limit in (("heads_per_group", per_group),
@@ -114,6 +123,14 @@ def cut_model(config, model, segments: np.ndarray, *, cache=None):
         key = ("scores", name, _fields_key(config, _CUT_FIELDS[:4]))
         return cache(key, compute)
 
+    if cut.kind == "fuse":
+        distances = scored("angular2", lambda: structured.angular_distances(
+            model, segments, 2, batch_size=batch))
+        starts = structured.closest_pairs(distances, cut.blocks)
+        student = model
+        for start in reversed(starts):  # from the top, so lower indices stay valid
+            student = structured.fuse_blocks(student, start)
+        return student, {"distances": distances.tolist(), "fused": starts}
     if cut.kind == "depth":
         if cut.criterion == "block_influence":
             scores = scored("block_influence", lambda: structured.block_influence(
@@ -165,6 +182,8 @@ def method_label(config) -> str:
         return "dense"
     if cut.kind == "depth":
         return f"depth -{cut.blocks} ({cut.criterion})"
+    if cut.kind == "fuse":
+        return f"fuse {cut.blocks} pairs ({cut.criterion})"
     parts = [f"{name} {cut[field]}" for field, name in
              (("heads_per_group", "heads/group"), ("mlp_channels", "mlp"),
               ("hidden", "hidden")) if cut[field]]

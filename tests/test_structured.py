@@ -201,8 +201,19 @@ def test_depth_scores_single_out_an_identity_block():
 
     base = perplexity(model, text, window=64, max_windows=4, progress=False).perplexity
     assert dropped[1] == pytest.approx(base, rel=1e-5)
-    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 3\)"):
-        structured.angular_distances(model, calibration(), 3)
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 3\]"):
+        structured.angular_distances(model, calibration(), 4)
+
+
+def test_closest_pairs_are_disjoint_and_greedy_by_distance():
+    # Pairs start at 3 (blocks 3, 4), then 1 (1, 2); 2 overlaps both, 0 overlaps pair 1.
+    assert structured.closest_pairs(np.array([0.5, 0.1, 0.2, 0.05, 0.3]), 2) == [1, 3]
+    assert structured.closest_pairs(np.array([0.5, 0.1, 0.2, 0.05, 0.3]), 0) == []
+    # Greedy takes 1 (blocks 1, 2), after which no second disjoint pair is left among 4 blocks.
+    with pytest.raises(ValueError, match="count=2 disjoint pairs"):
+        structured.closest_pairs(np.array([0.3, 0.1, 0.2]), 2)
+    with pytest.raises(ValueError, match="count must be a non-negative integer"):
+        structured.closest_pairs(np.array([0.3, 0.1]), -1)
 
 
 def test_distillation_kl_matches_its_definition():
@@ -222,7 +233,7 @@ def test_distillation_kl_matches_its_definition():
 
 @pytest.mark.parametrize("cut, criterion", [
     ("dense", ""), ("depth4", "block_influence"), ("depth4", "angular"),
-    ("depth4", "drop_one"), ("heads6", "activation"), ("mlp", "magnitude"),
+    ("depth4", "drop_one"), ("fuse4", "angular"), ("heads6", "activation"), ("mlp", "magnitude"),
     ("hidden448", "taylor")])
 def test_structured_job_cuts_every_way(cut, criterion):
     from configs import structured as structured_config
@@ -244,7 +255,7 @@ def test_structured_job_cuts_every_way(cut, criterion):
     else:
         assert metrics["params"] < teacher.config.num_params()
     assert 1.0 < metrics["perplexity"] < 1000 and metrics["tokens_per_second"] > 0
-    if cut == "depth4":
+    if cut in ("depth4", "fuse4"):
         assert student.config.num_layers == teacher.config.num_layers - 1
 
 
@@ -256,6 +267,8 @@ def test_structured_job_cuts_every_way(cut, criterion):
                                            "model's 2"),
         ("--config.cut.criterion=random", "config.cut.criterion must be one of"),
         ("--config.cut.kind=diagonal", "config.cut.kind must be one of"),
+        ("--config.cut.kind=fuse --config.cut.criterion=angular --config.cut.blocks=2",
+         "config.cut.blocks=2 fusions need 4 blocks, the model has 2"),
     ],
 )
 def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
@@ -267,7 +280,7 @@ def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
     result = subprocess.run(
         [sys.executable, "-m", "experiments.structured",
          "--config=configs/structured.py:heads6,runlocal", f"--config.workdir={tmp_path / 'w'}",
-         override], cwd=repo, capture_output=True, text=True, timeout=600, check=False,
+         *override.split()], cwd=repo, capture_output=True, text=True, timeout=600, check=False,
         env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]

@@ -8,6 +8,7 @@ docs/structured.md.
 from jaxprune.structured.depth import (
     angular_distances,
     block_influence,
+    closest_pairs,
     drop_one_perplexity,
     least_important,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "activation_importance",
     "angular_distances",
     "block_influence",
+    "closest_pairs",
     "drop_one_perplexity",
     "fuse_blocks",
     "least_important",

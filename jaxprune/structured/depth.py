@@ -68,11 +68,11 @@ def angular_distances(model, segments: np.ndarray, n: int, *,
       ``[num_layers - n + 1]``: entry ``l`` scores removing blocks ``l .. l + n - 1``.
 
     Raises:
-      ValueError: unless ``1 <= n < num_layers``.
+      ValueError: unless ``1 <= n <= num_layers``.
     """
     layers = model.config.num_layers
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < layers:
-        raise ValueError(f"n must be an integer in [1, {layers}), got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= layers:
+        raise ValueError(f"n must be an integer in [1, {layers}], got {n!r}")
     total, count = np.zeros(layers - n + 1), 0
     for hs in residual_streams(model, segments, batch_size=batch_size):
         for start in range(layers - n + 1):
@@ -97,3 +97,36 @@ def least_important(scores: np.ndarray, count: int) -> list[int]:
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < scores.size:
         raise ValueError(f"count must be an integer in [0, {scores.size}), got {count!r}")
     return sorted(np.argsort(scores, kind="stable")[:count].tolist())
+
+
+def closest_pairs(distances: np.ndarray, count: int) -> list[int]:
+    """``count`` non-overlapping pairs of consecutive blocks to fuse, most similar first.
+
+    Args:
+      distances: ``angular_distances(model, segments, 2)``: entry ``l`` is the distance between
+        the inputs of blocks ``l`` and ``l + 2``, how much the pair ``(l, l + 1)`` changes the
+        residual stream together.
+      count: how many pairs.
+
+    Returns:
+      The first block of each chosen pair, sorted; greedily the smallest distance whose pair
+      shares no block with one already chosen (ties: lower index).
+
+    Raises:
+      ValueError: when ``count`` disjoint pairs do not exist.
+    """
+    distances = np.asarray(distances)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, got {count!r}")
+    taken, chosen = set(), []
+    for start in np.argsort(distances, kind="stable").tolist():
+        if len(chosen) == count:
+            break
+        if start in taken or start + 1 in taken:
+            continue
+        chosen.append(start)
+        taken.update((start, start + 1))
+    if len(chosen) < count:
+        raise ValueError(f"count={count} disjoint pairs of consecutive blocks do not exist among "
+                         f"{distances.size + 1} blocks (greedy choice found {len(chosen)})")
+    return sorted(chosen)
