@@ -229,7 +229,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
         "tokens_per_second": before.tokens_per_second,
     }
     timings = {"cut_seconds": cut_seconds}
-    curve = []
+    curve, after = [], before
     if config.distill.enabled:
         train_config = common.copy_with(config, rule="dense")
         trainer = train_job.Trainer(train_config, resources, model=student, teacher=teacher,
@@ -240,7 +240,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
         student = trainer.model()
         metrics["distill_tokens"] = (config.train.steps * config.train.batch_size
                                      * config.train.seq_len)
-    after = common.evaluate(student, eval_tokens, config.eval)
+        after = common.evaluate(student, eval_tokens, config.eval)
     metrics["perplexity"] = after.perplexity
     return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,
             "student": student}
