@@ -5,7 +5,7 @@ The distillation here is the CPU-sized one of docs/results.md: 32 steps of 4 x 2
 the Wikipedia text (32,768 tokens, about 3 minutes per point on 2 CPU cores), not Minitron's
 billions of tokens; configs/structured.py keeps the longer 200 x 8 x 512 recipe for one run.
 
-Launch (31 points, about 1.5 hours on 2 CPU cores; drop-one scores, 30 perplexity evaluations
+Launch (33 points, about 1.5 hours on 2 CPU cores; drop-one scores, 30 perplexity evaluations
 of the calibration text, are computed once and shared by the points that use them):
   python -m experiments.sweep --config=configs/sweeps/structured_ablation.py \
       --config.base.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
@@ -39,7 +39,8 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.name = "Structured pruning of SmolLM2-135M: depth vs width"
     config.description = (
-        "Perplexity (WikiText-2 raw test, 128 x 512) after cutting 4 or 8 blocks or the "
+        "Perplexity (WikiText-2 raw test, 128 x 512) after cutting 4 or 8 blocks, fusing 4 "
+        "pairs of blocks, or cutting the "
         "widths of about 4 blocks' parameters (MLP channels, query heads 9 -> 6, hidden "
         "576 -> 448), by each importance criterion, before and after 32 steps of logit "
         "distillation from the dense model (4 x 256 tokens per step, 32,768 tokens).")
@@ -50,6 +51,7 @@ def get_config(arg=None):
     cuts = []
     for name in ("depth4", "depth8"):
         cuts += [{**_cut(name, runlocal), "cut.criterion": c} for c in DEPTH_CRITERIA]
+    cuts.append(_cut("fuse4", runlocal))  # the layer-fusion baseline, 4 blocks fewer
     for name in ("mlp", "heads6", "hidden448"):
         cuts += [{**_cut(name, runlocal), "cut.criterion": c} for c in WIDTH_CRITERIA]
     # On the 2-block tiny model depth4 and depth8 both remove one block: keep one of each.
