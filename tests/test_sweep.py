@@ -70,7 +70,8 @@ def test_other_sweeps_resolve_in_their_smoke_size(name):
     assert all(cfg.model == "tiny-llama" for _, cfg, _ in resolved)
     if name == "structured_ablation":
         full = module.get_config()
-        assert len(full.points) == 31  # dense + (2 depth x 3 + 3 width x 3) x {cut, distilled}
+        # dense + (2 depth x 3 + fusion + 3 width x 3) x {cut only, distilled}
+        assert len(full.points) == 33
 
 
 def test_sparsity_curve_points():
