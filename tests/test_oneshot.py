@@ -144,3 +144,45 @@ def test_bad_calibration_data(tiny):
         oneshot.plan_oneshot(tiny, np.zeros((4,), np.int32), oneshot.OneShotConfig())
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):
         oneshot.plan_oneshot(tiny, np.full((2, 8), 64), oneshot.OneShotConfig())
+
+
+def test_custom_criterion_runs_through_the_engine(tiny, segments):
+    # (|w| ||x||)^2 orders every group as Wanda does, so the masks must be Wanda's; a
+    # criterion that ignores the inputs (|w|, per output) must give magnitude's masks instead.
+    def squared_wanda(kernel, stats):
+        return kernel.astype(jnp.float32) ** 2 * stats.sq_norms[:, None]
+
+    for pattern in ("per_output", "2:4"):
+        sparsity = None if ":" in pattern else 0.6
+        custom = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+            method=oneshot.CUSTOM, pattern=pattern, sparsity=sparsity), progress=False,
+            score_fn=squared_wanda)
+        wanda = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+            method="wanda", pattern=pattern, sparsity=sparsity), progress=False)
+        for a, b in zip(jax.tree.leaves(custom.masks), jax.tree.leaves(wanda.masks),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    by_weight = oneshot.prune_oneshot(
+        tiny, segments, oneshot.OneShotConfig(method=oneshot.CUSTOM, pattern="per_output"),
+        progress=False, score_fn=lambda kernel, stats: jnp.abs(kernel))
+    magnitude = oneshot.prune_oneshot(
+        tiny, segments, oneshot.OneShotConfig(method="magnitude", pattern="per_output"),
+        progress=False)
+    for a, b in zip(jax.tree.leaves(by_weight.masks), jax.tree.leaves(magnitude.masks),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_custom_criterion_bad_input(tiny, segments):
+    custom = oneshot.OneShotConfig(method=oneshot.CUSTOM)
+    with pytest.raises(TypeError, match="method 'custom' needs score_fn"):
+        oneshot.plan_oneshot(tiny, segments, custom)
+    with pytest.raises(ValueError, match="score_fn is used by method 'custom' only"):
+        oneshot.plan_oneshot(tiny, segments, oneshot.OneShotConfig(), score_fn=jnp.abs)
+    with pytest.raises(ValueError, match=r"score_fn returned scores of shape \(\d+,\) for "
+                                         r"'layers/0/.*' of shape \(\d+, \d+\)"):
+        oneshot.prune_oneshot(tiny, segments, custom, progress=False,
+                              score_fn=lambda kernel, stats: stats.sq_norms)
+    with pytest.raises(FloatingPointError, match="custom scores of 'layers/0/.*' contain NaN"):
+        oneshot.prune_oneshot(tiny, segments, custom, progress=False,
+                              score_fn=lambda kernel, stats: jnp.log(kernel))

@@ -2,6 +2,7 @@
 
 from jaxprune.oneshot.engine import (
     ALLOCATIONS,
+    CUSTOM,
     DEFAULT_LAYERS,
     METHODS,
     ORDERS,
@@ -23,6 +24,7 @@ from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stat
 
 __all__ = [
     "ALLOCATIONS",
+    "CUSTOM",
     "DEFAULT_LAYERS",
     "METHODS",
     "ORDERS",

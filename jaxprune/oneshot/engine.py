@@ -39,6 +39,8 @@ from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stat
 from jaxprune.patterns import GLOBAL, PER_OUTPUT, Pattern, parse_pattern
 
 METHODS = ("magnitude", "obd", "obd_fisher", "wanda", "sparsegpt")
+# A criterion of the caller's: ``prune_oneshot(..., score_fn=f)`` with ``f(kernel, stats)``.
+CUSTOM = "custom"
 ORDERS = ("sequential", "dense")
 ALLOCATIONS = ("uniform", "owl")
 # The seven linear layers of every block; never embeddings, norms or the head.
@@ -52,7 +54,8 @@ class OneShotConfig:
 
     Attributes:
       method: ``magnitude``, ``obd`` (layer-wise Hessian diagonal), ``obd_fisher`` (empirical
-        Fisher diagonal of the LM loss), ``wanda`` or ``sparsegpt``.
+        Fisher diagonal of the LM loss), ``wanda``, ``sparsegpt``, or ``custom`` (the
+        ``score_fn`` given to ``prune_oneshot``).
       sparsity: fraction to prune, in [0, 1); ``None`` for N:M (it is ``1 - N/M``).
       pattern: comparison group: ``per_tensor`` (alias ``unstructured``), ``per_output``,
         ``global`` (magnitude only) or ``N:M``. SparseGPT chooses its unstructured mask per
@@ -146,14 +149,21 @@ def _check_mesh(config: OneShotConfig, num_segments: int, chosen) -> Mesh | None
     return Mesh(devices, ("data", "model"))
 
 
-def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
+def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig, *,
+                 score_fn=None) -> _Plan:
     """Checks the config against the model and the calibration data, before any work.
 
     Raises:
       TypeError, ValueError: naming the setting, its value and what is allowed.
     """
-    if config.method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {config.method!r}")
+    if config.method not in (*METHODS, CUSTOM):
+        raise ValueError(f"method must be one of {[*METHODS, CUSTOM]}, got {config.method!r}")
+    if config.method == CUSTOM and not callable(score_fn):
+        raise TypeError(f"method 'custom' needs score_fn(kernel [in, out], stats: InputStats) "
+                        f"-> scores [in, out], got score_fn={score_fn!r}")
+    if config.method != CUSTOM and score_fn is not None:
+        raise ValueError(f"score_fn is used by method 'custom' only, got method "
+                         f"{config.method!r}")
     pattern = parse_pattern(config.pattern)
     if pattern.kind == GLOBAL and config.method != "magnitude":
         raise ValueError(f"pattern 'global' is supported for method 'magnitude' only, got "
@@ -266,19 +276,26 @@ def _linear(block, name: str):
     return node
 
 
-@functools.partial(jax.jit, static_argnames=("method", "sparsity", "pattern"))
-def _prune_by_scores(kernel, statistic, *, method, sparsity, pattern):
-    """Scores one kernel, keeps the best of each comparison group, zeroes the rest."""
+@functools.partial(jax.jit, static_argnames=("method", "sparsity", "pattern", "score_fn"))
+def _prune_by_scores(kernel, statistic, *, method, sparsity, pattern, score_fn=None):
+    """Scores one kernel, keeps the best of each comparison group, zeroes the rest.
+
+    Returns:
+      ``(pruned kernel, kept mask, whether every score was finite)``.
+    """
     if method == "wanda":
         layer_scores = scores.wanda_scores(kernel, statistic)
+    elif method == CUSTOM:
+        layer_scores = score_fn(kernel, statistic)
     else:  # obd and obd_fisher: a per-input or per-weight Hessian diagonal
         layer_scores = scores.obd_scores(kernel, statistic)
     keep = selection.select_masks({"w": layer_scores}, sparsity, pattern)["w"]
-    return jnp.where(keep, kernel, jnp.zeros((), kernel.dtype)), keep
+    finite = jnp.all(jnp.isfinite(layer_scores))
+    return jnp.where(keep, kernel, jnp.zeros((), kernel.dtype)), keep, finite
 
 
 def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotConfig(), *,
-                  progress: bool = True) -> OneShotResult:
+                  progress: bool = True, score_fn=None) -> OneShotResult:
     """Prunes a decoder one-shot with calibration data, block by block.
 
     Args:
@@ -286,6 +303,10 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
       segments: calibration token ids ``[N, L]``.
       config: method and settings.
       progress: show progress bars.
+      score_fn: with ``method="custom"``, the criterion: ``score_fn(kernel, stats)`` maps a
+        kernel ``[in, out]`` and the ``InputStats`` of its inputs (``sq_norms`` ``[in]``,
+        ``count``) to scores ``[in, out]``, higher kept. It runs under ``jit``, so it must be
+        traceable; it gets the same statistics, order and selection as Wanda.
 
     Returns:
       A ``OneShotResult`` with the pruned model, its masks and a per-layer report.
@@ -293,12 +314,12 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     Raises:
       TypeError, ValueError: for bad settings or data, before any work.
       FloatingPointError: when a SparseGPT solve fails even with raised dampening, or produces
-        NaN or Inf (the message names the layer).
+        NaN or Inf, or when a layer's scores are not finite (the message names the layer).
 
     References:
       Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda) for the protocol.
     """
-    plan = plan_oneshot(model, segments, config)
+    plan = plan_oneshot(model, segments, config, score_fn=score_fn)
     start = time.perf_counter()
     pruned = nnx.clone(model)  # new variables; arrays are shared until replaced
     if plan.mesh is not None:
@@ -328,7 +349,7 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     for index in bar:
         block = pruned.layers[index]
         names = plan.targets.get(index, [])
-        needs_stats = bool(names) and config.method in ("obd", "wanda", "sparsegpt")
+        needs_stats = bool(names) and config.method in ("obd", "wanda", "sparsegpt", CUSTOM)
         dense_out = None
         if needs_stats or (config.order == "dense" and names):
             groups = tuple(sorted({linear_inputs[_BLOCK_PATH.match(p).group(2)] for p in names}))
@@ -349,9 +370,22 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
                     pattern=plan.pattern if plan.pattern.is_n_of_m else None,
                     blocksize=config.blocksize, damp=config.damp)
             else:
-                statistic = fisher[path] if fisher is not None else group_stats.sq_norms
-                new_kernel, keep = _prune_by_scores(
-                    kernel, statistic, method=config.method, sparsity=s, pattern=plan.pattern)
+                if config.method == CUSTOM:
+                    statistic = group_stats
+                    shape = jax.eval_shape(score_fn, kernel, statistic).shape
+                    if shape != kernel.shape:
+                        raise ValueError(f"score_fn returned scores of shape {shape} for "
+                                         f"{path!r} of shape {kernel.shape}; they must match")
+                elif fisher is not None:
+                    statistic = fisher[path]
+                else:
+                    statistic = group_stats.sq_norms
+                new_kernel, keep, finite = _prune_by_scores(
+                    kernel, statistic, method=config.method, sparsity=s, pattern=plan.pattern,
+                    score_fn=score_fn)
+                if not bool(finite):
+                    raise FloatingPointError(f"{config.method} scores of {path!r} contain NaN "
+                                             f"or Inf; no mask was chosen from them")
             linear.kernel[...] = new_kernel
             masks[path] = keep
             row["sparsity"] = 1.0 - float(jnp.mean(keep))
