@@ -9,6 +9,7 @@ the papers' exp(sum of per-window mean NLL * L / (windows * L)).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 
@@ -65,6 +66,13 @@ def _nll_sums(model, batch: jax.Array) -> jax.Array:
     return jnp.sum(next_token_nll(model, batch), axis=-1)
 
 
+# Module-level with the graph static, so that evaluating a model of the same structure again
+# (a warm-up run, the same model after a weight update) reuses the compiled function.
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_nll(graphdef, state, batch: jax.Array) -> jax.Array:
+    return _nll_sums(nnx.merge(graphdef, state), batch)
+
+
 def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int = 8,
                max_windows: int | None = None, progress: bool = True) -> PerplexityResult:
     """Evaluates perplexity of a causal LM on a token stream.
@@ -87,11 +95,6 @@ def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int 
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     windows = evaluation_windows(tokens, window, max_windows)
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def batch_nll(state, batch):
-        return _nll_sums(nnx.merge(graphdef, state), batch)
-
     total = 0.0
     start = time.perf_counter()
     bar = tqdm(total=windows.shape[0] * window, unit="tok", unit_scale=True,
@@ -101,7 +104,8 @@ def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int 
         real = batch.shape[0]
         if real < batch_size:  # pad to one compiled shape; padded rows are discarded
             batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - real, axis=0)])
-        sums = np.asarray(batch_nll(state, jnp.asarray(batch)), dtype=np.float64)[:real]
+        sums = np.asarray(_batch_nll(graphdef, state, jnp.asarray(batch)),
+                          dtype=np.float64)[:real]
         total += float(sums.sum())
         bar.update(real * window)
     bar.close()
