@@ -345,3 +345,24 @@ def test_fusing_two_identical_blocks_equals_dropping_one():
     ragged = structured.prune_width(model, mlp_channels={0: list(range(64))})
     with pytest.raises(ValueError, match="differ in width"):
         structured.fuse_blocks(ragged, 0)
+
+
+def test_structured_benchmark_smoke_run(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from configs import structured as structured_config
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "experiments.bench_structured", "--smoke",
+                             f"--out={out}"], cwd=repo, capture_output=True, text=True,
+                            timeout=600, check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["cut"] for r in rows] == list(structured_config.CUTS)
+    assert rows[0]["vs dense"] == 1.0
+    assert all(r["params"] < rows[0]["params"] and len(r["runs"]) == 2 for r in rows[1:])
+    assert "| dense |" in result.stdout
