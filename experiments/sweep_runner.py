@@ -152,6 +152,8 @@ def run_sweep(sweep, *, dry_run: bool = False,
             "point": index, "overrides": overrides, "fingerprint": fingerprint,
             "config": config.to_dict(), "seeds": seeds_of(config),
             "metrics": outcome["metrics"],
+            # What the job chose (blocks removed, scores) and its training curve, if any.
+            "details": outcome.get("details", {}), "curve": outcome.get("curve", []),
             "timings": {**outcome["timings"], "wall_seconds": wall},
             "peak_memory_mb": common.peak_memory_mb(),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
