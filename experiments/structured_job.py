@@ -19,6 +19,7 @@ KINDS = ("none", "depth", "width", "fuse")
 DEPTH_CRITERIA = ("block_influence", "angular", "drop_one")
 FUSE_CRITERIA = ("angular",)
 WIDTH_CRITERIA = ("activation", "magnitude", "taylor")
+TAYLOR_BATCH = 2  # calibration segments per gradient of the Taylor criterion
 
 
 def check_config(config) -> None:
@@ -157,8 +158,10 @@ def cut_model(config, model, segments: np.ndarray, *, cache=None):
     elif cut.criterion == "magnitude":
         importance = structured.magnitude_importance(model)
     else:
+        # A backward pass keeps every block's activations: SmolLM2 on 8 x 512 tokens needs
+        # more than 20 GB on a CPU, so gradients are summed over smaller batches.
         importance = scored("taylor", lambda: structured.taylor_importance(
-            model, segments, batch_size=batch))
+            model, segments, batch_size=min(batch, TAYLOR_BATCH)))
     c = model.config
     heads = mlp = hidden = None
     if cut.heads_per_group:
