@@ -49,7 +49,6 @@ def student_of(cut_name: str, model, segments: np.ndarray):
         config.cut.criterion = "magnitude"
     if config.cut.kind == "depth":
         config.cut.criterion = "block_influence"
-    structured_job.check_config(config)
     structured_job.check_against_model(config, model.config)
     return structured_job.cut_model(config, model, segments)[0]
 

@@ -134,7 +134,7 @@ def plot_png(sweep, rows: list[dict]) -> bytes:
 
     A numeric ``plot.x`` (sparsity) draws N:M points (a ":" in their setting) as separate
     markers beside the curves; a text ``plot.x`` (setting) places its values in order of
-    appearance along the axis, joined by lines unless ``plot.lines`` is False.
+    appearance along the axis. Points are joined by lines unless ``plot.lines`` is False.
     """
     import matplotlib
 
@@ -166,7 +166,8 @@ def plot_png(sweep, rows: list[dict]) -> bytes:
                        key=lambda r: field_of(r, p.x))
         if curve:
             (line,) = axes.plot([field_of(r, p.x) for r in curve],
-                                [field_of(r, p.y) for r in curve], marker="o", label=series)
+                                [field_of(r, p.y) for r in curve], marker="o", label=series,
+                                linestyle="-" if p.get("lines", True) else "none")
             colors[series] = line.get_color()
         for r in members:
             setting = str(r["metrics"].get("setting", ""))

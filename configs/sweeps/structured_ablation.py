@@ -64,8 +64,8 @@ def get_config(arg=None):
         {"rows": "method", "columns": "setting",
          "values": ("perplexity", "params_non_embedding", "tokens_per_second")})
     config.plot = ml_collections.ConfigDict(
-        {"x": "params", "y": "perplexity", "series": "setting", "logy": True,
-         "title": "SmolLM2-135M: structured cuts"})
+        {"x": "params_non_embedding", "y": "perplexity", "series": "setting", "logy": True,
+         "lines": False, "title": "SmolLM2-135M: structured cuts (WikiText-2)"})
     config.workdir = ""
     config.runlocal = runlocal
     config.runlocal_overrides = ()
