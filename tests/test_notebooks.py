@@ -20,6 +20,6 @@ def test_committed_outputs_come_from_one_full_run(name):
     # Executed once, top to bottom, in a fresh kernel: counts 1, 2, 3, ... with no gaps.
     assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
     assert "mode: full, model smollm2-135m" in notebooks.stream_text(code[1])
-    for cell in code[2:]:
-        assert cell.outputs, cell.source[:80]
+    for cell in code:
         assert all(out.output_type != "error" for out in cell.outputs), cell.source[:80]
+    assert code[-1].outputs  # the run reached the end and showed its result
