@@ -45,10 +45,8 @@ def student_of(cut_name: str, model, segments: np.ndarray):
     config = structured_config.get_config(cut_name + (",runlocal" if _SMOKE.value else ""))
     config = common.apply_runlocal(config)
     config.model = model_name()
-    if config.cut.kind == "width":
+    if config.cut.kind == "width":  # needs no text; depth and fusion keep their defaults
         config.cut.criterion = "magnitude"
-    if config.cut.kind == "depth":
-        config.cut.criterion = "block_influence"
     structured_job.check_against_model(config, model.config)
     return structured_job.cut_model(config, model, segments)[0]
 
