@@ -62,6 +62,8 @@ def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     config.eval.batch_size = 8
 
     config.workdir = ""  # checkpoints, results.json, results.md and loss.png go here
+    # A workdir holding another config's run is refused; True moves that run aside first.
+    config.overwrite = False
     config.runlocal = False
     config.runlocal_overrides = (
         ("model", "tiny-llama"), ("train.source", "pydoc"), ("train.steps", 60),

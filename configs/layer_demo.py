@@ -26,6 +26,8 @@ def get_config(arg=None):
     config.patterns = ("unstructured", "per_output", "global", "2:4", "4:8")
     config.criteria = ("random", "magnitude", "input_weighted")
     config.workdir = ""  # When set, results.json is written there.
+    # A workdir holding another config's run is refused; True moves that run aside first.
+    config.overwrite = False
     # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binary
     # applies these (field, value) pairs after the command line.
     config.runlocal = arg == "runlocal"

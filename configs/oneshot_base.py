@@ -61,6 +61,8 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
 
     config.evaluate_dense = False
     config.workdir = ""  # results.json, results.md and saved models go here
+    # A workdir holding another config's run is refused; True moves that run aside first.
+    config.overwrite = False
     config.save_checkpoint = False  # orbax checkpoint of the pruned parameters and masks
     config.save_hf = False  # Hugging Face directory of the pruned model
 

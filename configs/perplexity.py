@@ -23,6 +23,8 @@ def get_config(arg=None):
     config.eval.max_windows = ml_collections.FieldReference(128, field_type=int)
     config.eval.batch_size = 8
     config.workdir = ""  # when set, perplexity.json is written there
+    # A workdir holding another config's run is refused; True moves that run aside first.
+    config.overwrite = False
     # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binary
     # applies these (field, value) pairs after the command line.
     config.runlocal = arg == "runlocal"

@@ -146,7 +146,7 @@ def main(argv):
     key = jax.random.PRNGKey(0)
     for n, k in SMOKE_SHAPES if smoke else SHAPES:
         weights = random_2_4_weights(key, n, k, _COPIES.value)
-        compressed = [kernels.compress(w, validate=False) for w in weights]
+        compressed = [kernels.compress(w) for w in weights]
         for m in SMOKE_ROWS if smoke else ROWS:
             x = jax.random.normal(jax.random.PRNGKey(m), (m, k), jnp.bfloat16)
             methods = ["dense", "reference", "auto"]

@@ -4,6 +4,7 @@ and the provenance (revision, versions, memory) that results carry."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import hashlib
 import importlib.metadata
@@ -12,7 +13,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 import jax.numpy as jnp
@@ -20,34 +20,19 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from jaxprune import data, models
+from jaxprune import data, models, workdir
 from jaxprune.eval import perplexity
 
 PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+# Where a job writes and whether it may replace another run there: not part of the computation.
+OUTPUT_FIELDS = ("workdir", "overwrite")
+
 
 def write_bytes_atomic(path: str, payload: bytes) -> None:
-    """Writes ``payload`` so that ``path`` is either absent, old or complete.
-
-    The file is written next to its destination, flushed to disk and renamed into place, so a
-    killed process never leaves a half-written file behind.
-
-    Args:
-      path: destination file; its directory is created when missing.
-      payload: the content.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes ``payload`` so that ``path`` is either absent, old or complete, readable as the
+    process umask allows (``jaxprune.workdir.write_atomic``)."""
+    workdir.write_atomic(path, payload)
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -60,32 +45,49 @@ def write_json_atomic(path: str, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+CONFIG_FILE_ERROR = "Error whilst parsing config file:"
+
+
+def flag_error_reason(err: Exception) -> str:
+    """One line saying why flag parsing failed, without the tracebacks ml_collections embeds.
+
+    ml_collections nests the repr of a KeyError's message in its own, and wraps an error
+    raised by a config file's ``get_config`` in a message holding the whole traceback: the
+    last line of that traceback (``ValueError: ...``) is what the user needs.
+    """
+    reason = str(err)
+    for _ in range(3):
+        try:
+            unquoted = ast.literal_eval(reason)
+        except (ValueError, SyntaxError):
+            break
+        if not isinstance(unquoted, str):
+            break
+        reason = unquoted
+    if CONFIG_FILE_ERROR in reason and "Traceback" in reason:
+        last = [line for line in reason.splitlines() if line.strip()][-1].strip()
+        reason = f"the config file refused its argument: {last.split(': ', 1)[-1]}"
+    reason = " ".join(reason.split())
+    if isinstance(err, (AttributeError, KeyError)):
+        reason = f"no such config field: {reason}"
+    return reason
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with refused ``--config.*`` overrides reported in one line.
+    """absl's flag parsing, with refused ``--config`` arguments reported in one line.
 
     ml_collections raises from inside flag parsing (an unknown field is an ``AttributeError``,
-    a value of the wrong type an absl ``IllegalFlagValueError``), which would reach the user
-    as a traceback. Here each becomes one line that quotes the overrides and the reason,
-    and the process exits with status 2 before any work starts.
+    a value of the wrong type an absl ``IllegalFlagValueError``, a bad config-file argument
+    whatever ``get_config`` raised), which would reach the user as a traceback. Here each
+    becomes one line that quotes the ``--config`` arguments and the reason
+    (``flag_error_reason``), and the process exits with status 2 before any work starts.
     """
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
         overrides = [a for a in argv[1:] if a.startswith("--config")]
-        reason = str(err)
-        for _ in range(3):  # ml_collections nests the repr of a KeyError's message in its own
-            try:
-                unquoted = ast.literal_eval(reason)
-            except (ValueError, SyntaxError):
-                break
-            if not isinstance(unquoted, str):
-                break
-            reason = unquoted
-        reason = " ".join(reason.split())
-        if isinstance(err, (AttributeError, KeyError)):
-            reason = f"no such config field: {reason}"
         sys.stderr.write(f"FATAL flag or config override refused ({' '.join(overrides)}): "
-                         f"{reason}\n")
+                         f"{flag_error_reason(err)}\n")
         sys.exit(2)
 
 
@@ -94,17 +96,66 @@ def run_main(main) -> None:
     app.run(main, flags_parser=parse_flags)
 
 
-def resolve_and_prepare(config_value, prepare):
-    """The config to run (runlocal applied, see ``apply_runlocal``) and the ``Resources`` that
-    ``prepare(config, resources)`` loaded and checked; bad input becomes a usage error before
-    any work."""
-    resources = Resources()
+USAGE_ERRORS = (TypeError, ValueError, FileNotFoundError, workdir.WorkdirBusyError)
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Turns bad input raised in the block (``USAGE_ERRORS``) into one-line usage errors."""
     try:
-        config = apply_runlocal(config_value, command_line_fields())
-        prepare(config, resources)
-    except (TypeError, ValueError, FileNotFoundError) as err:
+        yield
+    except USAGE_ERRORS as err:
         raise app.UsageError(str(err)) from None
-    return config, resources
+
+
+@contextlib.contextmanager
+def claimed_workdir(config, *, ignore=OUTPUT_FIELDS):
+    """``config.workdir`` checked, locked and vetted for the block (``jaxprune.workdir``).
+
+    Yields ``commit()``: call it once the job's inputs are checked; it records the config in
+    the directory and returns ``"new"`` or ``"resume"`` (the directory holds a run of the same
+    fingerprint), or ``"none"`` when ``config.workdir`` is empty. Bad, busy or foreign work
+    directories become usage errors before any work; ``ignore`` names config fields that do
+    not count.
+    """
+    if not config.workdir:
+        yield lambda: "none"
+        return
+    recorded = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    with contextlib.ExitStack() as stack:
+        with usage_errors():
+            commit = stack.enter_context(workdir.open_workdir(
+                config.workdir, config=recorded,
+                fingerprint=config_fingerprint(config, ignore=ignore),
+                code_version=git_revision(), overwrite=config.get("overwrite", False)))
+        yield commit
+
+
+@contextlib.contextmanager
+def job(config_value, module):
+    """A binary's job, up to the point where work starts.
+
+    Applies runlocal, checks the config (``module.check_config``), vets and locks the work
+    directory (``claimed_workdir``), loads and checks what the job needs (``module.prepare``)
+    and the free space its outputs take (``module.workdir_bytes``, when the module has it),
+    then records the claim; bad input becomes a usage error and leaves nothing on disk. The
+    work directory stays locked for the block.
+
+    Yields:
+      ``(config, resources, state)``, ``state`` as ``claimed_workdir``'s commit returns it.
+    """
+    with usage_errors():
+        config = apply_runlocal(config_value, command_line_fields())
+        module.check_config(config)
+    with claimed_workdir(config) as commit:
+        resources = Resources()
+        with usage_errors():
+            module.prepare(config, resources)
+            if config.workdir and hasattr(module, "workdir_bytes"):
+                workdir.check_workdir(config.workdir,
+                                      need_bytes=module.workdir_bytes(config, resources))
+            state = commit()
+        yield config, resources, state
 
 
 def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
@@ -174,7 +225,7 @@ def copy_with(config: ml_collections.ConfigDict, **fields) -> ml_collections.Con
     return config
 
 
-def config_fingerprint(config: ml_collections.ConfigDict, *, ignore=("workdir",)) -> str:
+def config_fingerprint(config: ml_collections.ConfigDict, *, ignore=OUTPUT_FIELDS) -> str:
     """SHA-256 of the resolved config's canonical JSON, without the fields in ``ignore``.
 
     Two configs with the same fingerprint describe the same computation; output locations do

@@ -135,7 +135,14 @@ def main(argv):
         validate_config(config)
     except (TypeError, ValueError) as err:
         raise app.UsageError(str(err)) from None
-    rows = run_demo(config)
+    with common.claimed_workdir(config) as commit:
+        commit()
+        rows = run_demo(config)
+        write_results(config, rows)
+
+
+def write_results(config, rows) -> None:
+    """Prints the table and (with a workdir) writes results.json."""
     print(f"Relative output error ||XW - XW'|| / ||XW|| of one {config.in_features}x"
           f"{config.out_features} layer at sparsity {config.sparsity} "
           f"(N:M patterns at 1 - N/M), {config.num_outlier_features} outlier input features:\n")

@@ -9,6 +9,7 @@ import time
 
 from experiments import common
 from jaxprune import oneshot
+from jaxprune.patterns import parse_pattern
 
 # config.method for evaluating the model as loaded, without pruning (a sweep's baseline row).
 DENSE = "dense"
@@ -36,6 +37,42 @@ def check_config(config) -> None:
     if config.method != DENSE and config.method not in oneshot.METHODS:
         raise ValueError(f"config.method must be {DENSE!r} or one of {list(oneshot.METHODS)}, "
                          f"got {config.method!r}")
+    check_pattern_and_sparsity(config)
+    saving = [name for name in ("save_checkpoint", "save_hf") if config.get(name)]
+    if saving and not config.workdir:
+        raise ValueError(f"config.workdir is required to save the pruned model "
+                         f"(config.{saving[0]}=True)")
+    if saving and config.method == DENSE:
+        raise ValueError("config.method 'dense' prunes nothing; there is no model to save "
+                         f"(config.{saving[0]}=True)")
+
+
+def check_pattern_and_sparsity(config) -> None:
+    """Checks ``config.pattern`` and that ``config.sparsity`` agrees with an N:M pattern.
+
+    Raises:
+      ValueError: naming both fields and the value to type.
+    """
+    try:
+        pattern = parse_pattern(config.pattern)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config.pattern: {err}") from None
+    if not pattern.is_n_of_m and not 0 <= config.sparsity < 1:
+        raise ValueError(f"config.sparsity must be in [0, 1) (1 would remove everything), got "
+                         f"{config.sparsity!r}")
+    if pattern.is_n_of_m and abs(config.sparsity - pattern.sparsity) > 1e-9:
+        raise ValueError(f"config.pattern={config.pattern!r} keeps {pattern.n} of every "
+                         f"{pattern.m} weights, so config.sparsity must be 1 - N/M = "
+                         f"{pattern.sparsity!r}, got {config.sparsity!r}; add "
+                         f"--config.sparsity={pattern.sparsity!r}")
+
+
+def workdir_bytes(config, resources: common.Resources) -> int:
+    """Free space the saved models take: the orbax checkpoint (parameters and byte masks) and
+    the float32 Hugging Face export."""
+    params = resources.model(config)[0].config.num_params()
+    return (2 * 4 * params if config.get("save_checkpoint") else 0) + (
+        4 * params if config.get("save_hf") else 0)
 
 
 def setting_label(config) -> str:

@@ -27,7 +27,15 @@ def main(argv):
         common.check_eval_config(config)
     except ValueError as err:
         raise app.UsageError(str(err)) from None
-    model, tokenizer = common.load_model(config)
+    with common.claimed_workdir(config) as commit:
+        with common.usage_errors():
+            model, tokenizer = common.load_model(config)
+            commit()
+        write_perplexity(config, model, tokenizer)
+
+
+def write_perplexity(config, model, tokenizer) -> None:
+    """Evaluates, prints the row and (with a workdir) writes perplexity.json."""
     tokens = common.evaluation_tokens(config.eval, tokenizer)
     result = common.evaluate(model, tokens, config.eval)
     row = {

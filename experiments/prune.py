@@ -6,13 +6,18 @@ r"""One-shot pruning of a real LLM with calibration data, then perplexity.
 
 Prints a table (method, pattern, achieved sparsity, perplexity, pruning wall time, peak memory)
 and, with a workdir, writes it as results.json and results.md; optionally saves the pruned model
-as an orbax checkpoint and a Hugging Face directory.
+as an orbax checkpoint and a Hugging Face directory. The work directory records the config's
+fingerprint: the same command again prints the finished run's table (or, after an interruption,
+runs again from the start), another config there is refused before the model is loaded
+(``--config.overwrite=True`` moves the old run aside).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shutil
 
 import jax
 from absl import app, logging
@@ -23,6 +28,9 @@ from experiments import common, oneshot_job
 from experiments.oneshot_job import DENSE
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "One-shot pruning configuration.")
+
+
+COLUMNS = ["method", "pattern", "sparsity", "perplexity", "prune seconds", "peak memory MB"]
 
 
 def save_outputs(config, result, tokenizer) -> list[str]:
@@ -45,33 +53,18 @@ def save_outputs(config, result, tokenizer) -> list[str]:
     return written
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/wanda.py")
-    config = _CONFIG.value
-    # Both must happen before JAX starts its backends, that is before any array exists.
-    if config.num_cpu_devices:
-        jax.config.update("jax_num_cpu_devices", config.num_cpu_devices)
-    if config.distributed:
-        jax.distributed.initialize()
-    resources = common.Resources()
-    try:
-        config = common.apply_runlocal(config, common.command_line_fields())
-        oneshot_job.check_config(config)
-        if (config.save_checkpoint or config.save_hf) and not config.workdir:
-            raise ValueError("config.workdir is required to save the pruned model")
-        if (config.save_checkpoint or config.save_hf) and config.method == DENSE:
-            raise ValueError("config.method 'dense' prunes nothing; there is no model to save")
-        for wanted, name in ((config.save_checkpoint, "checkpoint"), (config.save_hf, "hf")):
-            if wanted and os.path.exists(os.path.join(config.workdir, name)):
-                raise ValueError(f"{os.path.join(config.workdir, name)} exists already; choose "
-                                 "another config.workdir or remove it")
-        oneshot_job.prepare(config, resources)
-    except (TypeError, ValueError, FileNotFoundError) as err:
-        raise app.UsageError(str(err)) from None
+def clear_unfinished(workdir: str) -> None:
+    """Removes what an interrupted run of this same config left (it has no results.json):
+    the saved models are redone, identically, by this run."""
+    for name in os.listdir(workdir):
+        if name in ("checkpoint", "hf") or name.startswith(("checkpoint.orbax-checkpoint-tmp",
+                                                            ".export-")):
+            logging.info("removing %s, left by an interrupted run of this config", name)
+            shutil.rmtree(os.path.join(workdir, name))
 
+
+def prune_and_evaluate(config, resources) -> tuple[list[dict], dict]:
+    """The dense row (``config.evaluate_dense``) and the pruned row, and the pruned point."""
     rows = []
     if config.evaluate_dense and config.method != DENSE:
         dense = oneshot_job.run_point(common.copy_with(config, method=DENSE), resources)
@@ -83,20 +76,47 @@ def main(argv):
                  common.peak_memory_mb())
     rows.append({**point["metrics"], "prune seconds": round(point["timings"]["prune_seconds"], 1),
                  "peak memory MB": round(common.peak_memory_mb())})
-    columns = ["method", "pattern", "sparsity", "perplexity", "prune seconds", "peak memory MB"]
-    table = common.markdown_table(rows, columns, {"prune seconds": ".1f"})
-    print(table)
-    if config.workdir:
-        result = point["result"]
-        written = save_outputs(config, result, resources.model(config)[1]) if result else []
-        common.write_json_atomic(os.path.join(config.workdir, "results.json"), {
-            "config": config.to_dict(), "rows": rows,
-            "layers": result.layers if result else [],
-            "block_sparsity": result.block_sparsity if result else [],
-            "machine": platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__,
-            "saved": written})
-        common.write_text_atomic(os.path.join(config.workdir, "results.md"), table + "\n")
-        print(f"wrote {config.workdir}")
+    return rows, point
+
+
+def write_results(config, rows: list[dict], result, tokenizer) -> None:
+    """The saved models, then results.json (written last: it marks the run finished)."""
+    written = save_outputs(config, result, tokenizer) if result else []
+    common.write_json_atomic(os.path.join(config.workdir, "results.json"), {
+        "config": config.to_dict(), "rows": rows,
+        "layers": result.layers if result else [],
+        "block_sparsity": result.block_sparsity if result else [],
+        "machine": platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__,
+        "saved": written})
+    table = common.markdown_table(rows, COLUMNS, {"prune seconds": ".1f"})
+    common.write_text_atomic(os.path.join(config.workdir, "results.md"), table + "\n")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/wanda.py")
+    # Both must happen before JAX starts its backends, that is before any array exists.
+    if _CONFIG.value.num_cpu_devices:
+        jax.config.update("jax_num_cpu_devices", _CONFIG.value.num_cpu_devices)
+    if _CONFIG.value.distributed:
+        jax.distributed.initialize()
+    with common.job(_CONFIG.value, oneshot_job) as (config, resources, state):
+        finished = os.path.join(config.workdir, "results.json")
+        if state == "resume" and os.path.exists(finished):
+            with open(finished) as f:
+                rows = json.load(f)["rows"]
+            print(common.markdown_table(rows, COLUMNS, {"prune seconds": ".1f"}))
+            print(f"{config.workdir} holds the finished run of this config; nothing to do")
+            return
+        if state == "resume":
+            clear_unfinished(config.workdir)
+        rows, point = prune_and_evaluate(config, resources)
+        print(common.markdown_table(rows, COLUMNS, {"prune seconds": ".1f"}))
+        if config.workdir:
+            write_results(config, rows, point["result"], resources.model(config)[1])
+            print(f"wrote {config.workdir}")
 
 
 if __name__ == "__main__":

@@ -204,6 +204,14 @@ def prepare(config, resources: common.Resources) -> None:
         train_job.prepare(common.copy_with(config, rule="dense"), resources)
 
 
+def workdir_bytes(config, resources: common.Resources) -> int:
+    """Free space the structured binary needs: distillation checkpoints and the float32
+    export, both bounded by the uncut model's size."""
+    export = 4 * resources.model(config)[0].config.num_params() if config.save_hf else 0
+    checkpoints = train_job.checkpoint_bytes(config, resources) if config.distill.enabled else 0
+    return checkpoints + export
+
+
 def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict:
     """Cuts, evaluates, distils (``config.distill.enabled``: ``config.train.steps`` steps of
     logit distillation from the uncut model) and evaluates again.

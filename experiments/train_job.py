@@ -105,10 +105,36 @@ def make_optimizer(config):
     return training.sparse_training(inner, rule, key=jax.random.PRNGKey(config.seed))
 
 
+def check_rule_fits_model(config, model) -> None:
+    """Traces the rule's mask initialisation and update on the model's shapes (no compute), so
+    a pattern that does not fit a kernel (N:M with an input size M does not divide, say)
+    fails here rather than inside the jitted training step.
+
+    Raises:
+      ValueError: naming the config fields, the parameter and its shape.
+    """
+    rule = make_rule(config)
+    if rule is None:
+        return
+    params = nnx.state(model, nnx.Param)
+    key = jax.random.PRNGKey(0)
+
+    def first_update(p):
+        return rule.update_masks(rule.init_masks(p, key), p, p, jnp.asarray(0, jnp.int32), key)
+
+    try:
+        jax.eval_shape(first_update, params)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config.sparsity.pattern={config.sparsity.pattern!r} (rule "
+                         f"{config.rule!r}) does not fit config.model={config.model!r}: {err}"
+                         ) from None
+
+
 def prepare(config, resources: common.Resources) -> None:
-    """Loads what the job needs and checks the texts are long enough, before any training."""
+    """Loads what the job needs and checks the rule against the model and the texts' lengths,
+    before any training."""
     check_config(config)
-    resources.model(config)
+    check_rule_fits_model(config, resources.model(config)[0])  # same shapes as the trained one
     tokens = resources.text_tokens(config, config.train)
     if tokens.size < config.train.seq_len + 2:
         raise ValueError(f"config.train: the training text has {tokens.size} tokens, fewer than "
@@ -149,8 +175,23 @@ class Trainer:
         self.tx = make_optimizer(config)
         self.state = {"params": params, "opt_state": self.tx.init(params),
                       "step": jnp.zeros((), jnp.int32)}
+        # The curve so far: logged (step, mean loss) pairs and the losses of the steps since
+        # the last logged one. Both travel with the checkpoint, so a resumed run logs the same
+        # means as an uninterrupted one whatever checkpoint_every and log_every are.
+        self.logged: list[tuple[int, float]] = []
+        self.window: list[jax.Array] = []
         self.tokens = resources.text_tokens(config, config.train)
         self._step = jax.jit(self._train_step, static_argnums=3)
+
+    def curve_state(self) -> dict:
+        """The curve as JSON-able values (float32 losses are exact as Python floats)."""
+        return {"logged": [[step, loss] for step, loss in self.logged],
+                "window": [float(loss) for loss in self.window]}
+
+    def load_curve_state(self, curve: dict) -> None:
+        """Restores what ``curve_state`` returned."""
+        self.logged = [(int(step), float(loss)) for step, loss in curve["logged"]]
+        self.window = [jnp.asarray(loss, jnp.float32) for loss in curve["window"]]
 
     def model(self, params=None):
         params = self.state["params"] if params is None else params
@@ -181,34 +222,34 @@ class Trainer:
         return zeros / max(total, 1)
 
     def run(self, *, until: int, on_step: Callable[[int], None] | None = None) -> list:
-        """Trains from the current step to ``until``; returns ``[(step, loss)]`` logged.
+        """Trains from the current step to ``until``; returns the whole curve ``[(step, loss)]``.
 
         ``on_step(step)`` is called after each step with the number of steps done (the
         binary saves checkpoints there); losses are read only at logging steps, so the
         device is not synchronised every step.
         """
         t = self.config.train
-        logged, window, start = [], [], time.perf_counter()
+        start = time.perf_counter()
         first = int(self.state["step"])
         for step in range(first, until):
             batch = jnp.asarray(batch_at(self.tokens, step, t.batch_size, t.seq_len,
                                          self.config.seed))
             teacher_state = self.teacher[1] if self.teacher else None
             self.state, loss = self._step(self.state, batch, teacher_state, bool(self.teacher))
-            window.append(loss)
+            self.window.append(loss)
             if (step + 1) % t.log_every == 0 or step + 1 == until:
-                mean = float(jnp.mean(jnp.stack(window)))
+                mean = float(jnp.mean(jnp.stack(self.window)))
                 if not np.isfinite(mean):
                     raise FloatingPointError(f"training loss is {mean} at step {step + 1}; "
                                              "lower config.train.learning_rate")
                 rate = (step + 1 - first) / (time.perf_counter() - start)
                 logging.info("step %d/%d: loss %.4f, %.2f steps/s, %.0f tokens/s", step + 1,
                              t.steps, mean, rate, rate * t.batch_size * t.seq_len)
-                logged.append((step + 1, mean))
-                window = []
+                self.logged.append((step + 1, mean))
+                self.window = []
             if on_step is not None:
                 on_step(step + 1)
-        return logged
+        return list(self.logged)
 
 
 def evaluate(trainer: Trainer, config, resources: common.Resources) -> dict:
@@ -245,31 +286,41 @@ def checkpoint_manager(workdir: str):
 
 
 def save(manager, trainer) -> None:
-    """Saves the trainer's state under its step."""
+    """Saves the trainer's state and its curve under its step."""
     import orbax.checkpoint as ocp
 
     step = int(trainer.state["step"])
-    manager.save(step, args=ocp.args.StandardSave(trainer.state))
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(trainer.state),
+                                               curve=ocp.args.JsonSave(trainer.curve_state())))
     manager.wait_until_finished()
 
 
 def restore_latest(manager, trainer) -> int:
-    """Loads the latest checkpoint into ``trainer``; returns its step (0 when none)."""
+    """Loads the latest checkpoint (state and curve) into ``trainer``; returns its step (0
+    when none)."""
     import orbax.checkpoint as ocp
 
     step = manager.latest_step()
     if step is None:
         return 0
     template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), trainer.state)
-    trainer.state = manager.restore(step, args=ocp.args.StandardRestore(template))
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(template), curve=ocp.args.JsonRestore()))
+    trainer.state = restored["state"]
+    trainer.load_curve_state(restored["curve"])
     logging.info("resumed from the checkpoint of step %d", step)
     return step
 
 
 def run_with_checkpoints(trainer: Trainer, workdir: str) -> list:
     """Trains to ``config.train.steps``, resuming from and saving orbax checkpoints under
-    ``WORKDIR/checkpoints`` every ``config.train.checkpoint_every`` steps (none without a
-    workdir). Returns the logged ``[(step, loss)]`` since this start."""
+    ``WORKDIR/checkpoints`` every ``config.train.checkpoint_every`` steps and at the end (none
+    without a workdir). Returns the whole logged curve ``[(step, loss)]``, the part before a
+    resume included; a finished run restores its last checkpoint and trains no further.
+
+    The caller must have claimed ``workdir`` for this config (``common.claimed_workdir``):
+    the checkpoints there are taken to be this config's.
+    """
     config = trainer.config
     manager = checkpoint_manager(workdir) if workdir else None
     if manager is not None:
@@ -281,6 +332,18 @@ def run_with_checkpoints(trainer: Trainer, workdir: str) -> list:
             save(manager, trainer)
 
     return trainer.run(until=config.train.steps, on_step=on_step)
+
+
+def checkpoint_bytes(config, resources: common.Resources) -> int:
+    """Disk the training checkpoints take at most: two kept and one being written, each the
+    parameters plus AdamW's two moments (masks and counters are small beside them)."""
+    params = resources.model(config)[0].config.num_params()
+    return 3 * 3 * params * jnp.dtype(common.PARAM_DTYPES[config.param_dtype]).itemsize
+
+
+def workdir_bytes(config, resources: common.Resources) -> int:
+    """Free space the training binary needs in its work directory."""
+    return checkpoint_bytes(config, resources)
 
 
 def loss_curve_png(logged: list, title: str) -> bytes:

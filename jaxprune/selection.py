@@ -260,8 +260,11 @@ def check_selection_inputs(
     Raises:
       TypeError, ValueError: naming the path and what is allowed, for a sparsity outside
         [0, 1), a sparsity that disagrees with an N:M pattern, a leaf of too low rank for
-        ``per_output``, an input axis not divisible by M, or NaN in concrete scores.
+        ``per_output``, an N:M leaf that is not 2-D or whose input axis M does not divide,
+        or NaN in concrete scores. A traced sparsity is checked when the compiled program
+        runs (``_checks.check_traced_fraction``): out of range, the call fails there.
     """
+    traced_checked = set()  # a traced sparsity shared by many leaves is checked once
     for (path, score), (_, s) in zip(
         paths.leaves_with_paths(scores, keep_none=True),
         paths.leaves_with_paths(sparsity, keep_none=True),
@@ -274,15 +277,24 @@ def check_selection_inputs(
                 f"scores at {path!r} are None (the criterion had nothing to score there), but "
                 f"its sparsity is {s}; give the criterion statistics for it or leave it dense"
             )
-        _checks.check_fraction(f"sparsity at {path!r}", s)
+        if _is_static(s) or id(s) not in traced_checked:
+            _checks.check_fraction(f"sparsity at {path!r}", s)
+            traced_checked.add(id(s))
         shape = jnp.shape(score)
         if pattern.is_n_of_m:
             if _is_static(s) and abs(float(s) - pattern.sparsity) > 1e-9:
                 raise ValueError(
                     f"sparsity at {path!r} is {float(s)}, but pattern {pattern} implies "
-                    f"{pattern.sparsity}; pass sparsity {pattern.sparsity} or None"
+                    f"{pattern.sparsity} (1 - N/M); pass sparsity={pattern.sparsity!r}, or "
+                    f"None to take it from the pattern"
                 )
-            if len(shape) < 1 or shape[0] % pattern.m:
+            if len(shape) != 2:
+                raise ValueError(
+                    f"pattern {pattern} needs a 2-D kernel [in, out] (groups of M run along the "
+                    f"input axis), but {path!r} has shape {shape}; reshape it to 2-D or leave "
+                    f"it dense"
+                )
+            if shape[0] % pattern.m:
                 raise ValueError(
                     f"pattern {pattern} needs axis 0 (the input axis) of {path!r} to be "
                     f"divisible by M={pattern.m}, but its shape is {shape}"

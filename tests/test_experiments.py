@@ -77,10 +77,14 @@ def test_wanda_2_4_on_smollm2_with_checkpoint(tmp_path):
     kernels = [m for m in jax.tree.leaves(masks) if m is not None]
     assert len(kernels) == 7 * 30
     jp.check_n_of_m_masks(masks, "2:4")
-    # A second run into the same workdir is refused before any work, keeping the checkpoint.
+    # Another config in the same workdir is refused before the model loads, naming the field
+    # that differs; the checkpoint stays.
     again = run_binary("experiments.prune", "--config=configs/wanda.py:runlocal",
                        f"--config.workdir={tmp_path}", "--config.save_checkpoint=True")
-    assert again.returncode != 0 and "exists already" in again.stderr
+    assert again.returncode != 0
+    assert "holds a run of another configuration" in again.stderr
+    assert "pattern: '2:4' -> 'per_output'" in again.stderr and "blocks" not in again.stderr
+    assert (tmp_path / "checkpoint").is_dir()
 
 
 @pytest.mark.parametrize(

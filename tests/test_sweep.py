@@ -87,9 +87,12 @@ def test_sparsity_curve_points():
     [
         ({"eval.windw": 3}, "config has no field 'eval.windw'"),
         ({"evaluation.window": 3}, "config field 'evaluation' (from override 'evaluation.window')"),
-        ({"sparsity": "half"}, "config.sparsity cannot be set to 'half'"),
-        ({"eval.window": 2.5}, "config.eval.window cannot be set to 2.5"),
-        ({"method": "gptq"}, "config.method must be 'dense' or one of"),
+        ({"sparsity": "half"}, "config.points[1].sparsity cannot be set to 'half'"),
+        ({"eval.window": 2.5}, "config.points[1].eval.window cannot be set to 2.5"),
+        ({"method": "gptq"}, "config.points[1].method must be 'dense' or one of"),
+        ({"pattern": "2:3"}, "config.points[1].pattern='2:3' keeps 2 of every 3 weights, so "
+                             "config.base.sparsity must be 1 - N/M = 0.33333333333333337, got "
+                             "0.5; add --config.base.sparsity=0.33333333333333337"),
     ],
 )
 def test_bad_point_override_names_point_and_field(point, message):

@@ -27,15 +27,17 @@ def run_train(*args):
                           timeout=600, check=False, env=ENV)
 
 
-def test_resume_after_sigkill_gives_the_same_parameters_bit_for_bit(tmp_path):
-    config = "--config=configs/gradual.py:rigl,runlocal"
-    full = run_train(config, f"--config.workdir={tmp_path / 'full'}")
+def test_resume_after_sigkill_gives_the_same_results_curve_and_parameters(tmp_path):
+    """Checkpoints every 7 steps, logs every 10: the kill lands between a checkpoint (14) and
+    the next logged step (20), so the resumed run must restore the losses of steps 11-14."""
+    config = ["--config=configs/gradual.py:rigl,runlocal", "--config.train.checkpoint_every=7"]
+    full = run_train(*config, f"--config.workdir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-3000:]
 
     workdir = tmp_path / "killed"
-    process = subprocess.Popen(train_command(config, f"--config.workdir={workdir}"), cwd=REPO,
+    process = subprocess.Popen(train_command(*config, f"--config.workdir={workdir}"), cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    checkpoint = workdir / "checkpoints" / "20"
+    checkpoint = workdir / "checkpoints" / "14"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None and not checkpoint.is_dir():
         time.sleep(0.002)
@@ -43,15 +45,34 @@ def test_resume_after_sigkill_gives_the_same_parameters_bit_for_bit(tmp_path):
     assert process.wait() == -signal.SIGKILL  # killed, not finished
     assert not (workdir / "results.json").exists()
 
-    resumed = run_train(config, f"--config.workdir={workdir}")
+    resumed = run_train(*config, f"--config.workdir={workdir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from the checkpoint of step" in resumed.stderr
-    results = {name: json.loads((tmp_path / name / "results.json").read_text())["metrics"]
-               for name in ("full", "killed")}
-    assert results["killed"]["params_sha256"] == results["full"]["params_sha256"]
-    assert results["killed"]["perplexity"] == results["full"]["perplexity"]
-    assert results["full"]["sparsity"] == pytest.approx(0.8, abs=2e-3)
-    assert (tmp_path / "full" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    def results_of(directory):
+        payload = json.loads((directory / "results.json").read_text())
+        del payload["config"]["workdir"]  # the one difference between the two runs
+        return payload
+
+    results = {name: results_of(tmp_path / name) for name in ("full", "killed")}
+    # Everything, the whole loss curve and final_loss included, bit for bit.
+    assert results["killed"] == results["full"]
+    assert [step for step, _ in results["full"]["curve"]] == [10, 20, 30, 40, 50, 60]
+    assert results["full"]["metrics"]["sparsity"] == pytest.approx(0.8, abs=2e-3)
+    png = {name: (tmp_path / name / "loss.png").read_bytes() for name in ("full", "killed")}
+    assert png["full"][:4] == b"\x89PNG" and png["killed"] == png["full"]
+
+    # A rerun of the finished run restores its last checkpoint and writes the same results.
+    rerun = run_train(*config, f"--config.workdir={workdir}")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert results_of(workdir) == results["full"]
+
+    # Another config in the same workdir stops before any work, naming what differs.
+    other = run_train(*config, "--config.train.learning_rate=0.001",
+                      f"--config.workdir={workdir}")
+    assert other.returncode != 0
+    assert "train.learning_rate: 0.003 -> 0.001" in other.stderr
+    assert "--config.overwrite=True" in other.stderr and "step 10/60" not in other.stderr
+    assert results_of(workdir) == results["full"]
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ def get_config(arg=None):
         {"x": "setting", "y": "perplexity", "series": "method", "logy": True,
          "title": "One-shot pruning: 50%, 4:8 and 2:4"})
     config.workdir = ""
+    # A workdir holding a sweep of another base config is refused; True moves it aside first.
+    config.overwrite = False
     config.runlocal = arg == "runlocal"
     config.runlocal_overrides = (("base.model", "tiny-llama"),)
     return config

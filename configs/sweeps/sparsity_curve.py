@@ -44,6 +44,8 @@ def get_config(arg=None):
         {"x": "sparsity", "y": "perplexity", "series": "method", "logy": True,
          "title": "SmolLM2-135M, one-shot unstructured pruning"})
     config.workdir = ""
+    # A workdir holding a sweep of another base config is refused; True moves it aside first.
+    config.overwrite = False
     config.runlocal = arg == "runlocal"
     config.runlocal_overrides = (("base.model", "tiny-llama"),)
     return config

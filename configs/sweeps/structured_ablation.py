@@ -67,6 +67,8 @@ def get_config(arg=None):
         {"x": "params_non_embedding", "y": "perplexity", "series": "setting", "logy": True,
          "lines": False, "title": "SmolLM2-135M: structured cuts (WikiText-2)"})
     config.workdir = ""
+    # A workdir holding a sweep of another base config is refused; True moves it aside first.
+    config.overwrite = False
     config.runlocal = runlocal
     config.runlocal_overrides = ()
     return config

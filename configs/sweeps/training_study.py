@@ -34,6 +34,8 @@ def get_config(arg=None):
         {"x": "method", "y": "perplexity", "series": "setting", "logy": False,
          "lines": False, "title": "mini-llama from scratch: perplexity per byte"})
     config.workdir = ""
+    # A workdir holding a sweep of another base config is refused; True moves it aside first.
+    config.overwrite = False
     config.runlocal = arg == "runlocal"
     config.runlocal_overrides = ()
     return config

@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 
 from jaxprune.models.tokenizer import Tokenizer
+from jaxprune.workdir import chmod_as_created
 
 
 def default_cache_dir() -> str:
@@ -47,6 +48,7 @@ def tokenize_cached(text: str, tokenizer: Tokenizer, *, cache_dir: str | None = 
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, ids)
+        chmod_as_created(tmp)  # a shared cache: readable as the umask allows, not 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

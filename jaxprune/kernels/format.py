@@ -77,14 +77,22 @@ def _compress(weight: jax.Array) -> Sparse24:
     return Sparse24(values, meta.astype(jnp.uint16))
 
 
-def compress(weight: jax.Array, *, validate: bool = True) -> Sparse24:
+def _raise_if_groups_exceed(bad_groups: np.ndarray) -> None:
+    if int(bad_groups):
+        raise ValueError(f"weight is not 2:4 sparse along K: {int(bad_groups)} groups of 4 "
+                         "inputs have more than 2 non-zeros (traced weight)")
+
+
+def compress(weight: jax.Array) -> Sparse24:
     """Compresses a 2:4-sparse weight ``[N, K]`` (see the module docstring).
+
+    A weight that is not 2:4 is always refused, never truncated: a concrete weight is checked
+    on the host first (``check_2_4``); under ``jit`` the compiled program counts the groups
+    with more than two non-zeros and a ``jax.debug.callback`` raises when there are any, so
+    the call fails where it runs.
 
     Args:
       weight: at most 2 non-zeros in every group of 4 consecutive entries of a row.
-      validate: check the pattern on the host first (``check_2_4``); without the check a
-        group with more than two non-zeros silently keeps its first two. Shapes are always
-        checked.
 
     Returns:
       The ``Sparse24`` form; ``decompress`` gives ``weight`` back exactly.
@@ -93,11 +101,11 @@ def compress(weight: jax.Array, *, validate: bool = True) -> Sparse24:
       ValueError: see ``check_2_4``.
     """
     weight = jnp.asarray(weight)
-    if validate:
-        check_2_4(weight)
-    elif weight.ndim != 2 or weight.shape[1] % 16:
-        raise ValueError(f"a 2:4 weight must be 2-D [N, K] with K a multiple of 16, got "
-                         f"shape {weight.shape}")
+    check_2_4(weight)
+    if not _checks.is_concrete(weight):
+        n, k = weight.shape
+        counts = jnp.sum(weight.reshape(n, k // 4, 4) != 0, axis=-1)
+        jax.debug.callback(_raise_if_groups_exceed, jnp.sum(counts > 2))
     return _compress(weight)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from jaxprune.models.config import LlamaConfig
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer, tokenizer_from_gguf_fields
-from jaxprune.models.weights import model_from_hf_tensors
+from jaxprune.models.weights import check_finite, model_from_hf_tensors
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -143,7 +143,8 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
 
     Raises:
       FileNotFoundError: if ``path`` does not exist.
-      ValueError: for another architecture, RoPE scaling, or missing metadata.
+      ValueError: for another architecture, RoPE scaling, or missing metadata, or for the
+        first tensor (in file order) holding NaN or inf once dequantized (corrupt bytes).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
@@ -162,6 +163,7 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
         if hf is None:
             continue
         array = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        check_finite(f"{tensor.name} ({hf}) in {path}", array)
         match = _BLOCK_RE.match(tensor.name)
         if match and match.group(2) in ("attn_q", "attn_k"):
             layer = int(match.group(1))

@@ -15,6 +15,7 @@ from jaxprune.models.config import config_from_hf_dict
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer
 from jaxprune.models.weights import hf_tensors_from_model, model_from_hf_tensors
+from jaxprune.workdir import chmod_as_created
 
 _SINGLE = "model.safetensors"
 _INDEX = "model.safetensors.index.json"
@@ -113,6 +114,8 @@ def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = N
                   metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(os.path.join(staging, "tokenizer.json"))
+        # mkdtemp makes the directory private (0700); an export is for others to read.
+        chmod_as_created(staging, directory=True)
         os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

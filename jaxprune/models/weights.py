@@ -44,7 +44,8 @@ def model_from_hf_tensors(
       The model.
 
     Raises:
-      ValueError: naming missing or unexpected tensors, or a tensor of the wrong shape.
+      ValueError: naming missing or unexpected tensors, a tensor of the wrong shape, or the
+        first tensor (in parameter order) holding NaN or inf.
     """
     abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), param_dtype=param_dtype))
     graphdef, abstract_state = nnx.split(abstract)
@@ -71,10 +72,26 @@ def model_from_hf_tensors(
                 f"tensor {name!r} has shape {np.asarray(tensors[name]).shape}; the config "
                 f"needs {tuple(leaf.shape)}{' transposed' if transposed else ''}"
             )
+        check_finite(name, array)
         return jnp.asarray(array, dtype=param_dtype)
 
     state = paths.map_with_path_str(load, abstract_state)
     return nnx.merge(graphdef, state)
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """Refuses a tensor with NaN or infinite entries (a corrupt file or a failed dequantization).
+
+    Raises:
+      ValueError: naming the tensor, how many entries are bad and the first one's index.
+    """
+    finite = np.isfinite(array)
+    if not finite.all():
+        first = np.unravel_index(int(np.argmin(finite)), array.shape)
+        raise ValueError(
+            f"tensor {name!r} has {int(array.size - finite.sum())} non-finite values (NaN or "
+            f"inf) after loading, the first at index {tuple(int(i) for i in first)}; the "
+            "checkpoint file is corrupt")
 
 
 def hf_tensors_from_model(model: Llama) -> dict[str, np.ndarray]:

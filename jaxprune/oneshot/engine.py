@@ -173,8 +173,10 @@ def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig, *,
                          "columns; pattern must be 'unstructured' or N:M, got 'per_output'")
     if pattern.is_n_of_m:
         if config.sparsity is not None and abs(config.sparsity - pattern.sparsity) > 1e-9:
-            raise ValueError(f"sparsity {config.sparsity} disagrees with pattern {pattern} "
-                             f"(which implies {pattern.sparsity}); pass None")
+            raise ValueError(f"sparsity {config.sparsity} disagrees with pattern {pattern}, "
+                             f"which keeps {pattern.n} of every {pattern.m} weights: set "
+                             f"sparsity={pattern.sparsity!r} (1 - N/M), or leave it None in "
+                             f"OneShotConfig to take it from the pattern")
         sparsity = pattern.sparsity
     else:
         if config.sparsity is None:

@@ -24,6 +24,7 @@ from absl import logging
 from jax import lax
 
 from jaxprune import selection
+from jaxprune.oneshot.scores import check_statistic_shape
 from jaxprune.patterns import Pattern
 
 
@@ -126,7 +127,11 @@ def sparsegpt_prune_layer(
     References:
       Frantar & Alistarh 2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned in
       One-Shot", Algorithm 1.
+
+    Raises:
+      ValueError: for a kernel that is not 2-D or a ``gram`` that is not ``[in, in]``.
     """
+    check_statistic_shape("gram", kernel, gram, ("in,in",))
     n, m = (pattern.n, pattern.m) if pattern is not None else (0, 0)
     # float32 at least (bfloat16 kernels are solved in float32); float64 stays float64.
     dtype = jnp.promote_types(kernel.dtype, jnp.float32)
