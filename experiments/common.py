@@ -15,6 +15,7 @@ import subprocess
 import sys
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -118,7 +119,9 @@ def claimed_workdir(config, *, ignore=OUTPUT_FIELDS):
     directories become usage errors before any work; ``ignore`` names config fields that do
     not count.
     """
-    if not config.workdir:
+    if not config.workdir or (config.get("distributed") and jax.process_index() != 0):
+        # Under jax.distributed every process runs the job (orbax saves are collective), and
+        # process 0 alone holds and claims the shared work directory.
         yield lambda: "none"
         return
     recorded = {k: v for k, v in config.to_dict().items() if k not in ignore}

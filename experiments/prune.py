@@ -104,7 +104,8 @@ def main(argv):
         jax.distributed.initialize()
     with common.job(_CONFIG.value, oneshot_job) as (config, resources, state):
         finished = os.path.join(config.workdir, "results.json")
-        if state == "resume" and os.path.exists(finished):
+        # Under jax.distributed every process must take the same path: no shortcut there.
+        if state == "resume" and os.path.exists(finished) and not config.distributed:
             with open(finished) as f:
                 rows = json.load(f)["rows"]
             print(common.markdown_table(rows, COLUMNS, {"prune seconds": ".1f"}))

@@ -52,7 +52,15 @@ class ConfigMismatchError(ValueError):
 
 
 def process_umask() -> int:
-    """The process's umask (read without changing it for more than an instant)."""
+    """The process's umask: from ``/proc/self/status`` on Linux, which reads it without
+    changing it; elsewhere set and restored at once (a race with threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -220,7 +228,7 @@ def read_record(path: str) -> dict | None:
             return json.load(f)
     except (OSError, ValueError) as err:
         raise ConfigMismatchError(f"{record_path} is unreadable ({err}); move it away or pass "
-                             "overwrite=True") from None
+                                  "overwrite=True") from None
 
 
 def _mismatch_message(path: str, record: dict | None, config: Mapping, field: str,
@@ -246,7 +254,12 @@ def claim_state(path: str, *, config: Mapping, fingerprint: str, overwrite: bool
       ConfigMismatchError: when the directory holds another configuration's run (or files
         without a record) and ``overwrite`` is false.
     """
-    record = read_record(path)
+    try:
+        record = read_record(path)
+    except ConfigMismatchError:
+        if not overwrite:
+            raise
+        return "replace"
     if record is not None and record.get("fingerprint") == fingerprint:
         return "resume"
     if record is None and not _foreign_entries(path):
