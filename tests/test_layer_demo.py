@@ -35,7 +35,8 @@ def test_demo_binary_prints_table_and_writes_json(tmp_path):
     assert "| criterion | unstructured | per_output | global | 2:4 | 4:8 |" in result.stdout
     payload = json.loads((tmp_path / "results.json").read_text())
     assert len(payload["rows"]) == 15
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    # The results, the work directory's record of the config and its lock file; no temporaries.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "results.json", "run.json"]
 
 
 def test_demo_refuses_a_bad_override():
