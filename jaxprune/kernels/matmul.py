@@ -5,14 +5,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxprune.kernels import pallas_sparse24
+from jaxprune.kernels import pallas_sparse24, tuning
 from jaxprune.kernels.format import Sparse24, decompress
 
-METHODS = ("auto", "reference", "splitk", "tiled", "dense")
-# M up to SPLITK_MAX_ROWS uses the split-K kernel, up to TILED_MAX_ROWS the tiled kernel, above
-# it decompression then a dense dot (compute-bound there; the extra weight pass is cheap).
-SPLITK_MAX_ROWS = 32
+METHODS = ("auto", "reference", "decode", "splitk", "tiled", "dense")
+# M up to DECODE_MAX_ROWS uses the one-kernel decode, up to TILED_MAX_ROWS the tiled kernel,
+# above it decompression then a dense dot (compute-bound there; the extra weight pass is
+# cheap, and a model can keep its decompressed weights for a whole forward pass instead, see
+# SparseLinear.dense_kernel).
+DECODE_MAX_ROWS = 32
+SPLITK_MAX_ROWS = DECODE_MAX_ROWS
 TILED_MAX_ROWS = 1024
+KERNELS = {"decode": pallas_sparse24.sparse24_matmul_decode,
+           "splitk": pallas_sparse24.sparse24_matmul_splitk,
+           "tiled": pallas_sparse24.sparse24_matmul_tiled}
 
 
 def sparse24_matmul_reference(x: jax.Array, sparse: Sparse24) -> jax.Array:
@@ -44,9 +50,9 @@ def sparse24_matmul(x: jax.Array, sparse: Sparse24, *, method: str = "auto",
                     interpret: bool = False) -> jax.Array:
     """``x [M, K] @ W.T`` for a 2:4-compressed ``W [N, K]``.
 
-    ``method="auto"`` picks on a GPU by M: the split-K kernel up to 32 rows, the tiled kernel
-    up to 1024, decompression then a dense dot above; off a GPU (unless ``interpret``) it uses
-    the reference.
+    ``method="auto"`` picks on a GPU by M: the one-kernel decode up to 32 rows, the tiled
+    kernel up to 1024, decompression then a dense dot above; off a GPU (unless ``interpret``)
+    it uses the reference. The kernels' launch settings come from ``tuning.settings``.
 
     Args:
       x: activations ``[M, K]`` in the weight's dtype.
@@ -67,8 +73,8 @@ def sparse24_matmul(x: jax.Array, sparse: Sparse24, *, method: str = "auto",
         on_gpu = jax.default_backend() == "gpu"
         if not (on_gpu or interpret):
             method = "reference"
-        elif x.shape[0] <= SPLITK_MAX_ROWS:
-            method = "splitk"
+        elif x.shape[0] <= DECODE_MAX_ROWS:
+            method = "decode"
         elif x.shape[0] <= TILED_MAX_ROWS:
             method = "tiled"
         else:
@@ -78,6 +84,6 @@ def sparse24_matmul(x: jax.Array, sparse: Sparse24, *, method: str = "auto",
     if method == "dense":
         return jnp.dot(x, decompress(sparse).T, preferred_element_type=jnp.float32
                        ).astype(x.dtype)
-    if method == "splitk":
-        return pallas_sparse24.sparse24_matmul_splitk(x, sparse, interpret=interpret)
-    return pallas_sparse24.sparse24_matmul_tiled(x, sparse, interpret=interpret)
+    n, k = sparse.shape
+    launch = tuning.settings(method, n, k, x.shape[0])
+    return KERNELS[method](x, sparse, interpret=interpret, **launch)

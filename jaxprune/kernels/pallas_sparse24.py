@@ -6,10 +6,14 @@ reshapes: all lowered by Pallas's Triton backend) and feed a dense Triton ``dot`
 in float32. Ragged edges (an N that is not a multiple of the block, the last K block) are
 handled by masked loads and stores.
 
-* ``sparse24_matmul_splitk``: for few activation rows (M up to 32, the decode regime). The
-  grid is (N blocks, K splits); each program reduces its share of K into a float32 partial
-  ``[splits, M, N]`` that is summed afterwards, so even N = 4096 gives enough programs.
+* ``sparse24_matmul_decode``: for few activation rows (M up to 32, the decode regime), one
+  kernel: the grid is N blocks, each program reduces the whole K and writes the output.
+* ``sparse24_matmul_splitk``: the same regime split over K as well: (N blocks, K splits), each
+  program writing a float32 partial ``[splits, M, N]`` summed afterwards by XLA (two kernels;
+  kept for comparison in the benchmark).
 * ``sparse24_matmul_tiled``: (M blocks, N blocks), the whole K per program.
+
+Rows of ``x`` past M are masked in the loads and stores, never padded in memory.
 
 With ``interpret=True`` they run on any backend through Pallas's interpreter (the CPU tests).
 """
@@ -49,14 +53,17 @@ def _dense_tile(values_ref, meta_ref, n_start, k_start, *, block_n, block_k, n, 
     return expand_groups(values, group_codes(meta))
 
 
-def _x_tile(x_ref, m_start, k_start, *, block_m, block_k, k):
+def _x_tile(x_ref, m_start, k_start, *, block_m, block_k, m, k):
+    """Loads ``x[m_start:+block_m, k_start:+block_k]``; rows past M and inputs past K read 0,
+    so x is never padded in memory (no copy before the kernel)."""
     plt = _triton()
+    rows = m_start + jnp.arange(block_m)
     cols = k_start + jnp.arange(block_k)
     return plt.load(x_ref.at[pl.ds(m_start, block_m), pl.ds(k_start, block_k)],
-                    mask=(cols < k)[None, :], other=0)
+                    mask=(rows < m)[:, None] & (cols < k)[None, :], other=0)
 
 
-def _splitk_kernel(x_ref, values_ref, meta_ref, out_ref, *, n, k, block_m, block_n, block_k,
+def _splitk_kernel(x_ref, values_ref, meta_ref, out_ref, *, m, n, k, block_m, block_n, block_k,
                    blocks_per_split):
     plt = _triton()
     j, split = pl.program_id(0), pl.program_id(1)
@@ -66,34 +73,53 @@ def _splitk_kernel(x_ref, values_ref, meta_ref, out_ref, *, n, k, block_m, block
     def accumulate(b, acc):
         w = _dense_tile(values_ref, meta_ref, j * block_n, b * block_k, block_n=block_n,
                         block_k=block_k, n=n, k=k)
-        x = _x_tile(x_ref, 0, b * block_k, block_m=block_m, block_k=block_k, k=k)
+        x = _x_tile(x_ref, 0, b * block_k, block_m=block_m, block_k=block_k, m=m, k=k)
         return acc + plt.dot(x, w, trans_b=True)
 
     acc = lax.fori_loop(first, last, accumulate, jnp.zeros((block_m, block_n), jnp.float32))
+    rows = jnp.arange(block_m)
     cols = j * block_n + jnp.arange(block_n)
-    plt.store(out_ref.at[split, :, pl.ds(j * block_n, block_n)], acc, mask=(cols < n)[None, :])
+    plt.store(out_ref.at[split, pl.ds(0, block_m), pl.ds(j * block_n, block_n)], acc,
+              mask=(rows < m)[:, None] & (cols < n)[None, :])
 
 
-def _tiled_kernel(x_ref, values_ref, meta_ref, out_ref, *, n, k, block_m, block_n, block_k):
+def _decode_kernel(x_ref, values_ref, meta_ref, out_ref, *, m, n, k, block_m, block_n,
+                   block_k):
+    """One program per block of outputs, the whole K, written straight to ``out``."""
+    plt = _triton()
+    j = pl.program_id(0)
+
+    def accumulate(b, acc):
+        w = _dense_tile(values_ref, meta_ref, j * block_n, b * block_k, block_n=block_n,
+                        block_k=block_k, n=n, k=k)
+        x = _x_tile(x_ref, 0, b * block_k, block_m=block_m, block_k=block_k, m=m, k=k)
+        return acc + plt.dot(x, w, trans_b=True)
+
+    acc = lax.fori_loop(0, pl.cdiv(k, block_k), accumulate,
+                        jnp.zeros((block_m, block_n), jnp.float32))
+    rows = jnp.arange(block_m)
+    cols = j * block_n + jnp.arange(block_n)
+    plt.store(out_ref.at[pl.ds(0, block_m), pl.ds(j * block_n, block_n)],
+              acc.astype(out_ref.dtype), mask=(rows < m)[:, None] & (cols < n)[None, :])
+
+
+def _tiled_kernel(x_ref, values_ref, meta_ref, out_ref, *, m, n, k, block_m, block_n, block_k):
     plt = _triton()
     i, j = pl.program_id(0), pl.program_id(1)
 
     def accumulate(b, acc):
         w = _dense_tile(values_ref, meta_ref, j * block_n, b * block_k, block_n=block_n,
                         block_k=block_k, n=n, k=k)
-        x = _x_tile(x_ref, i * block_m, b * block_k, block_m=block_m, block_k=block_k, k=k)
+        x = _x_tile(x_ref, i * block_m, b * block_k, block_m=block_m, block_k=block_k, m=m,
+                    k=k)
         return acc + plt.dot(x, w, trans_b=True)
 
     acc = lax.fori_loop(0, pl.cdiv(k, block_k), accumulate,
                         jnp.zeros((block_m, block_n), jnp.float32))
+    rows = i * block_m + jnp.arange(block_m)
     cols = j * block_n + jnp.arange(block_n)
     plt.store(out_ref.at[pl.ds(i * block_m, block_m), pl.ds(j * block_n, block_n)],
-              acc.astype(out_ref.dtype), mask=(cols < n)[None, :])
-
-
-def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
-    extra = -x.shape[0] % multiple
-    return jnp.pad(x, ((0, extra), (0, 0))) if extra else x
+              acc.astype(out_ref.dtype), mask=(rows < m)[:, None] & (cols < n)[None, :])
 
 
 def _compiler_params(num_warps: int, num_stages: int):
@@ -125,19 +151,18 @@ def sparse24_matmul_splitk(x: jax.Array, sparse: Sparse24, *, block_n: int = 64,
     block_m = max(MIN_BLOCK, pl.next_power_of_2(m))
     if block_m > 32:
         raise ValueError(f"sparse24_matmul_splitk takes at most 32 rows, got M={m}")
-    x = _pad_rows(x, block_m)
     k_blocks = pl.cdiv(k, block_k)
     splits = max(1, min(splits, k_blocks))
     per_split = pl.cdiv(k_blocks, splits)
-    kernel = functools.partial(_splitk_kernel, n=n, k=k, block_m=block_m, block_n=block_n,
+    kernel = functools.partial(_splitk_kernel, m=m, n=n, k=k, block_m=block_m, block_n=block_n,
                                block_k=block_k, blocks_per_split=per_split)
     partial = pl.pallas_call(
-        kernel, out_shape=jax.ShapeDtypeStruct((splits, block_m, n), jnp.float32),
+        kernel, out_shape=jax.ShapeDtypeStruct((splits, m, n), jnp.float32),
         grid=(pl.cdiv(n, block_n), splits), interpret=interpret,
         compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
         name="sparse24_matmul_splitk",
     )(x, sparse.values, sparse.meta)
-    return jnp.sum(partial, axis=0)[:m].astype(x.dtype)
+    return jnp.sum(partial, axis=0).astype(x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("block_m", "block_n", "block_k", "num_warps",
@@ -161,13 +186,52 @@ def sparse24_matmul_tiled(x: jax.Array, sparse: Sparse24, *, block_m: int = 64,
     m, k = x.shape
     n = sparse.shape[0]
     block_m = min(block_m, max(MIN_BLOCK, pl.next_power_of_2(m)))
-    padded = _pad_rows(x, block_m)
-    kernel = functools.partial(_tiled_kernel, n=n, k=k, block_m=block_m, block_n=block_n,
+    kernel = functools.partial(_tiled_kernel, m=m, n=n, k=k, block_m=block_m, block_n=block_n,
                                block_k=block_k)
-    out = pl.pallas_call(
-        kernel, out_shape=jax.ShapeDtypeStruct((padded.shape[0], n), x.dtype),
-        grid=(padded.shape[0] // block_m, pl.cdiv(n, block_n)), interpret=interpret,
+    return pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct((m, n), x.dtype),
+        grid=(pl.cdiv(m, block_m), pl.cdiv(n, block_n)), interpret=interpret,
         compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
         name="sparse24_matmul_tiled",
-    )(padded, sparse.values, sparse.meta)
-    return out[:m]
+    )(x, sparse.values, sparse.meta)
+
+
+@functools.partial(jax.jit, static_argnames=("block_n", "block_k", "num_warps", "num_stages",
+                                             "interpret"))
+def sparse24_matmul_decode(x: jax.Array, sparse: Sparse24, *, block_n: int = 32,
+                           block_k: int = 256, num_warps: int = 4, num_stages: int = 4,
+                           interpret: bool = False) -> jax.Array:
+    """``x [M, K] @ W.T`` for decoding (M at most 32 rows) in a single kernel.
+
+    One program per block of ``block_n`` outputs reduces the whole K and writes the result in
+    ``x``'s dtype: no padded copy of ``x`` (rows past M are masked), no float32 partials, no
+    reduction pass. Small ``block_n`` gives enough programs to fill the GPU (N = 4096 makes
+    128 with the default).
+
+    Args:
+      x: activations ``[M, K]``, the weight's dtype.
+      sparse: the compressed weight ``W [N, K]``.
+      block_n: outputs per program (a power of 2 >= 16).
+      block_k: inputs per inner step (a multiple of 64, power of 2).
+      num_warps, num_stages: Triton launch settings.
+      interpret: run through Pallas's interpreter (any backend).
+
+    Returns:
+      ``[M, N]`` in ``x``'s dtype, accumulated in float32.
+
+    Raises:
+      ValueError: for more than 32 rows.
+    """
+    m, k = x.shape
+    n = sparse.shape[0]
+    block_m = max(MIN_BLOCK, pl.next_power_of_2(m))
+    if block_m > 32:
+        raise ValueError(f"sparse24_matmul_decode takes at most 32 rows, got M={m}")
+    kernel = functools.partial(_decode_kernel, m=m, n=n, k=k, block_m=block_m,
+                               block_n=block_n, block_k=block_k)
+    return pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct((m, n), x.dtype),
+        grid=(pl.cdiv(n, block_n),), interpret=interpret,
+        compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
+        name="sparse24_matmul_decode",
+    )(x, sparse.values, sparse.meta)
