@@ -134,6 +134,16 @@ def test_pruned_model_gives_the_same_logits_through_the_kernels():
     prompt = "Sparse kernels"
     assert (greedy_generate(sparse_model, tokenizer, prompt, max_new_tokens=4)
             == greedy_generate(model, tokenizer, prompt, max_new_tokens=4))
+    # The dense fallback decompresses once: the original kernels, zeros included, back.
+    dense_again = kernels.densify_llama(sparse_model)
+    assert not isinstance(dense_again.layers[1].self_attn.q_proj, kernels.SparseLinear)
+    for path in ("self_attn/q_proj", "mlp/down_proj"):
+        owner, name = path.split("/")
+        original = getattr(getattr(model.layers[1], owner), name).kernel[...]
+        restored = getattr(getattr(dense_again.layers[1], owner), name).kernel[...]
+        np.testing.assert_array_equal(np.asarray(restored), np.asarray(original))
+    np.testing.assert_allclose(np.asarray(dense_again(tokens)), dense_logits, rtol=1e-6,
+                               atol=1e-6)
 
 
 def test_sparsify_refuses_a_dense_model_naming_the_layer():
@@ -244,3 +254,16 @@ def test_a_failed_check_fails_the_row_not_the_run():
     row = {"N": 8, "K": 64, "M": 1, "method": "decode", "error": "check failed: 0.1 > 0.0156"}
     assert bench.format_row(row) == ("| 8 | 64 | 1 | decode | failed: check failed: 0.1 > "
                                      "0.0156 | | | | |")
+
+
+def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path):
+    result = subprocess.run(
+        ["bash", "experiments/gpu_check.sh"], cwd=REPO, capture_output=True, text=True,
+        timeout=600, check=False, env=dict(os.environ, JAX_PLATFORMS="cpu", SMOKE="1",
+                                           OUT=str(tmp_path), PYTHON=sys.executable))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lowered and checked 60 kernel variants for CUDA" in result.stdout
+    assert "0 kernel rows failed" in result.stdout
+    ragged = json.loads((tmp_path / "ragged.json").read_text())["rows"]
+    assert {(r["M"], r["method"]) for r in ragged if "us" in r} == {
+        (m, method) for m in (1, 3) for method in ("dense", "decode", "splitk", "tiled", "auto")}

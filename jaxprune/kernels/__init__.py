@@ -1,12 +1,23 @@
 """2:4 sparse matmul: the compressed format, a jnp reference, Pallas GPU kernels, SparseLinear.
 
-See docs/kernels.md for the format, the kernels and the Pallas API they rely on.
+See docs/kernels.md for the format, the kernels, their roofline model (``roofline``), tuned
+launch settings (``tuning``), CUDA lowering checks without a GPU (``lowering``) and the Pallas
+API they rely on.
 """
 
 from jaxprune.kernels.format import Sparse24, check_2_4, compress, decompress
 from jaxprune.kernels.matmul import METHODS, sparse24_matmul, sparse24_matmul_reference
-from jaxprune.kernels.pallas_sparse24 import sparse24_matmul_splitk, sparse24_matmul_tiled
-from jaxprune.kernels.sparse_linear import CompressedWeight, SparseLinear, sparsify_llama
+from jaxprune.kernels.pallas_sparse24 import (
+    sparse24_matmul_decode,
+    sparse24_matmul_splitk,
+    sparse24_matmul_tiled,
+)
+from jaxprune.kernels.sparse_linear import (
+    CompressedWeight,
+    SparseLinear,
+    densify_llama,
+    sparsify_llama,
+)
 
 __all__ = [
     "METHODS",
@@ -16,7 +27,9 @@ __all__ = [
     "check_2_4",
     "compress",
     "decompress",
+    "densify_llama",
     "sparse24_matmul",
+    "sparse24_matmul_decode",
     "sparse24_matmul_reference",
     "sparse24_matmul_splitk",
     "sparse24_matmul_tiled",

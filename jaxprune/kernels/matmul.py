@@ -11,8 +11,8 @@ from jaxprune.kernels.format import Sparse24, decompress
 METHODS = ("auto", "reference", "decode", "splitk", "tiled", "dense")
 # M up to DECODE_MAX_ROWS uses the one-kernel decode, up to TILED_MAX_ROWS the tiled kernel,
 # above it decompression then a dense dot (compute-bound there; the extra weight pass is
-# cheap, and a model can keep its decompressed weights for a whole forward pass instead, see
-# SparseLinear.dense_kernel).
+# cheap, and a model can keep its decompressed weights for a whole pass instead, see
+# sparse_linear.densify_llama).
 DECODE_MAX_ROWS = 32
 SPLITK_MAX_ROWS = DECODE_MAX_ROWS
 TILED_MAX_ROWS = 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprune.kernels.format import Sparse24, compress
+from jaxprune.kernels.format import Sparse24, compress, decompress
 from jaxprune.kernels.matmul import sparse24_matmul
 
 
@@ -77,4 +77,43 @@ def sparsify_llama(model, *, layers=None, method: str = "auto", interpret: bool 
                 raise ValueError(f"layers/{index}/{path}: {err}") from None
             bias = linear.bias[...] if getattr(linear, "bias", None) is not None else None
             setattr(owner, name, SparseLinear(sparse, bias, method=method, interpret=interpret))
+    return converted
+
+
+def _dense_linear(layer: SparseLinear) -> nnx.Linear:
+    """An ``nnx.Linear`` holding ``layer``'s weight decompressed."""
+    kernel = decompress(Sparse24(layer.values[...], layer.meta[...])).T
+    bias = layer.bias[...] if layer.bias is not None else None
+    linear = nnx.Linear(kernel.shape[0], kernel.shape[1], use_bias=bias is not None,
+                        param_dtype=kernel.dtype, rngs=nnx.Rngs(0),
+                        kernel_init=lambda *_: kernel,
+                        bias_init=(lambda *_: bias) if bias is not None else nnx.initializers.zeros)
+    return linear
+
+
+def densify_llama(model):
+    """A copy of a model from ``sparsify_llama`` with its weights decompressed once: the
+    dense fallback for large M.
+
+    Above ``TILED_MAX_ROWS`` rows (a long prefill, batched evaluation) the product is
+    compute-bound and ``sparse24_matmul`` decompresses the weight and runs a dense dot on
+    every call. A model used for many such calls can pay the decompression once instead and
+    keep the dense weights for the whole pass, at the dense model's memory. The zeros stay.
+
+    Args:
+      model: a model whose linear layers are (partly) ``SparseLinear``.
+
+    Returns:
+      A copy with every ``SparseLinear`` of its blocks replaced by an ``nnx.Linear``.
+    """
+    converted = nnx.clone(model)
+    for block in converted.layers:
+        for path in type(block).LINEAR_INPUTS:
+            *parents, name = path.split("/")
+            owner = block
+            for part in parents:
+                owner = getattr(owner, part)
+            layer = getattr(owner, name)
+            if isinstance(layer, SparseLinear):
+                setattr(owner, name, _dense_linear(layer))
     return converted
