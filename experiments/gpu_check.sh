@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Everything a first GPU run of the 2:4 kernels needs, in one go (an image with jax[cuda],
 # flax and numpy is enough; torch adds its rows). From the repository root:
-#   bash experiments/gpu_check.sh            # lowering, ragged-shape numerics, default benchmark
+#   bash experiments/gpu_check.sh            # lowering, ragged numerics, benchmark, decoding
 #   TUNE=1 bash experiments/gpu_check.sh     # also --tune, writing jaxprune/kernels/tuned_blocks.json
 #   SMOKE=1 bash experiments/gpu_check.sh    # on a CPU: the same steps, tiny, interpreted (tests)
-# Results go to $OUT (default runs/gpu_check): ragged.json, bench.json and their .md tables.
+# Results go to $OUT (default runs/gpu_check): ragged.json, bench.json (and their .md tables),
+# decode.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_check}
@@ -34,6 +35,8 @@ if [[ "${TUNE:-0}" == "1" ]]; then
 fi
 echo "== 3. the default benchmark"
 "$PYTHON" -m experiments.bench_sparse_matmul "${BENCH[@]}" "${DEFAULT[@]}" --out="$OUT/bench.json"
+echo "== 4. end to end: greedy decoding tokens/s, 2:4 SparseLinear against dense"
+"$PYTHON" -m experiments.bench_decode "${BENCH[@]}" --out="$OUT/decode.json"
 "$PYTHON" - "$OUT" <<'PY'
 import json, sys
 failed = []

@@ -30,7 +30,6 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import filelock
 from absl import logging
 
 RUN_RECORD = "run.json"
@@ -132,6 +131,8 @@ def locked(path: str, *, field: str = "config.workdir") -> Iterator[None]:
     Raises:
       WorkdirBusyError: when another process holds it, naming that process's PID and host.
     """
+    import filelock  # here, so that the helpers above serve model I/O without it
+
     lock = filelock.FileLock(os.path.join(path, LOCK_FILE), timeout=0)
     try:
         lock.acquire()

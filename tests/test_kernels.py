@@ -193,14 +193,14 @@ def guarded(name, *args, **kwargs):
         raise ImportError(f"{{name}} is hidden for this test")
     return real_import(name, *args, **kwargs)
 builtins.__import__ = guarded
-sys.argv = ["bench_sparse_matmul"] + {argv!r}
+sys.argv = [{module!r}] + {argv!r}
 import runpy
-runpy.run_module("experiments.bench_sparse_matmul", run_name="__main__")
+runpy.run_module({module!r}, run_name="__main__")
 """
 
 
-def run_benchmark(*args, hidden=()):
-    code = HIDE_IMPORTS.format(hidden=tuple(hidden), argv=list(args))
+def run_benchmark(*args, hidden=(), module="experiments.bench_sparse_matmul"):
+    code = HIDE_IMPORTS.format(hidden=tuple(hidden), argv=list(args), module=module)
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=600, check=False,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
@@ -236,6 +236,15 @@ def test_benchmark_imports_only_jax_flax_and_numpy(tmp_path):
     assert [r["method"] for r in rows] == ["dense", "decode"] and all("us" in r for r in rows)
 
 
+def test_decoding_benchmark_imports_only_jax_flax_and_numpy_and_agrees(tmp_path):
+    result = run_benchmark("--smoke", f"--out={tmp_path / 'd.json'}", hidden=HIDDEN,
+                           module="experiments.bench_decode")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "d.json").read_text())["rows"]
+    assert [r["batch"] for r in rows] == [1, 3]
+    assert all(r["same tokens"] and r["2:4 tokens/s"] > 0 for r in rows)
+
+
 def test_benchmark_refuses_to_time_without_a_gpu_and_checks_its_flags(tmp_path):
     refused = run_benchmark(f"--out={tmp_path / 'x.json'}")
     assert refused.returncode == 2 and "no GPU" in refused.stderr
@@ -264,6 +273,7 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lowered and checked 60 kernel variants for CUDA" in result.stdout
     assert "0 kernel rows failed" in result.stdout
+    assert json.loads((tmp_path / "decode.json").read_text())["rows"][0]["same tokens"]
     ragged = json.loads((tmp_path / "ragged.json").read_text())["rows"]
     assert {(r["M"], r["method"]) for r in ragged if "us" in r} == {
         (m, method) for m in (1, 3) for method in ("dense", "decode", "splitk", "tiled", "auto")}

@@ -8,18 +8,27 @@ pre-tokenizer (``tokenizer.ggml.pre``); llama.cpp defines what each name means. 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Sequence
 
 import numpy as np
-import tokenizers
-from tokenizers import decoders, models, pre_tokenizers
+
+
+def _tokenizers():
+    """The ``tokenizers`` package (the ``models`` extra), imported when first needed, so that
+    the model code itself (``jaxprune.models.Llama``) works without it."""
+    try:
+        return importlib.import_module("tokenizers")
+    except ImportError:
+        raise ImportError("jaxprune's tokenizers need the 'tokenizers' package: "
+                          "pip install 'jaxprune[models]'") from None
 
 # llama.cpp token types (gguf.TokenType): 3 is CONTROL, 4 USER_DEFINED: never split.
 _SPECIAL_TOKEN_TYPES = (3, 4)
 
 
-def _gpt2_byte_level() -> pre_tokenizers.PreTokenizer:
-    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+def _gpt2_byte_level():
+    return _tokenizers().pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
 
 
 # llama.cpp's pre-tokenizer regexes for byte-level BPE vocabularies, by tokenizer.ggml.pre.
@@ -27,11 +36,11 @@ def _gpt2_byte_level() -> pre_tokenizers.PreTokenizer:
 # GPT-2 regex; "gpt2" is the GPT-2 regex alone.
 GGUF_PRE_TOKENIZERS = {
     "gpt2": lambda: _gpt2_byte_level(),
-    "smollm": lambda: pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), _gpt2_byte_level()]
+    "smollm": lambda: _tokenizers().pre_tokenizers.Sequence(
+        [_tokenizers().pre_tokenizers.Digits(individual_digits=True), _gpt2_byte_level()]
     ),
-    "starcoder": lambda: pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), _gpt2_byte_level()]
+    "starcoder": lambda: _tokenizers().pre_tokenizers.Sequence(
+        [_tokenizers().pre_tokenizers.Digits(individual_digits=True), _gpt2_byte_level()]
     ),
 }
 
@@ -45,7 +54,7 @@ class Tokenizer:
       eos_id: the end-of-sequence id, or ``None``.
     """
 
-    def __init__(self, backend: tokenizers.Tokenizer, *, bos_id: int | None = None,
+    def __init__(self, backend, *, bos_id: int | None = None,
                  eos_id: int | None = None):
         self.backend = backend
         self.bos_id = bos_id
@@ -85,7 +94,7 @@ class Tokenizer:
     def from_file(cls, path: str, *, bos_id: int | None = None,
                   eos_id: int | None = None) -> Tokenizer:
         """Loads a Hugging Face ``tokenizer.json``."""
-        return cls(tokenizers.Tokenizer.from_file(path), bos_id=bos_id, eos_id=eos_id)
+        return cls(_tokenizers().Tokenizer.from_file(path), bos_id=bos_id, eos_id=eos_id)
 
 
 def tokenizer_from_gguf_fields(
@@ -121,13 +130,14 @@ def tokenizer_from_gguf_fields(
     if pre not in GGUF_PRE_TOKENIZERS:
         raise ValueError(f"GGUF tokenizer.ggml.pre is {pre!r}; supported: "
                          f"{sorted(GGUF_PRE_TOKENIZERS)}")
+    tk = _tokenizers()
     vocab = {token: i for i, token in enumerate(tokens)}
     pairs = [tuple(merge.split(" ", 1)) for merge in merges]
-    backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+    backend = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
     backend.pre_tokenizer = GGUF_PRE_TOKENIZERS[pre]()
-    backend.decoder = decoders.ByteLevel()
+    backend.decoder = tk.decoders.ByteLevel()
     special = [
-        tokenizers.AddedToken(tokens[i], special=True, normalized=False)
+        tk.AddedToken(tokens[i], special=True, normalized=False)
         for i, kind in enumerate(token_types) if kind in _SPECIAL_TOKEN_TYPES
     ]
     backend.add_special_tokens(special)
@@ -140,9 +150,10 @@ def byte_tokenizer() -> Tokenizer:
     Every text encodes (one id per UTF-8 byte) and decodes back exactly; it serves the small
     random models of ``jaxprune.models.RANDOM_MODELS``, which have no trained vocabulary.
     """
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tk = _tokenizers()
+    alphabet = tk.pre_tokenizers.ByteLevel.alphabet()
     vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
-    backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
+    backend = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=[], fuse_unk=False))
+    backend.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = tk.decoders.ByteLevel()
     return Tokenizer(backend)
