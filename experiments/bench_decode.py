@@ -51,7 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.models = ["tiny-llama"] if args.smoke else [m for m in args.models.split(",") if m]
     args.batch = [int(b) for b in args.batch.split(",")]
     if args.smoke:
-        args.batch, args.prompt_len, args.new_tokens = [1, 3], 8, 5
+        args.batch, args.prompt_len, args.new_tokens = [3], 8, 5
     unknown = sorted(set(args.models) - set(SHAPES) - {"tiny-llama"})
     if unknown or min(args.batch) < 1 or args.prompt_len < 1 or args.new_tokens < 3:
         parser.error(f"--models among {sorted(SHAPES)} (unknown: {unknown}), batches and "

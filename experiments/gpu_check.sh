@@ -14,7 +14,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout itself, no i
 export PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python}
 if [[ "${SMOKE:-0}" == "1" ]]; then
-  BENCH=(--smoke) RAGGED=(--shapes=40x128 --rows=1,3) DEFAULT=(--rows=1 --methods=dense,decode)
+  BENCH=(--smoke) RAGGED=(--shapes=40x128 --rows=3) DEFAULT=()
 else
   BENCH=() RAGGED=(--shapes=40x128,51x320,4096x4096 --rows=1,3,20,100) DEFAULT=()
   "$PYTHON" - <<'PY'
