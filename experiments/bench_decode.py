@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import jax
@@ -29,6 +28,7 @@ import jaxprune as jp
 from jaxprune import kernels
 from jaxprune.eval import greedy_decode
 from jaxprune.models import RANDOM_MODELS, Llama, LlamaConfig
+from jaxprune.workdir import write_atomic
 
 SHAPES = {
     "smollm2-135m": LlamaConfig(vocab_size=49152, hidden_size=576, num_layers=30, num_heads=9,
@@ -102,11 +102,9 @@ def main(argv: list[str]) -> int:
     lines += ["| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])
                                 for c in columns) + " |" for r in rows]
     print("\n".join(lines))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"device": jax.devices()[0].device_kind, "jax": jax.__version__,
-                   "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-                   "rows": rows}, f, indent=2)
+    write_atomic(args.out, json.dumps({"device": jax.devices()[0].device_kind,
+                                       "jax": jax.__version__, "prompt_len": args.prompt_len,
+                                       "new_tokens": args.new_tokens, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
     return 0 if all(r["same tokens"] for r in rows) else 1
 

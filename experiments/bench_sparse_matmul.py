@@ -34,7 +34,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -46,6 +45,7 @@ import numpy as np
 
 from jaxprune import kernels
 from jaxprune.kernels import roofline, tuning
+from jaxprune.workdir import write_atomic
 
 SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096), (4096, 14336))
 ROWS = (1, 16, 128, 2048)
@@ -328,14 +328,6 @@ def format_table(rows: list[dict]) -> str:
     lines = ["| N | K | M | method | us | ratio to dense | GB/s | % of copy bandwidth | "
              "% of roofline |", "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     return "\n".join(lines + [format_row(r) for r in rows])
-
-
-def write_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:

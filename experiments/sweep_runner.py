@@ -46,14 +46,14 @@ def point_error(index: int, overrides: dict, err: Exception) -> ValueError:
                       f"{_point_field_names(str(err), overrides, index)}")
 
 
-def check_base_overrides(sweep, command_line) -> None:
-    """Refuses ``--config.base.FIELD`` overrides that every point replaces (they would be
-    silently ignored).
+def check_base_overrides(sweep, base_fields: set[str]) -> None:
+    """Refuses ``--config.base.FIELD`` overrides (``base_fields``) that every point replaces
+    (they would be silently ignored).
 
     Raises:
       ValueError: naming the override and the points' field.
     """
-    for field in sorted(f[len("base."):] for f in command_line if f.startswith("base.")):
+    for field in sorted(base_fields):
         if all(field in overrides for overrides in sweep.points):
             raise ValueError(f"--config.base.{field} has no effect: every point of the sweep "
                              f"sets {field!r} itself (config.points); drop the override or "
@@ -81,9 +81,9 @@ def resolve_points(sweep, command_line: set[str] | frozenset = frozenset()) -> l
                          f"{sweep.experiment!r}")
     if not sweep.points:
         raise ValueError("config.points is empty: a sweep needs at least one point")
-    check_base_overrides(sweep, command_line)
-    module = importlib.import_module(EXPERIMENTS[sweep.experiment])
     explicit = {f[len("base."):] for f in command_line if f.startswith("base.")}
+    check_base_overrides(sweep, explicit)
+    module = importlib.import_module(EXPERIMENTS[sweep.experiment])
     resolved, seen = [], {}
     for index, overrides in enumerate(sweep.points):
         try:

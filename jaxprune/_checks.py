@@ -21,7 +21,8 @@ def _fraction_error(name: str, value: Any) -> str:
 
 
 def _raise_unless_fractions(name: str, value: np.ndarray) -> None:
-    bad = np.asarray(value)[~((np.asarray(value) >= 0) & (np.asarray(value) < 1))]
+    value = np.asarray(value)
+    bad = value[~((value >= 0) & (value < 1))]  # NaN fails both comparisons
     if bad.size:
         raise ValueError(_fraction_error(name, bad.reshape(-1)[0].item()) + " (traced value)")
 

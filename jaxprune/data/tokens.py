@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 
 import numpy as np
 
 from jaxprune.models.tokenizer import Tokenizer
-from jaxprune.workdir import chmod_as_created
+from jaxprune.workdir import write_atomic
 
 
 def default_cache_dir() -> str:
@@ -43,14 +43,7 @@ def tokenize_cached(text: str, tokenizer: Tokenizer, *, cache_dir: str | None = 
     if os.path.isfile(path):
         return np.load(path)
     ids = tokenizer.encode(text)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, ids)
-        chmod_as_created(tmp)  # a shared cache: readable as the umask allows, not 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    np.save(buffer, ids)
+    write_atomic(path, buffer.getvalue())  # a shared cache: the umask's mode, never half a file
     return ids

@@ -101,7 +101,7 @@ def greedy_decode(model, prompts: np.ndarray, new_tokens: int) -> tuple[np.ndarr
         out.append(token)
     jax.block_until_ready(token)
     seconds = time.perf_counter() - start
-    steps = new_tokens - 2
+    steps = max(len(out) - 2, 0)  # the prefill and the compiling step are not timed
     tokens = np.concatenate([prompts, np.stack([np.asarray(t) for t in out], axis=1)], axis=1)
     return tokens, {"prefill_seconds": prefill, "decode_seconds": seconds, "decode_steps": steps,
                     "decode_tokens_per_second": batch * steps / seconds if steps > 0 else None}

@@ -53,7 +53,7 @@ def check_2_4(weight: jax.Array) -> None:
         raise ValueError(f"K (the input size, axis 1) must be a multiple of 16 for the 2:4 "
                          f"format, got K={k} (shape {weight.shape})")
     if _checks.is_concrete(weight):
-        nonzero = np.asarray(weight != 0).reshape(n, k // 4, 4).sum(-1)
+        nonzero = np.asarray(_nonzeros_per_group(weight))
         bad = np.argwhere(nonzero > 2)
         if bad.size:
             row, group = bad[0]
@@ -61,6 +61,12 @@ def check_2_4(weight: jax.Array) -> None:
                 f"weight is not 2:4 sparse along K: {len(bad)} groups of 4 inputs have more "
                 f"than 2 non-zeros; the first is row {row}, inputs {4 * group}..{4 * group + 3} "
                 f"({int(nonzero[row, group])} non-zeros)")
+
+
+def _nonzeros_per_group(weight: jax.Array) -> jax.Array:
+    """Non-zeros in each group of 4 consecutive inputs, ``[N, K/4]``."""
+    n, k = weight.shape
+    return jnp.sum(weight.reshape(n, k // 4, 4) != 0, axis=-1)
 
 
 @jax.jit
@@ -103,9 +109,7 @@ def compress(weight: jax.Array) -> Sparse24:
     weight = jnp.asarray(weight)
     check_2_4(weight)
     if not _checks.is_concrete(weight):
-        n, k = weight.shape
-        counts = jnp.sum(weight.reshape(n, k // 4, 4) != 0, axis=-1)
-        jax.debug.callback(_raise_if_groups_exceed, jnp.sum(counts > 2))
+        jax.debug.callback(_raise_if_groups_exceed, jnp.sum(_nonzeros_per_group(weight) > 2))
     return _compress(weight)
 
 

@@ -14,7 +14,6 @@ METHODS = ("auto", "reference", "decode", "splitk", "tiled", "dense")
 # cheap, and a model can keep its decompressed weights for a whole pass instead, see
 # sparse_linear.densify_llama).
 DECODE_MAX_ROWS = 32
-SPLITK_MAX_ROWS = DECODE_MAX_ROWS
 TILED_MAX_ROWS = 1024
 KERNELS = {"decode": pallas_sparse24.sparse24_matmul_decode,
            "splitk": pallas_sparse24.sparse24_matmul_splitk,

@@ -63,49 +63,11 @@ def _x_tile(x_ref, m_start, k_start, *, block_m, block_k, m, k):
                     mask=(rows < m)[:, None] & (cols < k)[None, :], other=0)
 
 
-def _splitk_kernel(x_ref, values_ref, meta_ref, out_ref, *, m, n, k, block_m, block_n, block_k,
-                   blocks_per_split):
+def _tile_product(x_ref, values_ref, meta_ref, i, j, first, last, *, m, n, k, block_m,
+                  block_n, block_k):
+    """The float32 tile ``[block_m, block_n]`` at row block ``i`` and output block ``j``,
+    summed over the K blocks ``first .. last - 1``."""
     plt = _triton()
-    j, split = pl.program_id(0), pl.program_id(1)
-    first = split * blocks_per_split
-    last = jnp.minimum(first + blocks_per_split, pl.cdiv(k, block_k))
-
-    def accumulate(b, acc):
-        w = _dense_tile(values_ref, meta_ref, j * block_n, b * block_k, block_n=block_n,
-                        block_k=block_k, n=n, k=k)
-        x = _x_tile(x_ref, 0, b * block_k, block_m=block_m, block_k=block_k, m=m, k=k)
-        return acc + plt.dot(x, w, trans_b=True)
-
-    acc = lax.fori_loop(first, last, accumulate, jnp.zeros((block_m, block_n), jnp.float32))
-    rows = jnp.arange(block_m)
-    cols = j * block_n + jnp.arange(block_n)
-    plt.store(out_ref.at[split, pl.ds(0, block_m), pl.ds(j * block_n, block_n)], acc,
-              mask=(rows < m)[:, None] & (cols < n)[None, :])
-
-
-def _decode_kernel(x_ref, values_ref, meta_ref, out_ref, *, m, n, k, block_m, block_n,
-                   block_k):
-    """One program per block of outputs, the whole K, written straight to ``out``."""
-    plt = _triton()
-    j = pl.program_id(0)
-
-    def accumulate(b, acc):
-        w = _dense_tile(values_ref, meta_ref, j * block_n, b * block_k, block_n=block_n,
-                        block_k=block_k, n=n, k=k)
-        x = _x_tile(x_ref, 0, b * block_k, block_m=block_m, block_k=block_k, m=m, k=k)
-        return acc + plt.dot(x, w, trans_b=True)
-
-    acc = lax.fori_loop(0, pl.cdiv(k, block_k), accumulate,
-                        jnp.zeros((block_m, block_n), jnp.float32))
-    rows = jnp.arange(block_m)
-    cols = j * block_n + jnp.arange(block_n)
-    plt.store(out_ref.at[pl.ds(0, block_m), pl.ds(j * block_n, block_n)],
-              acc.astype(out_ref.dtype), mask=(rows < m)[:, None] & (cols < n)[None, :])
-
-
-def _tiled_kernel(x_ref, values_ref, meta_ref, out_ref, *, m, n, k, block_m, block_n, block_k):
-    plt = _triton()
-    i, j = pl.program_id(0), pl.program_id(1)
 
     def accumulate(b, acc):
         w = _dense_tile(values_ref, meta_ref, j * block_n, b * block_k, block_n=block_n,
@@ -114,12 +76,45 @@ def _tiled_kernel(x_ref, values_ref, meta_ref, out_ref, *, m, n, k, block_m, blo
                     k=k)
         return acc + plt.dot(x, w, trans_b=True)
 
-    acc = lax.fori_loop(0, pl.cdiv(k, block_k), accumulate,
-                        jnp.zeros((block_m, block_n), jnp.float32))
+    return lax.fori_loop(first, last, accumulate, jnp.zeros((block_m, block_n), jnp.float32))
+
+
+def _store_tile(out_ref, acc, i, j, *, m, n, block_m, block_n, lead=()):
+    """Stores the tile at row block ``i``, output block ``j`` (after the leading indices
+    ``lead``), masking rows past M and outputs past N."""
     rows = i * block_m + jnp.arange(block_m)
     cols = j * block_n + jnp.arange(block_n)
-    plt.store(out_ref.at[pl.ds(i * block_m, block_m), pl.ds(j * block_n, block_n)],
-              acc.astype(out_ref.dtype), mask=(rows < m)[:, None] & (cols < n)[None, :])
+    where = (*lead, pl.ds(i * block_m, block_m), pl.ds(j * block_n, block_n))
+    _triton().store(out_ref.at[where], acc.astype(out_ref.dtype),
+                    mask=(rows < m)[:, None] & (cols < n)[None, :])
+
+
+def _splitk_kernel(x_ref, values_ref, meta_ref, out_ref, *, blocks_per_split, **sizes):
+    """Output block ``program_id(0)``, K share ``program_id(1)``: a float32 partial."""
+    j, split = pl.program_id(0), pl.program_id(1)
+    first = split * blocks_per_split
+    last = jnp.minimum(first + blocks_per_split, pl.cdiv(sizes["k"], sizes["block_k"]))
+    acc = _tile_product(x_ref, values_ref, meta_ref, 0, j, first, last, **sizes)
+    _store_tile(out_ref, acc, 0, j, m=sizes["m"], n=sizes["n"], block_m=sizes["block_m"],
+                block_n=sizes["block_n"], lead=(split,))
+
+
+def _decode_kernel(x_ref, values_ref, meta_ref, out_ref, **sizes):
+    """One program per block of outputs, the whole K, written straight to ``out``."""
+    j = pl.program_id(0)
+    acc = _tile_product(x_ref, values_ref, meta_ref, 0, j, 0,
+                        pl.cdiv(sizes["k"], sizes["block_k"]), **sizes)
+    _store_tile(out_ref, acc, 0, j, m=sizes["m"], n=sizes["n"], block_m=sizes["block_m"],
+                block_n=sizes["block_n"])
+
+
+def _tiled_kernel(x_ref, values_ref, meta_ref, out_ref, **sizes):
+    """Row block ``program_id(0)``, output block ``program_id(1)``, the whole K."""
+    i, j = pl.program_id(0), pl.program_id(1)
+    acc = _tile_product(x_ref, values_ref, meta_ref, i, j, 0,
+                        pl.cdiv(sizes["k"], sizes["block_k"]), **sizes)
+    _store_tile(out_ref, acc, i, j, m=sizes["m"], n=sizes["n"], block_m=sizes["block_m"],
+                block_n=sizes["block_n"])
 
 
 def _compiler_params(num_warps: int, num_stages: int):
