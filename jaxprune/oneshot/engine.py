@@ -149,13 +149,8 @@ def _check_mesh(config: OneShotConfig, num_segments: int, chosen) -> Mesh | None
     return Mesh(devices, ("data", "model"))
 
 
-def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig, *,
-                 score_fn=None) -> _Plan:
-    """Checks the config against the model and the calibration data, before any work.
-
-    Raises:
-      TypeError, ValueError: naming the setting, its value and what is allowed.
-    """
+def _check_method(config: OneShotConfig, pattern, score_fn) -> None:
+    """The method, its ``score_fn`` and the patterns and settings it supports."""
     if config.method not in (*METHODS, CUSTOM):
         raise ValueError(f"method must be one of {[*METHODS, CUSTOM]}, got {config.method!r}")
     if config.method == CUSTOM and not callable(score_fn):
@@ -164,53 +159,61 @@ def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig, *,
     if config.method != CUSTOM and score_fn is not None:
         raise ValueError(f"score_fn is used by method 'custom' only, got method "
                          f"{config.method!r}")
-    pattern = parse_pattern(config.pattern)
     if pattern.kind == GLOBAL and config.method != "magnitude":
         raise ValueError(f"pattern 'global' is supported for method 'magnitude' only, got "
                          f"method {config.method!r}")
     if config.method == "sparsegpt" and pattern.kind == PER_OUTPUT:
         raise ValueError("method 'sparsegpt' chooses its unstructured mask per block of "
                          "columns; pattern must be 'unstructured' or N:M, got 'per_output'")
-    if pattern.is_n_of_m:
-        if config.sparsity is not None and abs(config.sparsity - pattern.sparsity) > 1e-9:
-            raise ValueError(f"sparsity {config.sparsity} disagrees with pattern {pattern}, "
-                             f"which keeps {pattern.n} of every {pattern.m} weights: set "
-                             f"sparsity={pattern.sparsity!r} (1 - N/M), or leave it None in "
-                             f"OneShotConfig to take it from the pattern")
-        sparsity = pattern.sparsity
-    else:
-        if config.sparsity is None:
-            raise ValueError(f"sparsity is required for pattern {str(pattern)!r}")
-        _checks.check_fraction("sparsity", config.sparsity, allow_traced=False)
-        sparsity = float(config.sparsity)
     if config.order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {config.order!r}")
     _checks.check_int("batch_size", config.batch_size, minimum=1)
     if config.method == "sparsegpt":
         sparsegpt.check_sparsegpt_settings(
             config.blocksize, config.damp, pattern if pattern.is_n_of_m else None)
+
+
+def _planned_sparsity(config: OneShotConfig, pattern) -> float:
+    """The sparsity to reach: the pattern's for N:M (checked against ``config.sparsity``)."""
+    if pattern.is_n_of_m:
+        if config.sparsity is not None and abs(config.sparsity - pattern.sparsity) > 1e-9:
+            raise ValueError(f"sparsity {config.sparsity} disagrees with pattern {pattern}, "
+                             f"which keeps {pattern.n} of every {pattern.m} weights: set "
+                             f"sparsity={pattern.sparsity!r} (1 - N/M), or leave it None in "
+                             f"OneShotConfig to take it from the pattern")
+        return pattern.sparsity
+    if config.sparsity is None:
+        raise ValueError(f"sparsity is required for pattern {str(pattern)!r}")
+    _checks.check_fraction("sparsity", config.sparsity, allow_traced=False)
+    return float(config.sparsity)
+
+
+def _check_allocation(config: OneShotConfig, pattern) -> None:
     if config.allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got "
                          f"{config.allocation!r}")
-    if config.allocation == "owl":
-        if config.method == "magnitude":
-            raise ValueError("allocation 'owl' ranks blocks by their Wanda scores, which need "
-                             "calibration statistics; method 'magnitude' collects none")
-        if pattern.is_n_of_m or pattern.kind == GLOBAL:
-            raise ValueError(f"allocation 'owl' sets per-block sparsities; pattern must be "
-                             f"'unstructured' or 'per_output', got {str(pattern)!r}")
-        if not 0 < config.owl_lambda < 0.5:
-            raise ValueError(f"owl_lambda must be in (0, 0.5), got {config.owl_lambda!r}")
-        if not config.owl_m > 0:
-            raise ValueError(f"owl_m must be > 0, got {config.owl_m!r}")
+    if config.allocation != "owl":
+        return
+    if config.method == "magnitude":
+        raise ValueError("allocation 'owl' ranks blocks by their Wanda scores, which need "
+                         "calibration statistics; method 'magnitude' collects none")
+    if pattern.is_n_of_m or pattern.kind == GLOBAL:
+        raise ValueError(f"allocation 'owl' sets per-block sparsities; pattern must be "
+                         f"'unstructured' or 'per_output', got {str(pattern)!r}")
+    if not 0 < config.owl_lambda < 0.5:
+        raise ValueError(f"owl_lambda must be in (0, 0.5), got {config.owl_lambda!r}")
+    if not config.owl_m > 0:
+        raise ValueError(f"owl_m must be > 0, got {config.owl_m!r}")
 
+
+def _layer_targets(model, config: OneShotConfig, pattern) -> tuple[dict, list]:
+    """The kernels ``config.layers`` chooses: ``({block: [paths]}, [(path, leaf)])``."""
     try:
         layer_re = re.compile(config.layers)
     except re.error as err:
         raise ValueError(f"layers {config.layers!r} is not a valid regular expression: {err}"
                          ) from None
-    state = nnx.state(model, nnx.Param)
-    leaves = paths.leaves_with_paths(state)
+    leaves = paths.leaves_with_paths(nnx.state(model, nnx.Param))
     chosen = [(p, leaf) for p, leaf in leaves if layer_re.search(p)]
     if not chosen:
         shown = ", ".join(repr(p) for p, _ in leaves[:6])
@@ -227,17 +230,34 @@ def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig, *,
             raise ValueError(f"pattern {pattern} needs the input size of {path!r} divisible by "
                              f"M={pattern.m}, got shape {leaf.shape}")
         targets.setdefault(int(match.group(1)), []).append(path)
+    return targets, chosen
 
-    segments = np.asarray(segments)
+
+def _check_segments(segments: np.ndarray, vocab: int) -> None:
     if segments.ndim != 2 or segments.shape[0] < 1 or segments.shape[1] < 2:
         raise ValueError(f"calibration segments must be [N >= 1, L >= 2] token ids, got shape "
                          f"{segments.shape}")
     if not np.issubdtype(segments.dtype, np.integer):
         raise TypeError(f"calibration segments must be integer token ids, got {segments.dtype}")
-    vocab = model.config.vocab_size
     if segments.min() < 0 or segments.max() >= vocab:
         raise ValueError(f"calibration token ids must be in [0, {vocab}), got "
                          f"[{segments.min()}, {segments.max()}]")
+
+
+def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig, *,
+                 score_fn=None) -> _Plan:
+    """Checks the config against the model and the calibration data, before any work.
+
+    Raises:
+      TypeError, ValueError: naming the setting, its value and what is allowed.
+    """
+    pattern = parse_pattern(config.pattern)
+    _check_method(config, pattern, score_fn)
+    sparsity = _planned_sparsity(config, pattern)
+    _check_allocation(config, pattern)
+    targets, chosen = _layer_targets(model, config, pattern)
+    segments = np.asarray(segments)
+    _check_segments(segments, model.config.vocab_size)
     mesh = _check_mesh(config, segments.shape[0], chosen)
     return _Plan(pattern, sparsity, targets, mesh)
 
@@ -330,10 +350,7 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     if config.method == "magnitude":
         return _finish(_magnitude(pruned, plan, start), plan, config)
     segments = np.asarray(segments, np.int32)
-    batches = [jnp.asarray(segments[i:i + config.batch_size])
-               for i in range(0, len(segments), config.batch_size)]
-    if plan.mesh is not None:
-        batches = [jax.device_put(b, NamedSharding(plan.mesh, P("data"))) for b in batches]
+    batches = _calibration_batches(segments, config.batch_size, plan.mesh)
     cos, sin = pruned.rope(segments.shape[1])
     fisher = None
     if config.method == "obd_fisher":
@@ -358,40 +375,11 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
             dense_out, stats = _collect_block_stats(block, hidden, cos, sin, groups,
                                                     config.method == "sparsegpt")
         for path in names:
-            layer_start = time.perf_counter()
             name = _BLOCK_PATH.match(path).group(2)
-            linear = _linear(block, name)
-            kernel = linear.kernel[...]
-            s = block_sparsity[index]
             group_stats = stats[linear_inputs[name]] if needs_stats else None
-            row = {"path": path}
-            if config.method == "sparsegpt":
-                new_kernel, keep, row["damp"] = sparsegpt.sparsegpt_with_retry(
-                    kernel, group_stats.gram, name=path,
-                    sparsity=None if plan.pattern.is_n_of_m else s,
-                    pattern=plan.pattern if plan.pattern.is_n_of_m else None,
-                    blocksize=config.blocksize, damp=config.damp)
-            else:
-                if config.method == CUSTOM:
-                    statistic = group_stats
-                    shape = jax.eval_shape(score_fn, kernel, statistic).shape
-                    if shape != kernel.shape:
-                        raise ValueError(f"score_fn returned scores of shape {shape} for "
-                                         f"{path!r} of shape {kernel.shape}; they must match")
-                elif fisher is not None:
-                    statistic = fisher[path]
-                else:
-                    statistic = group_stats.sq_norms
-                new_kernel, keep, finite = _prune_by_scores(
-                    kernel, statistic, method=config.method, sparsity=s, pattern=plan.pattern,
-                    score_fn=score_fn)
-                if not bool(finite):
-                    raise FloatingPointError(f"{config.method} scores of {path!r} contain NaN "
-                                             f"or Inf; no mask was chosen from them")
-            linear.kernel[...] = new_kernel
-            masks[path] = keep
-            row["sparsity"] = 1.0 - float(jnp.mean(keep))
-            row["seconds"] = time.perf_counter() - layer_start
+            masks[path], row = _prune_layer(
+                _linear(block, name), path, group_stats, fisher, block_sparsity[index], plan,
+                config, score_fn)
             rows.append(row)
         if config.order == "dense" and dense_out is not None:
             hidden = dense_out
@@ -405,6 +393,55 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     result = OneShotResult(pruned, _mask_tree(pruned, masks), rows, block_sparsity,
                            time.perf_counter() - start)
     return _finish(result, plan, config)
+
+
+def _calibration_batches(segments: np.ndarray, batch_size: int, mesh) -> list[jax.Array]:
+    """The calibration segments in batches, split over the mesh's ``data`` axis if any."""
+    batches = [jnp.asarray(segments[i:i + batch_size])
+               for i in range(0, len(segments), batch_size)]
+    if mesh is not None:
+        batches = [jax.device_put(b, NamedSharding(mesh, P("data"))) for b in batches]
+    return batches
+
+
+def _prune_layer(linear, path: str, group_stats, fisher, sparsity: float, plan: _Plan,
+                 config: OneShotConfig, score_fn) -> tuple[jax.Array, dict]:
+    """Prunes one linear layer in place by ``config.method``; returns its mask and report row.
+
+    Raises:
+      ValueError: for custom scores of the wrong shape.
+      FloatingPointError: for scores that are not finite (or a failed SparseGPT solve).
+    """
+    layer_start = time.perf_counter()
+    kernel = linear.kernel[...]
+    row = {"path": path}
+    if config.method == "sparsegpt":
+        new_kernel, keep, row["damp"] = sparsegpt.sparsegpt_with_retry(
+            kernel, group_stats.gram, name=path,
+            sparsity=None if plan.pattern.is_n_of_m else sparsity,
+            pattern=plan.pattern if plan.pattern.is_n_of_m else None,
+            blocksize=config.blocksize, damp=config.damp)
+    else:
+        if config.method == CUSTOM:
+            statistic = group_stats
+            shape = jax.eval_shape(score_fn, kernel, statistic).shape
+            if shape != kernel.shape:
+                raise ValueError(f"score_fn returned scores of shape {shape} for "
+                                 f"{path!r} of shape {kernel.shape}; they must match")
+        elif fisher is not None:
+            statistic = fisher[path]
+        else:
+            statistic = group_stats.sq_norms
+        new_kernel, keep, finite = _prune_by_scores(
+            kernel, statistic, method=config.method, sparsity=sparsity, pattern=plan.pattern,
+            score_fn=score_fn)
+        if not bool(finite):
+            raise FloatingPointError(f"{config.method} scores of {path!r} contain NaN "
+                                     f"or Inf; no mask was chosen from them")
+    linear.kernel[...] = new_kernel
+    row["sparsity"] = 1.0 - float(jnp.mean(keep))
+    row["seconds"] = time.perf_counter() - layer_start
+    return keep, row
 
 
 def _shard_model(model, plan: _Plan) -> None:

@@ -98,70 +98,89 @@ def prune_width(model: Llama, *, heads: KeepSpec = None, kv_groups: KeepSpec = N
     for name, spec in (("heads", heads), ("kv_groups", kv_groups),
                        ("mlp_channels", mlp_channels)):
         _check_blocks(spec, config.num_layers, name)
-    d = config.head_dim
     tensors = hf_tensors_from_model(model)
     new_heads, new_kv, new_inter = [], [], []
     for b in range(config.num_layers):
-        where = f"block {b}"
-        nh, nkv, inter = config.num_heads[b], config.num_kv_heads[b], config.intermediate_size[b]
-        per_group = nh // nkv
-        groups = (_check_keep("kv_groups", kv_groups[b], nkv, where)
-                  if kv_groups and b in kv_groups else np.arange(nkv))
-        if heads and b in heads:
-            kept_heads = _check_keep("heads", heads[b], nh, where)
-            outside = sorted(set((kept_heads // per_group).tolist()) - set(groups.tolist()))
-            if outside:
-                raise ValueError(f"{where}: heads {kept_heads.tolist()} include heads of KV "
-                                 f"groups {outside}, which kv_groups drops")
-        else:
-            kept_heads = np.asarray([h for h in range(nh) if h // per_group in set(groups)])
-        counts = [int(np.sum(kept_heads // per_group == g)) for g in groups]
-        if len(set(counts)) != 1 or counts[0] == 0:
-            raise ValueError(f"{where}: grouped-query attention needs the same number of query "
-                             f"heads (at least one) in every kept KV group; the cut keeps "
-                             f"{dict(zip(groups.tolist(), counts, strict=True))} heads per group")
-        channels = (_check_keep("mlp_channels", mlp_channels[b], inter, where)
+        kept_heads, groups = _kept_heads(config, b, heads, kv_groups)
+        inter = config.intermediate_size[b]
+        channels = (_check_keep("mlp_channels", mlp_channels[b], inter, f"block {b}")
                     if mlp_channels and b in mlp_channels else np.arange(inter))
-        prefix = f"model.layers.{b}."
-        for name in ("q_proj.weight", "q_proj.bias"):
-            key = prefix + "self_attn." + name
-            if key in tensors:
-                tensors[key] = _rows(tensors[key], kept_heads, d)
-        for proj in ("k_proj", "v_proj"):
-            for suffix in ("weight", "bias"):
-                key = f"{prefix}self_attn.{proj}.{suffix}"
-                if key in tensors:
-                    tensors[key] = _rows(tensors[key], groups, d)
-        key = prefix + "self_attn.o_proj.weight"
-        tensors[key] = _cols(tensors[key], kept_heads, d)
-        for proj in ("gate_proj", "up_proj"):
-            key = f"{prefix}mlp.{proj}.weight"
-            tensors[key] = tensors[key][channels]
-        key = prefix + "mlp.down_proj.weight"
-        tensors[key] = tensors[key][:, channels]
+        _cut_block(tensors, f"model.layers.{b}.", kept_heads, groups, channels, config.head_dim)
         new_heads.append(int(kept_heads.size))
         new_kv.append(int(groups.size))
         new_inter.append(int(channels.size))
-
     hidden_size, eps = config.hidden_size, config.rms_norm_eps
     if hidden is not None:
         keep = _check_keep("hidden", hidden, config.hidden_size, "model")
         hidden_size = int(keep.size)
         ratio = config.hidden_size / hidden_size if rescale_norms else 1.0
-        scale, eps = math.sqrt(ratio), eps * ratio
-        for key in list(tensors):
-            array = tensors[key]
-            if key.endswith("norm.weight"):
-                tensors[key] = array[keep] * scale
-            elif (key in ("model.embed_tokens.weight", "lm_head.weight")
-                  or any(f".{p}.weight" in key for p in PROJECTIONS_READING_HIDDEN)):
-                tensors[key] = array[:, keep]
-            elif any(f".{p}.weight" in key for p in PROJECTIONS_WRITING_HIDDEN):
-                tensors[key] = array[keep]
+        eps = eps * ratio
+        _cut_hidden(tensors, keep, math.sqrt(ratio))
     new_config = config.replace(hidden_size=hidden_size, rms_norm_eps=eps,
                                 num_heads=tuple(new_heads),
                                 num_kv_heads=tuple(new_kv), intermediate_size=tuple(new_inter))
     return model_from_hf_tensors(new_config, tensors, param_dtype=_param_dtype(model))
+
+
+def _kept_heads(config, b: int, heads: KeepSpec, kv_groups: KeepSpec):
+    """``(query heads, KV groups)`` block ``b`` keeps, checked against grouped-query attention.
+
+    Raises:
+      ValueError: naming the block, for heads of dropped groups or uneven heads per group.
+    """
+    where = f"block {b}"
+    nh, nkv = config.num_heads[b], config.num_kv_heads[b]
+    per_group = nh // nkv
+    groups = (_check_keep("kv_groups", kv_groups[b], nkv, where)
+              if kv_groups and b in kv_groups else np.arange(nkv))
+    if heads and b in heads:
+        kept_heads = _check_keep("heads", heads[b], nh, where)
+        outside = sorted(set((kept_heads // per_group).tolist()) - set(groups.tolist()))
+        if outside:
+            raise ValueError(f"{where}: heads {kept_heads.tolist()} include heads of KV "
+                             f"groups {outside}, which kv_groups drops")
+    else:
+        kept_heads = np.asarray([h for h in range(nh) if h // per_group in set(groups)])
+    counts = [int(np.sum(kept_heads // per_group == g)) for g in groups]
+    if len(set(counts)) != 1 or counts[0] == 0:
+        raise ValueError(f"{where}: grouped-query attention needs the same number of query "
+                         f"heads (at least one) in every kept KV group; the cut keeps "
+                         f"{dict(zip(groups.tolist(), counts, strict=True))} heads per group")
+    return kept_heads, groups
+
+
+def _cut_block(tensors: dict, prefix: str, kept_heads, groups, channels, d: int) -> None:
+    """Keeps, in place, the given heads, KV groups and MLP channels of one block's tensors."""
+    for name in ("q_proj.weight", "q_proj.bias"):
+        key = prefix + "self_attn." + name
+        if key in tensors:
+            tensors[key] = _rows(tensors[key], kept_heads, d)
+    for proj in ("k_proj", "v_proj"):
+        for suffix in ("weight", "bias"):
+            key = f"{prefix}self_attn.{proj}.{suffix}"
+            if key in tensors:
+                tensors[key] = _rows(tensors[key], groups, d)
+    key = prefix + "self_attn.o_proj.weight"
+    tensors[key] = _cols(tensors[key], kept_heads, d)
+    for proj in ("gate_proj", "up_proj"):
+        key = f"{prefix}mlp.{proj}.weight"
+        tensors[key] = tensors[key][channels]
+    key = prefix + "mlp.down_proj.weight"
+    tensors[key] = tensors[key][:, channels]
+
+
+def _cut_hidden(tensors: dict, keep: np.ndarray, norm_scale: float) -> None:
+    """Keeps, in place, the hidden channels ``keep`` of every tensor that reads or writes the
+    residual stream; RMSNorm scales are multiplied by ``norm_scale``."""
+    for key in list(tensors):
+        array = tensors[key]
+        if key.endswith("norm.weight"):
+            tensors[key] = array[keep] * norm_scale
+        elif (key in ("model.embed_tokens.weight", "lm_head.weight")
+              or any(f".{p}.weight" in key for p in PROJECTIONS_READING_HIDDEN)):
+            tensors[key] = array[:, keep]
+        elif any(f".{p}.weight" in key for p in PROJECTIONS_WRITING_HIDDEN):
+            tensors[key] = array[keep]
 
 
 def remove_blocks(model: Llama, blocks: Sequence[int]) -> Llama:
