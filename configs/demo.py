@@ -10,6 +10,8 @@ installed), so the demo needs no data files. For the papers' protocol see config
 
 import ml_collections
 
+from configs.oneshot_base import add_pruning_fields
+
 
 def get_config(arg=None):
     """Returns the demo config; ``arg="runlocal"`` shrinks calibration and evaluation."""
@@ -31,9 +33,7 @@ def get_config(arg=None):
     config.eval.window = 512
     config.eval.max_windows = ml_collections.FieldReference(16, field_type=int)
     config.eval.batch_size = 4
-    config.method = "wanda"
-    config.pattern = "per_output"
-    config.sparsity = 0.5
+    add_pruning_fields(config, "wanda", "per_output")
     config.prompt = "The capital of France is"
     config.max_new_tokens = 12
     # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binary

@@ -5,12 +5,32 @@ Not a config file itself: each method's file calls ``oneshot_config`` from its `
 
 import ml_collections
 
-from jaxprune.oneshot import DEFAULT_LAYERS
-
 # The comparison group of each method's unstructured setting in its paper: the whole tensor
-# for magnitude, OBD and SparseGPT's ranking, each output unit for Wanda.
+# for magnitude, OBD and SparseGPT's ranking, each output unit for Wanda and RIA.
 UNSTRUCTURED_GROUP = {"magnitude": "unstructured", "obd": "unstructured", "wanda": "per_output",
-                      "sparsegpt": "unstructured"}
+                      "sparsegpt": "unstructured", "ria": "per_output"}
+
+
+def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: str) -> None:
+    """The one-shot settings, flat in ``config``: exactly the fields that
+    ``jaxprune.oneshot.settings_from_config`` reads (a test keeps the two sides equal)."""
+    config.method = method  # a name of jaxprune.oneshot.registry.METHODS
+    config.pattern = pattern
+    # With an N:M pattern this must equal 1 - N/M (0.5 for 2:4 and 4:8; 0.75 for 1:4).
+    config.sparsity = 0.5
+    config.layers = ""  # a regex over the model's prunable kernels; empty: all of them
+    config.order = "sequential"
+    config.batch_size = 8
+    config.blocksize = 128  # sparsegpt
+    config.damp = 0.01  # sparsegpt
+    config.ria_alpha = 0.5  # ria
+    config.allocation = "uniform"  # or "owl"
+    config.owl_lambda = 0.08
+    config.owl_m = 5.0
+    # Device mesh (docs/scaling.md): batches split over mesh_data devices, pruned kernels split
+    # by output units over mesh_model devices.
+    config.mesh_data = 1
+    config.mesh_model = 1
 
 
 def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.ConfigDict:
@@ -37,25 +57,10 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     config.eval.max_windows = ml_collections.FieldReference(128, field_type=int)
     config.eval.batch_size = 8
 
-    config.method = method
-    config.pattern = pattern
-    # With an N:M pattern this must equal 1 - N/M (0.5 for 2:4 and 4:8; 0.75 for 1:4).
-    config.sparsity = 0.5
-    config.layers = DEFAULT_LAYERS
-    config.order = "sequential"
-    config.batch_size = 8
-    config.blocksize = 128
-    config.damp = 0.01
-    config.allocation = "uniform"
-    config.owl_lambda = 0.08
-    config.owl_m = 5.0
-
-    # Device mesh (docs/scaling.md): batches split over mesh_data devices, pruned kernels split
-    # by output units over mesh_model devices. num_cpu_devices > 0 fakes that many CPU devices
-    # (for trying a mesh on one machine); distributed=True joins hosts with
-    # jax.distributed.initialize() (cluster settings from the environment).
-    config.mesh_data = 1
-    config.mesh_model = 1
+    add_pruning_fields(config, method, pattern)
+    # num_cpu_devices > 0 fakes that many CPU devices (for trying a mesh on one machine);
+    # distributed=True joins hosts with jax.distributed.initialize() (cluster settings from the
+    # environment).
     config.num_cpu_devices = 0
     config.distributed = False
 

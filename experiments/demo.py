@@ -21,9 +21,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
-    settings = oneshot.OneShotConfig(method=config.method, pattern=config.pattern,
-                                     sparsity=config.sparsity)
     try:
+        settings = oneshot.settings_from_config(config)
         common.check_eval_config(config)
         if not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 1:
             raise ValueError(f"config.max_new_tokens must be a positive integer, got "

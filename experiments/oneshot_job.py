@@ -15,14 +15,21 @@ from jaxprune.patterns import parse_pattern
 DENSE = "dense"
 
 
+# The config's fields that are the job's, not the pruning settings': everything else at the
+# top level is read by ``oneshot.settings_from_config`` (tests/test_experiments.py keeps both
+# sides equal).
+JOB_FIELDS = ("model", "param_dtype", "calibration", "eval", "num_cpu_devices", "distributed",
+              "evaluate_dense", "workdir", "overwrite", "save_checkpoint", "save_hf",
+              "runlocal", "runlocal_overrides")
+
+
 def oneshot_settings(config) -> oneshot.OneShotConfig:
-    """The engine's settings from the experiment config."""
-    return oneshot.OneShotConfig(
-        method=config.method, sparsity=config.sparsity, pattern=config.pattern,
-        layers=config.layers, order=config.order, batch_size=config.batch_size,
-        blocksize=config.blocksize, damp=config.damp, allocation=config.allocation,
-        owl_lambda=config.owl_lambda, owl_m=config.owl_m, mesh_data=config.mesh_data,
-        mesh_model=config.mesh_model)
+    """The library's settings from the experiment config, converted in one place.
+
+    Raises:
+      ValueError: naming the field, for an unknown method or allocation or a bad option.
+    """
+    return oneshot.settings_from_config(config)
 
 
 def check_config(config) -> None:
@@ -34,10 +41,12 @@ def check_config(config) -> None:
     common.check_eval_config(config)
     common.check_text_config("calibration", config.calibration)
     common.check_int_fields("calibration", config.calibration, {"num_segments": 1, "length": 1})
-    if config.method != DENSE and config.method not in oneshot.METHODS:
-        raise ValueError(f"config.method must be {DENSE!r} or one of {list(oneshot.METHODS)}, "
-                         f"got {config.method!r}")
+    if config.method != DENSE and config.method not in oneshot.registry.METHODS:
+        raise ValueError(f"config.method must be {DENSE!r} or one of "
+                         f"{sorted(oneshot.registry.METHODS)}, got {config.method!r}")
     check_pattern_and_sparsity(config)
+    if config.method != DENSE:
+        oneshot_settings(config)  # the method's and the allocation's own option checks
     saving = [name for name in ("save_checkpoint", "save_hf") if config.get(name)]
     if saving and not config.workdir:
         raise ValueError(f"config.workdir is required to save the pruned model "

@@ -2,13 +2,14 @@
 
 The core is a set of pure functions over parameter trees (any pytree of arrays):
 
-* criteria ``(params, stats) -> scores``: ``magnitude``, ``random_criterion(key)``,
-  ``leafwise`` to write your own;
+* criteria ``(params, stats) -> scores``: ``magnitude``, ``wanda``, ``obd``,
+  ``random_criterion(key)``, ``leafwise`` to write your own;
 * selection ``(scores, sparsity, pattern) -> masks``: ``select_masks``;
 * allocation ``(params, target) -> sparsity tree``: ``allocation.uniform``, ``allocation.erk``;
 * schedules ``step -> sparsity``: ``constant_schedule``, ``one_shot_schedule``,
   ``polynomial_schedule``;
-* masks: ``apply_masks``, ``combine_masks``, ``count_kept``, ``sparsity_report``,
+* masks: ``apply_masks``, ``combine_masks``, ``count_kept``, ``sparsity`` (the one measure of
+  sparsity reached), ``sparsity_report``,
   ``check_n_of_m_masks``;
 * ``prune`` composes allocation, criterion and selection in one call;
 * ``training``: pruning during training, an optax transformation (``sparse_training``) with
@@ -17,7 +18,7 @@ The core is a set of pure functions over parameter trees (any pytree of arrays):
 
 from jaxprune import allocation, criteria, masks, patterns, schedules, selection, training
 from jaxprune.allocation import default_prunable, erk, uniform
-from jaxprune.criteria import Criterion, leafwise, magnitude, random_criterion
+from jaxprune.criteria import Criterion, leafwise, magnitude, obd, random_criterion, wanda
 from jaxprune.masks import (
     LeafSparsity,
     SparsityReport,
@@ -27,6 +28,7 @@ from jaxprune.masks import (
     combine_masks,
     count_kept,
     is_n_of_m,
+    sparsity,
     sparsity_report,
 )
 from jaxprune.paths import path_to_str
@@ -65,6 +67,7 @@ __all__ = [
     "masks",
     "n_of_m",
     "num_pruned",
+    "obd",
     "one_shot_schedule",
     "parse_pattern",
     "path_to_str",
@@ -79,7 +82,9 @@ __all__ = [
     "select_per_output",
     "select_per_tensor",
     "selection",
+    "sparsity",
     "sparsity_report",
     "training",
     "uniform",
+    "wanda",
 ]

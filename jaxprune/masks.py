@@ -115,6 +115,23 @@ def count_kept(masks: PyTree) -> tuple[jax.Array, int]:
     return kept, total
 
 
+def sparsity(masks: PyTree) -> float:
+    """The fraction of entries pruned over the leaves that carry a mask: the one definition of
+    "sparsity reached" that the solvers, jobs and reports use.
+
+    Counts are exact (``count_kept``), so the value does not depend on float rounding. It
+    reads mask values, so call it outside ``jit``; inside, use ``count_kept``.
+
+    Args:
+      masks: a mask tree (``None`` leaves ignored), or one mask array.
+
+    Returns:
+      ``1 - kept / total``, or 0.0 for a tree without masks.
+    """
+    kept, total = count_kept(masks)
+    return 1.0 - int(kept) / total if total else 0.0
+
+
 class LeafSparsity(NamedTuple):
     """One row of a sparsity report."""
 

@@ -1,5 +1,7 @@
 """The block-by-block one-shot engine on a tiny model, and the OBD/Wanda identity."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,15 +27,24 @@ def segments():
     return np.random.default_rng(0).integers(0, CONFIG.vocab_size, (6, 16))
 
 
-CASES = [(m, p) for m in oneshot.METHODS for p in ("unstructured", "per_output", "2:4", "4:8")
+def settings(**fields):
+    """One-shot settings from config-style fields (names for the method and the allocation),
+    through the same conversion the binaries use."""
+    defaults = {f.name: f.default for f in dataclasses.fields(oneshot.OneShotConfig)}
+    defaults |= {"method": "wanda", "allocation": "uniform", "blocksize": 128, "damp": 0.01,
+                 "owl_lambda": 0.08, "owl_m": 5.0}
+    return oneshot.settings_from_config(defaults | fields)
+
+
+CASES = [(m, p) for m in oneshot.registry.METHODS for p in ("unstructured", "per_output", "2:4", "4:8")
          if not (m == "sparsegpt" and p == "per_output")]
 
 
 @pytest.mark.parametrize("method, pattern", CASES)
 def test_engine_prunes_every_linear_layer_exactly(tiny, segments, method, pattern):
     nm = ":" in pattern
-    config = oneshot.OneShotConfig(method=method, pattern=pattern,
-                                   sparsity=None if nm else 0.5, batch_size=4, blocksize=16)
+    config = settings(method=method, pattern=pattern, sparsity=None if nm else 0.5,
+                      batch_size=4, blocksize=16)
     result = oneshot.prune_oneshot(tiny, segments, config, progress=False)
     report = jp.sparsity_report(nnx.state(result.model), result.masks)
     masked = [row for row in report.rows if row.masked]
@@ -56,7 +67,7 @@ def test_engine_prunes_every_linear_layer_exactly(tiny, segments, method, patter
 
 def test_obd_with_gram_diagonal_equals_wanda_in_the_engine(tiny, segments):
     for pattern in ("per_output", "unstructured", "2:4"):
-        runs = [oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+        runs = [oneshot.prune_oneshot(tiny, segments, settings(
             method=method, pattern=pattern, sparsity=None if ":" in pattern else 0.6),
             progress=False) for method in ("obd", "wanda")]
         for a, b in zip(jax.tree.leaves(runs[0].masks), jax.tree.leaves(runs[1].masks),
@@ -72,15 +83,15 @@ def test_obd_and_wanda_rank_alike(seed, pattern, sparsity):
     kernel = jnp.asarray(rng.standard_normal((16, 12)), jnp.float32)
     sq_norms = jnp.asarray(rng.exponential(size=16) ** 2, jnp.float32)
     s = None if ":" in pattern else sparsity
-    wanda = jp.select_masks({"w": oneshot.wanda_scores(kernel, sq_norms)},
+    wanda = jp.select_masks({"w": jp.criteria.wanda_score(kernel, sq_norms)},
                             s if s is not None else jp.parse_pattern(pattern).sparsity, pattern)
-    obd = jp.select_masks({"w": oneshot.obd_scores(kernel, sq_norms)},
+    obd = jp.select_masks({"w": jp.criteria.obd_score(kernel, sq_norms)},
                           s if s is not None else jp.parse_pattern(pattern).sparsity, pattern)
     np.testing.assert_array_equal(wanda["w"], obd["w"])
 
 
 def test_dense_order_matches_sequential_on_the_first_block_only(tiny, segments):
-    runs = {order: oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+    runs = {order: oneshot.prune_oneshot(tiny, segments, settings(
         method="wanda", order=order), progress=False) for order in ("sequential", "dense")}
     first = "layers/0/mlp/down_proj/kernel"
     second = "layers/1/mlp/down_proj/kernel"
@@ -90,7 +101,7 @@ def test_dense_order_matches_sequential_on_the_first_block_only(tiny, segments):
 
 
 def test_owl_allocation_averages_the_target(tiny, segments):
-    result = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+    result = oneshot.prune_oneshot(tiny, segments, settings(
         method="wanda", allocation="owl", owl_lambda=0.1, owl_m=2.0), progress=False)
     values = list(result.block_sparsity.values())
     assert np.mean(values) == pytest.approx(0.5) and max(values) - min(values) == pytest.approx(0.2)
@@ -125,18 +136,18 @@ def test_input_stats_are_sums_over_batches():
     (dict(method="sparsegpt", pattern="unstructured", damp=0.0), ValueError,
      r"damp must be in \(0, 1\]"),
     (dict(method="sparsegpt", pattern="per_output"), ValueError, "per block of columns"),
-    (dict(method="wanda", pattern="global"), ValueError, "magnitude' only"),
-    (dict(layers="attention/query"), ValueError, "matches no parameter path"),
+    (dict(method="wanda", pattern="global"), ValueError, "without calibration statistics"),
+    (dict(layers="attention/query"), ValueError, "matches no prunable kernel"),
     (dict(layers="embed_tokens"), ValueError, "not the kernel of a block's linear layer"),
-    (dict(method="sparse"), ValueError, "method must be one of"),
+    (dict(method="sparse"), ValueError, r"config.method='sparse' is not one of \['magnitude'"),
     (dict(order="random"), ValueError, "order must be one of"),
-    (dict(allocation="owl", pattern="2:4", sparsity=None), ValueError, "allocation 'owl'"),
+    (dict(allocation="owl", pattern="2:4", sparsity=None), ValueError, "allocation OWL sets"),
     (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
     (dict(method="magnitude", allocation="owl"), ValueError, "collects none"),
 ])
 def test_bad_settings_fail_before_any_work(tiny, segments, kwargs, error, message):
     with pytest.raises(error, match=message):
-        oneshot.plan_oneshot(tiny, segments, oneshot.OneShotConfig(**kwargs))
+        oneshot.plan_oneshot(tiny, segments, settings(**kwargs))
 
 
 def test_bad_calibration_data(tiny):
@@ -155,34 +166,71 @@ def test_custom_criterion_runs_through_the_engine(tiny, segments):
     for pattern in ("per_output", "2:4"):
         sparsity = None if ":" in pattern else 0.6
         custom = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
-            method=oneshot.CUSTOM, pattern=pattern, sparsity=sparsity), progress=False,
-            score_fn=squared_wanda)
+            method=oneshot.ScoreMethod(squared_wanda), pattern=pattern, sparsity=sparsity),
+            progress=False)
         wanda = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
-            method="wanda", pattern=pattern, sparsity=sparsity), progress=False)
+            method=oneshot.WANDA, pattern=pattern, sparsity=sparsity), progress=False)
         for a, b in zip(jax.tree.leaves(custom.masks), jax.tree.leaves(wanda.masks),
                         strict=True):
             np.testing.assert_array_equal(a, b)
-    by_weight = oneshot.prune_oneshot(
-        tiny, segments, oneshot.OneShotConfig(method=oneshot.CUSTOM, pattern="per_output"),
-        progress=False, score_fn=lambda kernel, stats: jnp.abs(kernel))
-    magnitude = oneshot.prune_oneshot(
-        tiny, segments, oneshot.OneShotConfig(method="magnitude", pattern="per_output"),
-        progress=False)
+    by_weight = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+        method=oneshot.ScoreMethod(lambda kernel, stats: jnp.abs(kernel))), progress=False)
+    magnitude = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(
+        method=oneshot.MAGNITUDE), progress=False)
     for a, b in zip(jax.tree.leaves(by_weight.masks), jax.tree.leaves(magnitude.masks),
                     strict=True):
         np.testing.assert_array_equal(a, b)
 
 
+class RecordingWanda:
+    """A method written from scratch against the protocol (no jaxprune base class), as a
+    notebook user would: it records what the engine hands it, then prunes as Wanda."""
+
+    statistic = oneshot.INPUT_NORMS
+
+    def __init__(self):
+        self.seen = []
+
+    def check(self, pattern):
+        del pattern
+
+    def prune_layer(self, kernel, statistic, *, sparsity, pattern, path):
+        self.seen.append((path, np.asarray(statistic.sq_norms)))
+        return oneshot.WANDA.prune_layer(kernel, statistic, sparsity=sparsity, pattern=pattern,
+                                         path=path)
+
+
+def test_user_method_gets_wandas_calibration_in_wandas_order(tiny, segments):
+    recording = RecordingWanda()
+    mine = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(method=recording),
+                                 progress=False)
+    wanda = oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(), progress=False)
+    assert [path for path, _ in recording.seen] == [row["path"] for row in wanda.layers]
+    assert [row["path"] for row in mine.layers] == [row["path"] for row in wanda.layers]
+    # The statistics are those of the pruned prefix (sequential order), as Wanda's: block 1's
+    # inputs differ from the dense model's once block 0 is pruned; block 0's are the same.
+    dense_order = RecordingWanda()
+    oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(method=dense_order,
+                                                                order="dense"), progress=False)
+    sequential, dense = dict(recording.seen), dict(dense_order.seen)
+    np.testing.assert_array_equal(sequential["layers/0/mlp/up_proj/kernel"],
+                                  dense["layers/0/mlp/up_proj/kernel"])
+    assert not np.array_equal(sequential["layers/1/mlp/up_proj/kernel"],
+                              dense["layers/1/mlp/up_proj/kernel"])
+    for a, b in zip(jax.tree.leaves(mine.masks), jax.tree.leaves(wanda.masks), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for (_, a), (_, b) in zip(jp.paths.leaves_with_paths(nnx.state(mine.model)),
+                              jp.paths.leaves_with_paths(nnx.state(wanda.model)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_custom_criterion_bad_input(tiny, segments):
-    custom = oneshot.OneShotConfig(method=oneshot.CUSTOM)
-    with pytest.raises(TypeError, match="method 'custom' needs score_fn"):
-        oneshot.plan_oneshot(tiny, segments, custom)
-    with pytest.raises(ValueError, match="score_fn is used by method 'custom' only"):
-        oneshot.plan_oneshot(tiny, segments, oneshot.OneShotConfig(), score_fn=jnp.abs)
+    with pytest.raises(TypeError, match="must be a one-shot method value"):
+        oneshot.plan_oneshot(tiny, segments, oneshot.OneShotConfig(method="wanda"))
     with pytest.raises(ValueError, match=r"score_fn returned scores of shape \(\d+,\) for "
                                          r"'layers/0/.*' of shape \(\d+, \d+\)"):
-        oneshot.prune_oneshot(tiny, segments, custom, progress=False,
-                              score_fn=lambda kernel, stats: stats.sq_norms)
+        oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(method=oneshot.ScoreMethod(
+            lambda kernel, stats: stats.sq_norms)), progress=False)
     with pytest.raises(FloatingPointError, match="custom scores of 'layers/0/.*' contain NaN"):
-        oneshot.prune_oneshot(tiny, segments, custom, progress=False,
-                              score_fn=lambda kernel, stats: jnp.log(kernel))
+        oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(method=oneshot.ScoreMethod(
+            lambda kernel, stats: jnp.log(kernel))), progress=False)

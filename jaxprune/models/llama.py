@@ -12,6 +12,8 @@ linear kernels are ``[in, out]``, the embedding is ``[vocab, hidden]``. The mode
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -101,6 +103,26 @@ class MLP(nnx.Module):
         return self.down_proj(self.hidden(x))
 
 
+class PrunableLinear(NamedTuple):
+    """A linear layer that pruning may touch: where it is and which input feeds it.
+
+    Attributes:
+      block: index of its block in ``model.layers``.
+      name: its path inside the block (``mlp/up_proj``).
+      group: the key of ``Block.forward_with_inputs`` holding its input; layers of one group
+        share calibration statistics.
+    """
+
+    block: int
+    name: str
+    group: str
+
+    @property
+    def path(self) -> str:
+        """The path of its kernel in the model's state (``layers/3/mlp/up_proj/kernel``)."""
+        return f"layers/{self.block}/{self.name}/kernel"
+
+
 # Which input (a key of Block.forward_with_inputs) feeds each linear layer of a block.
 LINEAR_INPUTS = {
     "self_attn/q_proj": "attn",
@@ -171,6 +193,12 @@ class Llama(nnx.Module):
                 config.hidden_size, config.vocab_size, use_bias=False, param_dtype=param_dtype,
                 rngs=rngs,
             )
+
+    def prunable_linears(self) -> list[PrunableLinear]:
+        """The linear layers of every block, in block order: what one-shot pruning, surgery and
+        the sparse kernels may touch (never embeddings, norms or the head)."""
+        return [PrunableLinear(i, name, group) for i, block in enumerate(self.layers)
+                for name, group in type(block).LINEAR_INPUTS.items()]
 
     def embed(self, tokens: jax.Array) -> jax.Array:
         """Token ids ``[batch, seq]`` to the residual stream ``[batch, seq, hidden]``."""

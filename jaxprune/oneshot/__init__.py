@@ -1,10 +1,12 @@
-"""One-shot pruning with calibration data: magnitude, OBD, Wanda and SparseGPT, block by block."""
+"""One-shot pruning with calibration data, block by block; methods are values.
 
+Built in: ``MAGNITUDE``, ``OBD``, ``OBD_FISHER``, ``WANDA``, ``SparseGPT(blocksize, damp)``,
+``ria_method(ria_alpha)``; a criterion of one's own is ``ScoreMethod(score_fn)``. Configs name
+them through ``registry.METHODS``.
+"""
+
+from jaxprune.oneshot import registry
 from jaxprune.oneshot.engine import (
-    ALLOCATIONS,
-    CUSTOM,
-    DEFAULT_LAYERS,
-    METHODS,
     ORDERS,
     OneShotConfig,
     OneShotResult,
@@ -13,8 +15,24 @@ from jaxprune.oneshot.engine import (
     prune_oneshot,
 )
 from jaxprune.oneshot.fisher import empirical_fisher_diagonal
-from jaxprune.oneshot.owl import outlier_ratio, owl_sparsities
-from jaxprune.oneshot.scores import magnitude_scores, obd_scores, wanda_scores
+from jaxprune.oneshot.methods import (
+    FISHER,
+    GRAM,
+    INPUT_NORMS,
+    MAGNITUDE,
+    OBD,
+    OBD_FISHER,
+    WANDA,
+    InputStatistic,
+    LayerPruning,
+    ModelStatistic,
+    OneShotMethod,
+    ScoreMethod,
+    SparseGPT,
+)
+from jaxprune.oneshot.owl import OWL, outlier_ratio, owl_sparsities
+from jaxprune.oneshot.registry import settings_from_config
+from jaxprune.oneshot.ria import ria_method, ria_score
 from jaxprune.oneshot.sparsegpt import (
     check_sparsegpt_settings,
     sparsegpt_prune_layer,
@@ -23,26 +41,37 @@ from jaxprune.oneshot.sparsegpt import (
 from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats
 
 __all__ = [
-    "ALLOCATIONS",
-    "CUSTOM",
-    "DEFAULT_LAYERS",
-    "METHODS",
+    "FISHER",
+    "GRAM",
+    "INPUT_NORMS",
+    "MAGNITUDE",
+    "OBD",
+    "OBD_FISHER",
     "ORDERS",
+    "OWL",
+    "WANDA",
+    "InputStatistic",
     "InputStats",
+    "LayerPruning",
+    "ModelStatistic",
     "OneShotConfig",
+    "OneShotMethod",
     "OneShotResult",
+    "ScoreMethod",
+    "SparseGPT",
     "achieved_sparsity",
     "add_input_stats",
     "batch_input_stats",
     "check_sparsegpt_settings",
     "empirical_fisher_diagonal",
-    "magnitude_scores",
-    "obd_scores",
     "outlier_ratio",
     "owl_sparsities",
     "plan_oneshot",
     "prune_oneshot",
+    "registry",
+    "ria_method",
+    "ria_score",
+    "settings_from_config",
     "sparsegpt_prune_layer",
     "sparsegpt_with_retry",
-    "wanda_scores",
 ]

@@ -8,16 +8,17 @@ the outputs come from the pruned block, so later blocks see the errors of earlie
 ``order="dense"`` every block's statistics come from the dense model. Memory holds the
 calibration activations of one block and one batch of intermediates, never the whole model's.
 
-The model is duck-typed: ``embed(tokens)``, ``rope(seq_len)``, ``layers`` (blocks with
-``forward_with_inputs(h, cos, sin)`` and a ``LINEAR_INPUTS`` map from linear-layer path to the
-input that feeds it), as ``jaxprune.models.Llama`` provides.
+The method is a value (``jaxprune.oneshot.methods``): it declares the statistic it needs and
+prunes one kernel at a time, so this engine has no branch per method. The model is
+duck-typed: ``embed(tokens)``, ``rope(seq_len)``, ``layers`` (blocks with
+``forward_with_inputs(h, cos, sin)``) and ``prunable_linears()`` (each block's linear layers and
+the input that feeds each), as ``jaxprune.models.Llama`` provides.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import re
 import time
 from typing import Any
@@ -31,43 +32,32 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxprune import _checks, paths, selection
-from jaxprune.masks import apply_masks
-from jaxprune.oneshot import owl, scores, sparsegpt
-from jaxprune.oneshot.fisher import empirical_fisher_diagonal
+from jaxprune import _checks, criteria, masks, paths, selection
+from jaxprune.oneshot import methods, owl
 from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats
-from jaxprune.patterns import GLOBAL, PER_OUTPUT, Pattern, parse_pattern
+from jaxprune.patterns import GLOBAL, Pattern, parse_pattern
 
-METHODS = ("magnitude", "obd", "obd_fisher", "wanda", "sparsegpt")
-# A criterion of the caller's: ``prune_oneshot(..., score_fn=f)`` with ``f(kernel, stats)``.
-CUSTOM = "custom"
 ORDERS = ("sequential", "dense")
-ALLOCATIONS = ("uniform", "owl")
-# The seven linear layers of every block; never embeddings, norms or the head.
-DEFAULT_LAYERS = r"^layers/\d+/(self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)/kernel$"
-_BLOCK_PATH = re.compile(r"^layers/(\d+)/(.+)/kernel$")
 
 
 @dataclasses.dataclass(frozen=True)
 class OneShotConfig:
-    """Settings of a one-shot pruning job.
+    """Settings of a one-shot pruning job (configs convert to it with
+    ``jaxprune.oneshot.registry.settings_from_config``).
 
     Attributes:
-      method: ``magnitude``, ``obd`` (layer-wise Hessian diagonal), ``obd_fisher`` (empirical
-        Fisher diagonal of the LM loss), ``wanda``, ``sparsegpt``, or ``custom`` (the
-        ``score_fn`` given to ``prune_oneshot``).
+      method: a one-shot method value (``jaxprune.oneshot.methods``): ``WANDA``, ``MAGNITUDE``,
+        ``OBD``, ``OBD_FISHER``, ``SparseGPT(blocksize, damp)``, ``ria_method()``, or a
+        ``ScoreMethod(score_fn)`` of the caller's.
       sparsity: fraction to prune, in [0, 1); ``None`` for N:M (it is ``1 - N/M``).
       pattern: comparison group: ``per_tensor`` (alias ``unstructured``), ``per_output``,
-        ``global`` (magnitude only) or ``N:M``. SparseGPT chooses its unstructured mask per
-        block of ``blocksize`` columns whatever the group, so it takes ``unstructured`` or N:M.
-      layers: regex (``re.search``) over parameter paths choosing the pruned kernels.
+        ``global`` (methods without calibration statistics) or ``N:M``.
+      layers: regex (``re.search``) over the paths of the model's prunable kernels
+        (``model.prunable_linears()``) choosing those pruned; empty: all of them.
       order: ``sequential`` (statistics from the pruned prefix) or ``dense``.
       batch_size: calibration segments per forward pass.
-      blocksize: SparseGPT's lazy-update block (columns), a multiple of M for N:M.
-      damp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, in (0, 1].
-      allocation: ``uniform`` or ``owl`` (per-block sparsities from outlier ratios).
-      owl_lambda: OWL's density half-range.
-      owl_m: OWL's outlier threshold, a multiple of the block's mean Wanda score.
+      allocation: ``None`` (every block at ``sparsity``) or ``owl.OWL(owl_lambda, owl_m)``
+        (per-block sparsities from outlier ratios).
       mesh_data: devices along the mesh's ``data`` axis: each calibration batch is split over
         them and the statistics are summed across them.
       mesh_model: devices along the ``model`` axis: each pruned kernel is split by output
@@ -76,17 +66,13 @@ class OneShotConfig:
         sharded as they were computed).
     """
 
-    method: str = "wanda"
+    method: methods.OneShotMethod = methods.WANDA
     sparsity: float | None = 0.5
     pattern: str = "per_output"
-    layers: str = DEFAULT_LAYERS
+    layers: str = ""
     order: str = "sequential"
     batch_size: int = 8
-    blocksize: int = 128
-    damp: float = 0.01
-    allocation: str = "uniform"
-    owl_lambda: float = 0.08
-    owl_m: float = 5.0
+    allocation: owl.OWL | None = None
     mesh_data: int = 1
     mesh_model: int = 1
     gather: bool = True
@@ -99,8 +85,8 @@ class OneShotResult:
     Attributes:
       model: the pruned model (a new object; the input model is unchanged).
       masks: mask tree over the model's state: ``True`` kept, ``None`` for unpruned leaves.
-      layers: one dict per pruned kernel: path, sparsity reached, seconds, and SparseGPT's
-        dampening.
+      layers: one dict per pruned kernel: path, sparsity reached, seconds, and what the method
+        reports (SparseGPT's dampening).
       block_sparsity: the sparsity asked of each block (differs across blocks under OWL).
       seconds: wall time of the whole job.
     """
@@ -114,15 +100,16 @@ class OneShotResult:
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
+    method: Any
     pattern: Pattern
     sparsity: float
-    targets: dict[int, list[str]]  # block index -> linear paths inside the block
+    targets: dict[int, list]  # block index -> the block's PrunableLinear entries
     mesh: Mesh | None
 
     @property
     def paths(self) -> set[str]:
         """Every pruned kernel's path."""
-        return {p for names in self.targets.values() for p in names}
+        return {t.path for names in self.targets.values() for t in names}
 
 
 def _check_mesh(config: OneShotConfig, num_segments: int, chosen) -> Mesh | None:
@@ -139,8 +126,10 @@ def _check_mesh(config: OneShotConfig, num_segments: int, chosen) -> Mesh | None
         if leaf.shape[-1] % model:
             raise ValueError(f"mesh_model={model} must divide the output size of {path!r} "
                              f"(shape {leaf.shape}): kernels are split by output units")
-    if config.method == "obd_fisher":
-        raise ValueError("method 'obd_fisher' runs on one device (mesh_data=mesh_model=1)")
+    if isinstance(config.method.statistic, methods.ModelStatistic):
+        raise ValueError(f"method {methods.method_name(config.method)!r} computes its "
+                         f"{config.method.statistic.name} on one device "
+                         f"(mesh_data=mesh_model=1)")
     if data * model > jax.device_count():
         raise ValueError(
             f"mesh {data}x{model} (mesh_data x mesh_model) needs {data * model} devices, found "
@@ -149,28 +138,27 @@ def _check_mesh(config: OneShotConfig, num_segments: int, chosen) -> Mesh | None
     return Mesh(devices, ("data", "model"))
 
 
-def _check_method(config: OneShotConfig, pattern, score_fn) -> None:
-    """The method, its ``score_fn`` and the patterns and settings it supports."""
-    if config.method not in (*METHODS, CUSTOM):
-        raise ValueError(f"method must be one of {[*METHODS, CUSTOM]}, got {config.method!r}")
-    if config.method == CUSTOM and not callable(score_fn):
-        raise TypeError(f"method 'custom' needs score_fn(kernel [in, out], stats: InputStats) "
-                        f"-> scores [in, out], got score_fn={score_fn!r}")
-    if config.method != CUSTOM and score_fn is not None:
-        raise ValueError(f"score_fn is used by method 'custom' only, got method "
-                         f"{config.method!r}")
-    if pattern.kind == GLOBAL and config.method != "magnitude":
-        raise ValueError(f"pattern 'global' is supported for method 'magnitude' only, got "
-                         f"method {config.method!r}")
-    if config.method == "sparsegpt" and pattern.kind == PER_OUTPUT:
-        raise ValueError("method 'sparsegpt' chooses its unstructured mask per block of "
-                         "columns; pattern must be 'unstructured' or N:M, got 'per_output'")
+def _check_method(config: OneShotConfig, pattern) -> None:
+    """The method value, the patterns it supports and the engine's own settings."""
+    method = config.method
+    if isinstance(method, str) or not isinstance(method, methods.OneShotMethod):
+        raise TypeError(f"method must be a one-shot method value (statistic, check, "
+                        f"prune_layer), such as jaxprune.oneshot.WANDA or "
+                        f"ScoreMethod(score_fn); got {method!r} (names belong to configs: "
+                        f"jaxprune.oneshot.registry)")
+    statistic = method.statistic
+    if statistic is not None and not isinstance(
+            statistic, methods.InputStatistic | methods.ModelStatistic):
+        raise TypeError(f"method {methods.method_name(method)!r} has statistic "
+                        f"{statistic!r}; it must be None, INPUT_NORMS, GRAM or a "
+                        f"ModelStatistic")
+    method.check(pattern)
+    if pattern.kind == GLOBAL and not isinstance(method, methods.ScoreMethod):
+        raise ValueError(f"pattern 'global' needs a ScoreMethod (scores of every kernel "
+                         f"before any is pruned), got {method!r}")
     if config.order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {config.order!r}")
     _checks.check_int("batch_size", config.batch_size, minimum=1)
-    if config.method == "sparsegpt":
-        sparsegpt.check_sparsegpt_settings(
-            config.blocksize, config.damp, pattern if pattern.is_n_of_m else None)
 
 
 def _planned_sparsity(config: OneShotConfig, pattern) -> float:
@@ -189,47 +177,45 @@ def _planned_sparsity(config: OneShotConfig, pattern) -> float:
 
 
 def _check_allocation(config: OneShotConfig, pattern) -> None:
-    if config.allocation not in ALLOCATIONS:
-        raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got "
-                         f"{config.allocation!r}")
-    if config.allocation != "owl":
+    if config.allocation is None:
         return
-    if config.method == "magnitude":
-        raise ValueError("allocation 'owl' ranks blocks by their Wanda scores, which need "
-                         "calibration statistics; method 'magnitude' collects none")
+    if not isinstance(config.allocation, owl.OWL):
+        raise TypeError(f"allocation must be None (uniform) or owl.OWL(...), got "
+                        f"{config.allocation!r}")
+    if config.method.statistic is None:
+        raise ValueError(f"allocation OWL ranks blocks by their Wanda scores, which need "
+                         f"calibration statistics; method "
+                         f"{methods.method_name(config.method)!r} collects none")
     if pattern.is_n_of_m or pattern.kind == GLOBAL:
-        raise ValueError(f"allocation 'owl' sets per-block sparsities; pattern must be "
+        raise ValueError(f"allocation OWL sets per-block sparsities; pattern must be "
                          f"'unstructured' or 'per_output', got {str(pattern)!r}")
-    if not 0 < config.owl_lambda < 0.5:
-        raise ValueError(f"owl_lambda must be in (0, 0.5), got {config.owl_lambda!r}")
-    if not config.owl_m > 0:
-        raise ValueError(f"owl_m must be > 0, got {config.owl_m!r}")
 
 
 def _layer_targets(model, config: OneShotConfig, pattern) -> tuple[dict, list]:
-    """The kernels ``config.layers`` chooses: ``({block: [paths]}, [(path, leaf)])``."""
+    """The kernels ``config.layers`` chooses among the model's prunable linears:
+    ``({block: [PrunableLinear]}, [(path, leaf)])``."""
     try:
         layer_re = re.compile(config.layers)
     except re.error as err:
         raise ValueError(f"layers {config.layers!r} is not a valid regular expression: {err}"
                          ) from None
+    prunable = {t.path: t for t in model.prunable_linears()}
     leaves = paths.leaves_with_paths(nnx.state(model, nnx.Param))
-    chosen = [(p, leaf) for p, leaf in leaves if layer_re.search(p)]
+    chosen = [(p, leaf) for p, leaf in leaves if layer_re.search(p) and
+              (p in prunable or config.layers)]
     if not chosen:
-        shown = ", ".join(repr(p) for p, _ in leaves[:6])
-        raise ValueError(f"layers {config.layers!r} matches no parameter path; paths look like "
-                         f"{shown}")
-    targets: dict[int, list[str]] = {}
-    linear_inputs = type(model.layers[0]).LINEAR_INPUTS
+        shown = ", ".join(repr(p) for p in list(prunable)[:6])
+        raise ValueError(f"layers {config.layers!r} matches no prunable kernel; their paths "
+                         f"look like {shown}")
+    targets: dict[int, list] = {}
     for path, leaf in chosen:
-        match = _BLOCK_PATH.match(path)
-        if not match or match.group(2) not in linear_inputs:
+        if path not in prunable:
             raise ValueError(f"layers {config.layers!r} matches {path!r}, which is not the "
-                             f"kernel of a block's linear layer ({sorted(linear_inputs)})")
+                             f"kernel of a block's linear layer (model.prunable_linears())")
         if pattern.is_n_of_m and leaf.shape[0] % pattern.m:
             raise ValueError(f"pattern {pattern} needs the input size of {path!r} divisible by "
                              f"M={pattern.m}, got shape {leaf.shape}")
-        targets.setdefault(int(match.group(1)), []).append(path)
+        targets.setdefault(prunable[path].block, []).append(prunable[path])
     return targets, chosen
 
 
@@ -244,22 +230,21 @@ def _check_segments(segments: np.ndarray, vocab: int) -> None:
                          f"[{segments.min()}, {segments.max()}]")
 
 
-def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig, *,
-                 score_fn=None) -> _Plan:
+def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
     """Checks the config against the model and the calibration data, before any work.
 
     Raises:
       TypeError, ValueError: naming the setting, its value and what is allowed.
     """
     pattern = parse_pattern(config.pattern)
-    _check_method(config, pattern, score_fn)
+    _check_method(config, pattern)
     sparsity = _planned_sparsity(config, pattern)
     _check_allocation(config, pattern)
     targets, chosen = _layer_targets(model, config, pattern)
     segments = np.asarray(segments)
     _check_segments(segments, model.config.vocab_size)
     mesh = _check_mesh(config, segments.shape[0], chosen)
-    return _Plan(pattern, sparsity, targets, mesh)
+    return _Plan(config.method, pattern, sparsity, targets, mesh)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -298,37 +283,43 @@ def _linear(block, name: str):
     return node
 
 
-@functools.partial(jax.jit, static_argnames=("method", "sparsity", "pattern", "score_fn"))
-def _prune_by_scores(kernel, statistic, *, method, sparsity, pattern, score_fn=None):
-    """Scores one kernel, keeps the best of each comparison group, zeroes the rest.
+@dataclasses.dataclass
+class _Pass:
+    """The calibration pass as it moves through the blocks.
 
-    Returns:
-      ``(pruned kernel, kept mask, whether every score was finite)``.
+    Attributes:
+      hidden: the current block's input, one array per calibration batch.
+      cos, sin: the RoPE tables of the segment length.
+      model_stats: a ``ModelStatistic``'s arrays by kernel path, else ``None``.
+      block_sparsity: the sparsity asked of each block.
+      masks: kept masks of the kernels pruned so far, by path.
+      rows: their report rows.
     """
-    if method == "wanda":
-        layer_scores = scores.wanda_scores(kernel, statistic)
-    elif method == CUSTOM:
-        layer_scores = score_fn(kernel, statistic)
-    else:  # obd and obd_fisher: a per-input or per-weight Hessian diagonal
-        layer_scores = scores.obd_scores(kernel, statistic)
-    keep = selection.select_masks({"w": layer_scores}, sparsity, pattern)["w"]
-    finite = jnp.all(jnp.isfinite(layer_scores))
-    return jnp.where(keep, kernel, jnp.zeros((), kernel.dtype)), keep, finite
+
+    hidden: list
+    cos: jax.Array
+    sin: jax.Array
+    model_stats: dict | None
+    block_sparsity: dict[int, float]
+    masks: dict = dataclasses.field(default_factory=dict)
+    rows: list = dataclasses.field(default_factory=list)
 
 
 def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotConfig(), *,
-                  progress: bool = True, score_fn=None) -> OneShotResult:
+                  progress: bool = True) -> OneShotResult:
     """Prunes a decoder one-shot with calibration data, block by block.
+
+    The protocol: plan (every check, before any work); start the calibration pass (embed the
+    segments, and compute a whole-model statistic or OWL's allocation if asked); then for each
+    block: calibrate it (the input statistics its method declares), solve its layers (the
+    method prunes each kernel), and advance the pass to the next block. A method that needs no
+    statistics prunes every kernel without a forward pass.
 
     Args:
       model: the dense model (left unchanged).
       segments: calibration token ids ``[N, L]``.
-      config: method and settings.
+      config: the method (a value, ``jaxprune.oneshot.methods``) and settings.
       progress: show progress bars.
-      score_fn: with ``method="custom"``, the criterion: ``score_fn(kernel, stats)`` maps a
-        kernel ``[in, out]`` and the ``InputStats`` of its inputs (``sq_norms`` ``[in]``,
-        ``count``) to scores ``[in, out]``, higher kept. It runs under ``jit``, so it must be
-        traceable; it gets the same statistics, order and selection as Wanda.
 
     Returns:
       A ``OneShotResult`` with the pruned model, its masks and a per-layer report.
@@ -341,58 +332,97 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     References:
       Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda) for the protocol.
     """
-    plan = plan_oneshot(model, segments, config, score_fn=score_fn)
+    plan = plan_oneshot(model, segments, config)
     start = time.perf_counter()
     pruned = nnx.clone(model)  # new variables; arrays are shared until replaced
     if plan.mesh is not None:
         _shard_model(pruned, plan)
-    graphdef, state = nnx.split(pruned)
-    if config.method == "magnitude":
-        return _finish(_magnitude(pruned, plan, start), plan, config)
+    if plan.method.statistic is None:
+        run = _prune_without_calibration(pruned, plan)
+    else:
+        run = _start_calibration(model, pruned, segments, plan, config, progress)
+        name = methods.method_name(plan.method)
+        for index in tqdm(range(len(pruned.layers)), desc=f"{name} blocks", unit="block",
+                          disable=not progress):
+            block, linears = pruned.layers[index], plan.targets.get(index, [])
+            dense_out, stats = _calibrate_block(block, linears, run, plan, config)
+            _solve_layers(block, linears, stats, run, plan, run.block_sparsity[index]
+                          if linears else plan.sparsity)
+            _advance(block, dense_out, run, config)
+            if linears:
+                logging.info("block %d: pruned %d layers, %.1f s elapsed", index,
+                             len(linears), time.perf_counter() - start)
+    result = OneShotResult(pruned, _mask_tree(pruned, run.masks), run.rows, run.block_sparsity,
+                           time.perf_counter() - start)
+    return _finish(result, plan, config)
+
+
+def _start_calibration(model, pruned, segments, plan: _Plan, config: OneShotConfig,
+                       progress: bool) -> _Pass:
+    """Embeds the calibration batches; computes a whole-model statistic and OWL's per-block
+    sparsities when the method and the allocation ask for them."""
     segments = np.asarray(segments, np.int32)
     batches = _calibration_batches(segments, config.batch_size, plan.mesh)
     cos, sin = pruned.rope(segments.shape[1])
-    fisher = None
-    if config.method == "obd_fisher":
-        fisher = empirical_fisher_diagonal(model, segments, plan.paths, progress=progress)
+    graphdef, state = nnx.split(pruned)
+    model_stats = None
+    if isinstance(plan.method.statistic, methods.ModelStatistic):
+        model_stats = plan.method.statistic.compute(model, segments, plan.paths,
+                                                    progress=progress)
     block_sparsity = {i: plan.sparsity for i in plan.targets}
-    if config.allocation == "owl":
+    if config.allocation is not None:
         block_sparsity = _owl_block_sparsity(pruned, graphdef, state, batches, cos, sin, plan,
-                                             config, progress)
+                                             config.allocation, progress)
     hidden = [_embed(graphdef, state, b) for b in batches]
-    masks: dict[str, jax.Array] = {}
-    rows: list[dict] = []
-    linear_inputs = type(pruned.layers[0]).LINEAR_INPUTS
-    bar = tqdm(range(len(pruned.layers)), desc=f"{config.method} blocks", unit="block",
-               disable=not progress)
-    for index in bar:
-        block = pruned.layers[index]
-        names = plan.targets.get(index, [])
-        needs_stats = bool(names) and config.method in ("obd", "wanda", "sparsegpt", CUSTOM)
-        dense_out = None
-        if needs_stats or (config.order == "dense" and names):
-            groups = tuple(sorted({linear_inputs[_BLOCK_PATH.match(p).group(2)] for p in names}))
-            dense_out, stats = _collect_block_stats(block, hidden, cos, sin, groups,
-                                                    config.method == "sparsegpt")
-        for path in names:
-            name = _BLOCK_PATH.match(path).group(2)
-            group_stats = stats[linear_inputs[name]] if needs_stats else None
-            masks[path], row = _prune_layer(
-                _linear(block, name), path, group_stats, fisher, block_sparsity[index], plan,
-                config, score_fn)
-            rows.append(row)
-        if config.order == "dense" and dense_out is not None:
-            hidden = dense_out
-        else:  # the block as it now is: pruned if it had targets
-            block_graphdef, block_state = nnx.split(block)
-            hidden = [_block_forward(block_graphdef, block_state, h, cos, sin) for h in hidden]
-        if names:
-            logging.info("block %d: pruned %d layers, %.1f s elapsed", index, len(names),
-                         time.perf_counter() - start)
-    bar.close()
-    result = OneShotResult(pruned, _mask_tree(pruned, masks), rows, block_sparsity,
-                           time.perf_counter() - start)
-    return _finish(result, plan, config)
+    return _Pass(hidden, cos, sin, model_stats, block_sparsity)
+
+
+def _calibrate_block(block, linears, run: _Pass, plan: _Plan, config: OneShotConfig):
+    """The dense block's outputs and its layers' input statistics, when the method needs the
+    statistics or the order needs the dense outputs; else ``(None, {})``."""
+    statistic = plan.method.statistic
+    needs_inputs = isinstance(statistic, methods.InputStatistic)
+    if not linears or not (needs_inputs or config.order == "dense"):
+        return None, {}
+    groups = tuple(sorted({t.group for t in linears}))
+    with_gram = needs_inputs and statistic.with_gram
+    return _collect_block_stats(block, run.hidden, run.cos, run.sin, groups, with_gram)
+
+
+def _solve_layers(block, linears, stats: dict, run: _Pass, plan: _Plan,
+                  sparsity: float) -> None:
+    """Prunes each chosen linear of the block in place by the method; records masks and rows."""
+    for target in linears:
+        if run.model_stats is not None:
+            statistic = run.model_stats[target.path]
+        else:
+            statistic = stats.get(target.group)
+        run.masks[target.path], row = _prune_kernel(
+            _linear(block, target.name), target.path, statistic, sparsity, plan)
+        run.rows.append(row)
+
+
+def _advance(block, dense_out, run: _Pass, config: OneShotConfig) -> None:
+    """The next block's inputs: the dense outputs (order "dense"), else the block as it now
+    is (pruned if it had targets)."""
+    if config.order == "dense" and dense_out is not None:
+        run.hidden = dense_out
+        return
+    block_graphdef, block_state = nnx.split(block)
+    run.hidden = [_block_forward(block_graphdef, block_state, h, run.cos, run.sin)
+                  for h in run.hidden]
+
+
+def _prune_kernel(linear, path: str, statistic, sparsity: float,
+                  plan: _Plan) -> tuple[jax.Array, dict]:
+    """Prunes one linear layer in place by the plan's method; returns its mask and report row."""
+    layer_start = time.perf_counter()
+    pruning = plan.method.prune_layer(linear.kernel[...], statistic, sparsity=sparsity,
+                                      pattern=plan.pattern, path=path)
+    linear.kernel[...] = pruning.kernel
+    row = {"path": path, **pruning.info, "sparsity": masks.sparsity(pruning.keep),
+           "seconds": time.perf_counter() - layer_start}
+    return pruning.keep, row
 
 
 def _calibration_batches(segments: np.ndarray, batch_size: int, mesh) -> list[jax.Array]:
@@ -402,46 +432,6 @@ def _calibration_batches(segments: np.ndarray, batch_size: int, mesh) -> list[ja
     if mesh is not None:
         batches = [jax.device_put(b, NamedSharding(mesh, P("data"))) for b in batches]
     return batches
-
-
-def _prune_layer(linear, path: str, group_stats, fisher, sparsity: float, plan: _Plan,
-                 config: OneShotConfig, score_fn) -> tuple[jax.Array, dict]:
-    """Prunes one linear layer in place by ``config.method``; returns its mask and report row.
-
-    Raises:
-      ValueError: for custom scores of the wrong shape.
-      FloatingPointError: for scores that are not finite (or a failed SparseGPT solve).
-    """
-    layer_start = time.perf_counter()
-    kernel = linear.kernel[...]
-    row = {"path": path}
-    if config.method == "sparsegpt":
-        new_kernel, keep, row["damp"] = sparsegpt.sparsegpt_with_retry(
-            kernel, group_stats.gram, name=path,
-            sparsity=None if plan.pattern.is_n_of_m else sparsity,
-            pattern=plan.pattern if plan.pattern.is_n_of_m else None,
-            blocksize=config.blocksize, damp=config.damp)
-    else:
-        if config.method == CUSTOM:
-            statistic = group_stats
-            shape = jax.eval_shape(score_fn, kernel, statistic).shape
-            if shape != kernel.shape:
-                raise ValueError(f"score_fn returned scores of shape {shape} for "
-                                 f"{path!r} of shape {kernel.shape}; they must match")
-        elif fisher is not None:
-            statistic = fisher[path]
-        else:
-            statistic = group_stats.sq_norms
-        new_kernel, keep, finite = _prune_by_scores(
-            kernel, statistic, method=config.method, sparsity=sparsity, pattern=plan.pattern,
-            score_fn=score_fn)
-        if not bool(finite):
-            raise FloatingPointError(f"{config.method} scores of {path!r} contain NaN "
-                                     f"or Inf; no mask was chosen from them")
-    linear.kernel[...] = new_kernel
-    row["sparsity"] = 1.0 - float(jnp.mean(keep))
-    row["seconds"] = time.perf_counter() - layer_start
-    return keep, row
 
 
 def _shard_model(model, plan: _Plan) -> None:
@@ -464,58 +454,53 @@ def _finish(result: OneShotResult, plan: _Plan, config: OneShotConfig) -> OneSho
     return result
 
 
-def _mask_tree(model, masks: dict[str, jax.Array]):
-    return paths.map_with_path_str(lambda p, _: masks.get(p), nnx.state(model))
+def _mask_tree(model, by_path: dict[str, jax.Array]):
+    return paths.map_with_path_str(lambda p, _: by_path.get(p), nnx.state(model))
 
 
-def _magnitude(pruned, plan: _Plan, start: float) -> OneShotResult:
-    """Magnitude needs no calibration: all layers at once (global selection supported)."""
+def _prune_without_calibration(pruned, plan: _Plan) -> _Pass:
+    """A method without statistics needs no forward pass: every kernel at once. Global
+    selection ranks the scores of all kernels together; other groups go kernel by kernel."""
+    run = _Pass([], None, None, None, dict.fromkeys(plan.targets, plan.sparsity))
+    if plan.pattern.kind != GLOBAL:
+        for index, linears in plan.targets.items():
+            _solve_layers(pruned.layers[index], linears, {}, run, plan, plan.sparsity)
+        return run
     state = nnx.state(pruned, nnx.Param)
     wanted = plan.paths
     sparsity = paths.map_with_path_str(lambda p, _: plan.sparsity if p in wanted else None, state)
+    score_fn = plan.method.score_fn
     select = jax.jit(lambda params: selection.select_masks(
-        jax.tree.map(scores.magnitude_scores, params), sparsity, plan.pattern))
-    masks = select(state)
-    by_path = dict(paths.leaves_with_paths(masks))
-    rows = [{"path": p, "sparsity": 1.0 - float(jnp.mean(m)), "seconds": 0.0}
-            for p, m in by_path.items()]
-    nnx.update(pruned, apply_masks(state, masks))
-    block_sparsity = dict.fromkeys(plan.targets, plan.sparsity)
-    return OneShotResult(pruned, _mask_tree(pruned, by_path), rows, block_sparsity,
-                         time.perf_counter() - start)
+        jax.tree.map(lambda w: score_fn(w, None), params), sparsity, plan.pattern))
+    by_path = dict(paths.leaves_with_paths(select(state)))
+    run.masks.update(by_path)
+    run.rows.extend({"path": p, "sparsity": masks.sparsity(m), "seconds": 0.0}
+                    for p, m in by_path.items())
+    nnx.update(pruned, masks.apply_masks(state, _mask_tree(pruned, by_path)))
+    return run
 
 
 def _owl_block_sparsity(pruned, graphdef, state, batches, cos, sin, plan: _Plan,
-                        config: OneShotConfig, progress: bool) -> dict[int, float]:
+                        allocation: owl.OWL, progress: bool) -> dict[int, float]:
     """OWL's dense pass: outlier ratio of each block's Wanda scores, then the allocation."""
-    linear_inputs = type(pruned.layers[0]).LINEAR_INPUTS
+    groups = tuple(sorted({t.group for t in pruned.prunable_linears()}))
     hidden = [_embed(graphdef, state, b) for b in batches]
     ratios = {}
     for index in tqdm(range(len(pruned.layers)), desc="owl ratios", disable=not progress):
         block = pruned.layers[index]
-        groups = tuple(sorted(set(linear_inputs.values())))
         hidden, stats = _collect_block_stats(block, hidden, cos, sin, groups, False)
-        names = plan.targets.get(index, [])
-        if names:
-            block_scores = []
-            for path in names:
-                name = _BLOCK_PATH.match(path).group(2)
-                kernel = _linear(block, name).kernel[...]
-                norms = stats[linear_inputs[name]].sq_norms
-                block_scores.append(scores.wanda_scores(kernel, norms))
-            ratios[index] = owl.outlier_ratio(block_scores, config.owl_m)
+        linears = plan.targets.get(index, [])
+        if linears:
+            block_scores = [criteria.wanda_score(_linear(block, t.name).kernel[...],
+                                                 stats[t.group].sq_norms) for t in linears]
+            ratios[index] = owl.outlier_ratio(block_scores, allocation.owl_m)
     order = sorted(ratios)
-    values = owl.owl_sparsities([ratios[i] for i in order], plan.sparsity, config.owl_lambda)
+    values = owl.owl_sparsities([ratios[i] for i in order], plan.sparsity,
+                                allocation.owl_lambda)
     logging.info("OWL block sparsities: %s", [round(v, 4) for v in values])
     return dict(zip(order, values, strict=True))
 
 
 def achieved_sparsity(result: OneShotResult) -> float:
-    """Fraction of zeros over the pruned kernels."""
-    kept, total = 0, 0
-    for mask in jax.tree.leaves(result.masks):
-        kept += int(jnp.sum(mask))
-        total += math.prod(mask.shape)
-    return 1.0 - kept / total if total else 0.0
-
-
+    """Fraction of zeros over the pruned kernels (``masks.sparsity`` of the result's masks)."""
+    return masks.sparsity(result.masks)

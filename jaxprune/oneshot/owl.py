@@ -8,6 +8,8 @@ scaled into ``[0, 2 * lam]`` and centred so that the mean sparsity equals the ta
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,3 +49,29 @@ def owl_sparsities(ratios: list[float], target: float, lam: float) -> list[float
         raise ValueError(f"OWL with lambda={lam} gives sparsities {sparsity.round(4).tolist()} "
                          f"outside [0, 1) for target {target}; lower owl_lambda")
     return sparsity.tolist()
+
+
+@dataclasses.dataclass(frozen=True)
+class OWL:
+    """Outlier-weighted layerwise sparsity as an allocation of ``prune_oneshot``.
+
+    Attributes:
+      owl_lambda: the density half-range ``lambda``, in (0, 0.5).
+      owl_m: the outlier threshold, a multiple of the block's mean Wanda score, > 0.
+
+    Raises:
+      ValueError: for a setting out of its range, when made.
+
+    References:
+      Yin et al. 2024, "Outlier Weighed Layerwise Sparsity (OWL): A Missing Secret Sauce for
+      Pruning LLMs to High Sparsity".
+    """
+
+    owl_lambda: float = 0.08
+    owl_m: float = 5.0
+
+    def __post_init__(self):
+        if not 0 < self.owl_lambda < 0.5:
+            raise ValueError(f"owl_lambda must be in (0, 0.5), got {self.owl_lambda!r}")
+        if not self.owl_m > 0:
+            raise ValueError(f"owl_m must be > 0, got {self.owl_m!r}")

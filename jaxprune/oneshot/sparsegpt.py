@@ -24,7 +24,7 @@ from absl import logging
 from jax import lax
 
 from jaxprune import selection
-from jaxprune.oneshot.scores import check_statistic_shape
+from jaxprune.criteria import check_statistic_shape
 from jaxprune.patterns import Pattern
 
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxprune import paths
+from jaxprune.masks import count_kept
 
 PyTree = Any
 
@@ -146,8 +147,7 @@ def sparse_training(inner: optax.GradientTransformation, rule, *,
 
 
 def masked_fraction(state: SparseTrainingState) -> jax.Array:
-    """Fraction of the masked weights that are pruned, from the state's masks."""
-    leaves = [m for m in jax.tree.leaves(state.masks) if m is not None]
-    total = sum(m.size for m in leaves)
-    kept = sum(jnp.sum(m, dtype=jnp.int32) for m in leaves)
+    """Fraction of the masked weights that are pruned, from the state's masks; traceable (the
+    host-side value is ``jaxprune.masks.sparsity(state.masks)``)."""
+    kept, total = count_kept(state.masks)
     return 1.0 - kept / max(total, 1)

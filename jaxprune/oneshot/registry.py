@@ -1,0 +1,98 @@
+"""The config boundary of one-shot pruning: names to method and allocation values.
+
+Configs name a method (``config.method = "wanda"``); the library takes values
+(``OneShotConfig(method=WANDA)``). Each registry maps a name to a value, or to a factory whose
+keyword arguments are config fields of the same names (``SparseGPT(blocksize, damp)`` reads
+``config.blocksize`` and ``config.damp``), so a setting has one name from the config file to
+the solver. A new method is one entry here and its own module; the engine does not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+from jaxprune.oneshot import methods, owl, ria
+from jaxprune.oneshot.engine import OneShotConfig
+
+METHODS: dict[str, Any] = {
+    "magnitude": methods.MAGNITUDE,
+    "obd": methods.OBD,
+    "obd_fisher": methods.OBD_FISHER,
+    "wanda": methods.WANDA,
+    "sparsegpt": methods.SparseGPT,
+    "ria": ria.ria_method,
+}
+# "uniform": every block at the target sparsity (no allocation value).
+ALLOCATIONS: dict[str, Any] = {"uniform": None, "owl": owl.OWL}
+# OneShotConfig fields that come from a registry rather than straight from the config.
+_FROM_REGISTRY = ("method", "allocation")
+
+
+def _is_factory(entry) -> bool:
+    return inspect.isclass(entry) or inspect.isfunction(entry)
+
+
+def option_names(registry: dict[str, Any]) -> set[str]:
+    """Every config field that some entry's factory reads."""
+    return {name for entry in registry.values() if _is_factory(entry)
+            for name in inspect.signature(entry).parameters}
+
+
+def from_registry(registry: dict[str, Any], field: str, config) -> Any:
+    """The value ``config[field]`` names, its factory called with the config's options.
+
+    Args:
+      registry: ``METHODS`` or ``ALLOCATIONS``.
+      field: the config field holding the name.
+      config: a mapping (a ``ConfigDict`` section) with the name and the factory's options.
+
+    Returns:
+      The method or allocation value.
+
+    Raises:
+      ValueError: for an unknown name (listing the registry) or an option the factory refuses.
+    """
+    name = config[field]
+    if name not in registry:
+        raise ValueError(f"config.{field}={name!r} is not one of {sorted(registry)}")
+    entry = registry[name]
+    if not _is_factory(entry):
+        return entry
+    options = {p: config[p] for p in inspect.signature(entry).parameters if p in config}
+    try:
+        return entry(**options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config.{field}={name!r}: {err}") from None
+
+
+def plain_fields() -> tuple[str, ...]:
+    """``OneShotConfig`` fields copied from the config as they are."""
+    return tuple(f.name for f in dataclasses.fields(OneShotConfig)
+                 if f.name not in _FROM_REGISTRY and f.name != "gather")
+
+
+def config_fields() -> set[str]:
+    """Every config field the one-shot settings read: the plain fields, the two names and
+    every registered factory's options."""
+    return {*plain_fields(), *_FROM_REGISTRY, *option_names(METHODS),
+            *option_names(ALLOCATIONS)}
+
+
+def settings_from_config(config) -> OneShotConfig:
+    """The library's one-shot settings from a config section, converted once.
+
+    Args:
+      config: a ``ConfigDict`` (or mapping) with the fields of ``config_fields()``.
+
+    Returns:
+      A ``OneShotConfig`` holding method and allocation values.
+
+    Raises:
+      ValueError: naming the field for an unknown name or a bad option.
+    """
+    return OneShotConfig(
+        method=from_registry(METHODS, "method", config),
+        allocation=from_registry(ALLOCATIONS, "allocation", config),
+        **{name: config[name] for name in plain_fields()})
