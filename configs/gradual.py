@@ -15,7 +15,7 @@ Smoke run:
 
 import ml_collections
 
-RULES = ("dense", "gradual", "ste", "snip", "set", "rigl")
+from jaxprune.training import RULES
 
 
 def training_config(model: str, rule: str) -> ml_collections.ConfigDict:

@@ -16,10 +16,9 @@ from experiments import common, train_job
 from jaxprune import structured
 
 KINDS = ("none", "depth", "width", "fuse")
-DEPTH_CRITERIA = ("block_influence", "angular", "drop_one")
-FUSE_CRITERIA = ("angular",)
-WIDTH_CRITERIA = ("activation", "magnitude", "taylor")
-TAYLOR_BATCH = 2  # calibration segments per gradient of the Taylor criterion
+# config.cut.kind -> the registry of criteria it takes.
+CRITERIA = {"depth": structured.DEPTH_CRITERIA, "fuse": structured.FUSE_CRITERIA,
+            "width": structured.WIDTH_CRITERIA}
 
 
 def check_config(config) -> None:
@@ -34,20 +33,12 @@ def check_config(config) -> None:
     cut = config.cut
     if cut.kind not in KINDS:
         raise ValueError(f"config.cut.kind must be one of {list(KINDS)}, got {cut.kind!r}")
-    if cut.kind == "depth":
-        if cut.criterion not in DEPTH_CRITERIA:
-            raise ValueError(f"config.cut.criterion must be one of {list(DEPTH_CRITERIA)} for "
-                             f"a depth cut, got {cut.criterion!r}")
-        common.check_int_fields("cut", cut, {"blocks": 1})
-    if cut.kind == "fuse":
-        if cut.criterion not in FUSE_CRITERIA:
-            raise ValueError(f"config.cut.criterion must be one of {list(FUSE_CRITERIA)} for "
-                             f"a fusion, got {cut.criterion!r}")
+    if cut.kind in CRITERIA and cut.criterion not in CRITERIA[cut.kind]:
+        raise ValueError(f"config.cut.criterion must be one of {list(CRITERIA[cut.kind])} for "
+                         f"a {cut.kind} cut, got {cut.criterion!r}")
+    if cut.kind in ("depth", "fuse"):
         common.check_int_fields("cut", cut, {"blocks": 1})
     if cut.kind == "width":
-        if cut.criterion not in WIDTH_CRITERIA:
-            raise ValueError(f"config.cut.criterion must be one of {list(WIDTH_CRITERIA)} for "
-                             f"a width cut, got {cut.criterion!r}")
         common.check_int_fields("cut", cut, {"heads_per_group": 0, "mlp_channels": 0,
                                              "hidden": 0})
         if not (cut.heads_per_group or cut.mlp_channels or cut.hidden):
@@ -83,12 +74,6 @@ def check_against_model(config, model_config) -> None:
                                  f"{limit}")
 
 
-def keep_top(scores: np.ndarray, count: int) -> list[int]:
-    """Indices of the ``count`` highest scores, in index order (ties: lower index kept)."""
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    return sorted(order[:count].tolist())
-
-
 # Everything the cut depends on; the distillation and evaluation come after it.
 _CUT_FIELDS = ("model", "param_dtype", "calibration", "calibration_batch_size", "cut")
 
@@ -117,66 +102,30 @@ def cut_model(config, model, segments: np.ndarray, *, cache=None):
     if cut.kind == "none":
         return model, {}
     batch = config.calibration_batch_size
+    criterion = CRITERIA[cut.kind][cut.criterion]
 
     def scored(name, compute):
         if cache is None:
             return compute()
-        key = ("scores", name, _fields_key(config, _CUT_FIELDS[:4]))
-        return cache(key, compute)
+        return cache(("scores", name, _fields_key(config, _CUT_FIELDS[:4])), compute)
 
-    if cut.kind == "fuse":
-        distances = scored("angular2", lambda: structured.angular_distances(
-            model, segments, 2, batch_size=batch))
-        starts = structured.closest_pairs(distances, cut.blocks)
-        student = model
-        for start in reversed(starts):  # from the top, so lower indices stay valid
-            student = structured.fuse_blocks(student, start)
-        return student, {"distances": distances.tolist(), "fused": starts}
-    if cut.kind == "depth":
-        if cut.criterion == "block_influence":
-            scores = scored("block_influence", lambda: structured.block_influence(
-                model, segments, batch_size=batch))
-        elif cut.criterion == "drop_one":
-            # On the calibration text, never the evaluation text.
-            scores = scored("drop_one", lambda: structured.drop_one_perplexity(
-                model, segments.ravel(), window=segments.shape[1], batch_size=batch))
-        else:
-            distances = scored(f"angular{cut.blocks}", lambda: structured.angular_distances(
-                model, segments, cut.blocks, batch_size=batch))
-            start = int(np.argmin(distances))
-            drop = list(range(start, start + cut.blocks))
-            return structured.remove_blocks(model, drop), {"distances": distances.tolist(),
-                                                           "removed": drop}
-        drop = structured.least_important(scores, cut.blocks)
-        return structured.remove_blocks(model, drop), {"scores": scores.tolist(),
-                                                       "removed": drop}
-    if cut.criterion == "activation":
-        importance = scored(f"activation-{cut.seq_agg}-{cut.batch_agg}",
-                            lambda: structured.activation_importance(
-                                model, segments, batch_size=batch, seq_agg=cut.seq_agg,
-                                batch_agg=cut.batch_agg))
-    elif cut.criterion == "magnitude":
-        importance = structured.magnitude_importance(model)
+    if cut.kind == "width":
+        options = {o: cut[o] for o in criterion.options}
+        importance = scored(criterion.scores_key(options), lambda: criterion.importance(
+            model, segments, batch, **options))
+        plan = structured.plan_width(model.config, importance,
+                                     heads_per_group=cut.heads_per_group,
+                                     mlp_channels=cut.mlp_channels, hidden=cut.hidden)
+        return structured.cut_width(model, plan), {"criterion": cut.criterion}
+    scores = scored(criterion.scores_key(cut.blocks), lambda: criterion.scores(
+        model, segments, cut.blocks, batch))
+    plan = criterion.plan(scores, cut.blocks)
+    details = {"distances" if criterion.runs or criterion.fuse else "scores": scores.tolist()}
+    if plan.fuse:
+        details["fused"] = list(plan.fuse)
     else:
-        # A backward pass keeps every block's activations: SmolLM2 on 8 x 512 tokens needs
-        # more than 20 GB on a CPU, so gradients are summed over smaller batches.
-        importance = scored("taylor", lambda: structured.taylor_importance(
-            model, segments, batch_size=min(batch, TAYLOR_BATCH)))
-    c = model.config
-    heads = mlp = hidden = None
-    if cut.heads_per_group:
-        heads = {}
-        for b in range(c.num_layers):
-            per_group = c.num_heads[b] // c.num_kv_heads[b]
-            grouped = importance.heads[b].reshape(c.num_kv_heads[b], per_group)
-            heads[b] = [g * per_group + i for g in range(c.num_kv_heads[b])
-                        for i in keep_top(grouped[g], cut.heads_per_group)]
-    if cut.mlp_channels:
-        mlp = {b: keep_top(importance.mlp[b], cut.mlp_channels) for b in range(c.num_layers)}
-    if cut.hidden:
-        hidden = keep_top(importance.hidden, cut.hidden)
-    student = structured.prune_width(model, heads=heads, mlp_channels=mlp, hidden=hidden)
-    return student, {"criterion": cut.criterion}
+        details["removed"] = list(plan.remove)
+    return structured.cut_depth(model, plan), details
 
 
 def method_label(config) -> str:
@@ -243,8 +192,8 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
     curve, after = [], before
     if config.distill.enabled:
         train_config = common.copy_with(config, rule="dense")
-        trainer = train_job.Trainer(train_config, resources, model=student, teacher=teacher,
-                                    temperature=config.distill.temperature)
+        trainer = train_job.make_trainer(train_config, resources, model=student, teacher=teacher,
+                                         temperature=config.distill.temperature)
         distill_start = time.perf_counter()
         curve = train_job.run_with_checkpoints(trainer, workdir)
         timings["distill_seconds"] = time.perf_counter() - distill_start

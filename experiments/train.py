@@ -23,6 +23,7 @@ from absl import app, logging
 from ml_collections import config_flags
 
 from experiments import common, train_job
+from jaxprune import training
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/gradual.py", "Training config.")
 
@@ -45,12 +46,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     with common.job(_CONFIG.value, train_job) as (config, resources, _):
-        trainer = train_job.Trainer(config, resources)
+        trainer = train_job.make_trainer(config, resources)
         curve = train_job.run_with_checkpoints(trainer, config.workdir)
         metrics = {"rule": config.rule, "steps": config.train.steps,
                    "final_loss": curve[-1][1],
                    **train_job.evaluate(trainer, config, resources),
-                   "params_sha256": train_job.params_fingerprint(trainer.state["params"])}
+                   "params_sha256": training.params_fingerprint(trainer.state["params"])}
         print(common.markdown_table([metrics], list(metrics)))
         if config.workdir:
             write_results(config, metrics, curve)

@@ -18,9 +18,10 @@ def main() -> int:
     model = models.Llama(config, rngs=nnx.Rngs(0))
     segments = np.random.default_rng(0).integers(0, 64, (8, 16))
     failures = 0
-    for method, pattern in [("wanda", "per_output"), ("wanda", "2:4"),
-                            ("sparsegpt", "unstructured"), ("sparsegpt", "2:4")]:
-        settings = dict(method=method, pattern=pattern, batch_size=8, blocksize=16,
+    sparsegpt = oneshot.SparseGPT(blocksize=16)
+    for method, pattern in [(oneshot.WANDA, "per_output"), (oneshot.WANDA, "2:4"),
+                            (sparsegpt, "unstructured"), (sparsegpt, "2:4")]:
+        settings = dict(method=method, pattern=pattern, batch_size=8,
                         sparsity=None if ":" in pattern else 0.5)
         one = oneshot.prune_oneshot(model, segments, oneshot.OneShotConfig(**settings),
                                     progress=False)
@@ -34,7 +35,7 @@ def main() -> int:
                 strict=True))
             ok = same_masks and weight_gap <= 1e-5
             failures += not ok
-            print(f"{method} {pattern} mesh {data}x{split}: masks equal {same_masks}, "
+            print(f"{method.name} {pattern} mesh {data}x{split}: masks equal {same_masks}, "
                   f"max weight difference {weight_gap:.2e} {'ok' if ok else 'FAIL'}")
     return 1 if failures else 0
 

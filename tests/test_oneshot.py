@@ -36,7 +36,8 @@ def settings(**fields):
     return oneshot.settings_from_config(defaults | fields)
 
 
-CASES = [(m, p) for m in oneshot.registry.METHODS for p in ("unstructured", "per_output", "2:4", "4:8")
+CASES = [(m, p) for m in oneshot.registry.METHODS
+         for p in ("unstructured", "per_output", "2:4", "4:8")
          if not (m == "sparsegpt" and p == "per_output")]
 
 

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from configs.sweeps import oneshot_table, sparsity_curve
-from experiments import common, sweep_points, sweep_report
+from configs.sweeps import points as sweep_points
+from experiments import common, sweep_report
 from experiments import sweep_runner as sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

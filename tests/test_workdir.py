@@ -31,7 +31,8 @@ from configs.sweeps import oneshot_table
 from experiments import common, oneshot_job, train_job
 from experiments import sweep_runner as sweep
 from jaxprune import kernels, models, workdir
-from jaxprune.oneshot import obd_scores, sparsegpt_prune_layer, wanda_scores
+from jaxprune.criteria import obd_score, wanda_score
+from jaxprune.oneshot import sparsegpt_prune_layer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -320,9 +321,9 @@ def test_statistics_of_the_wrong_shape_are_refused_by_name():
     kernel = jax.random.normal(jax.random.PRNGKey(3), (8, 4))
     with pytest.raises(ValueError, match=r"sq_norms has shape \(1,\), but the kernel \(8, 4\) "
                                          r"needs \(8,\)"):
-        wanda_scores(kernel, jnp.ones(1))  # would broadcast silently
+        wanda_score(kernel, jnp.ones(1))  # would broadcast silently
     with pytest.raises(ValueError, match=r"hessian_diag has shape \(4,\)"):
-        obd_scores(kernel, jnp.ones(4))
+        obd_score(kernel, jnp.ones(4))
     with pytest.raises(ValueError, match=r"gram has shape \(4, 4\)"):
         sparsegpt_prune_layer(kernel, jnp.eye(4), sparsity=0.5)
 

@@ -13,7 +13,7 @@ Smoke run (tiny random model, built-in text):
 import ml_collections
 
 from configs.oneshot_base import UNSTRUCTURED_GROUP, oneshot_config
-from experiments.sweep_points import chain
+from configs.sweeps.points import chain
 
 METHODS = ("magnitude", "obd", "wanda", "sparsegpt")
 

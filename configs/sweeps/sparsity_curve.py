@@ -17,7 +17,7 @@ the full protocol. OBD is left out: with the layer-wise Hessian it ranks like Wa
 import ml_collections
 
 from configs.oneshot_base import UNSTRUCTURED_GROUP, oneshot_config
-from experiments.sweep_points import chain
+from configs.sweeps.points import chain
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -20,10 +20,12 @@ Smoke run (tiny random model):
 import ml_collections
 
 from configs import structured
-from experiments.sweep_points import chain, product
+from configs.sweeps.points import chain, product
+from jaxprune.structured import registry as criteria
 
-DEPTH_CRITERIA = ("block_influence", "angular", "drop_one")
-WIDTH_CRITERIA = ("activation", "magnitude", "taylor")
+# Every registered criterion, in the registries' order.
+DEPTH_CRITERIA = tuple(criteria.DEPTH_CRITERIA)
+WIDTH_CRITERIA = tuple(criteria.WIDTH_CRITERIA)
 
 
 def _cut(name: str, runlocal: bool) -> dict:

@@ -1,9 +1,12 @@
 """Structured pruning: cut whole heads, KV groups, MLP channels, hidden channels or blocks.
 
 Surgery (``prune_width``, ``remove_blocks``, ``fuse_blocks``), width importance (activation,
-magnitude, Taylor) and depth scores; ``experiments/structured.py`` adds distillation. See
-docs/structured.md.
+magnitude, Taylor) and depth scores; cut plans from scores and targets (``plan_width``,
+``plan_depth``, ``cut_width``, ``cut_depth``); the criteria as values in ``registry``.
+Distillation after a cut is ``jaxprune.training.distill``. See docs/structured.md.
 """
+
+from jaxprune.structured import registry
 
 from jaxprune.structured.depth import (
     angular_distances,
@@ -18,19 +21,48 @@ from jaxprune.structured.importance import (
     magnitude_importance,
     taylor_importance,
 )
+from jaxprune.structured.plans import (
+    DepthPlan,
+    WidthPlan,
+    cut_depth,
+    cut_width,
+    keep_top,
+    plan_depth,
+    plan_width,
+)
+from jaxprune.structured.registry import (
+    DEPTH_CRITERIA,
+    FUSE_CRITERIA,
+    WIDTH_CRITERIA,
+    DepthCriterion,
+    WidthCriterion,
+)
 from jaxprune.structured.surgery import fuse_blocks, prune_width, remove_blocks
 
 __all__ = [
+    "DEPTH_CRITERIA",
+    "FUSE_CRITERIA",
+    "WIDTH_CRITERIA",
+    "DepthCriterion",
+    "DepthPlan",
     "Importance",
+    "WidthCriterion",
+    "WidthPlan",
     "activation_importance",
     "angular_distances",
     "block_influence",
     "closest_pairs",
+    "cut_depth",
+    "cut_width",
     "drop_one_perplexity",
     "fuse_blocks",
+    "keep_top",
     "least_important",
     "magnitude_importance",
+    "plan_depth",
+    "plan_width",
     "prune_width",
+    "registry",
     "remove_blocks",
     "taylor_importance",
 ]

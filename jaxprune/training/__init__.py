@@ -1,19 +1,51 @@
-"""Pruning during training: an optax transformation and the mask rules it applies.
+"""Pruning during training, and the training and distillation loops.
 
 ``sparse_training(optimizer, rule)`` keeps masks in the optimizer state and pruned weights at
-exactly zero; the rules are gradual magnitude pruning (optionally straight-through), SNIP at
-initialisation, and the drop-and-grow methods SET and RigL.
+exactly zero; the rules (``MaskRule`` values) are gradual magnitude pruning (optionally
+straight-through), SNIP at initialisation, and the drop-and-grow methods SET and RigL; configs
+name them through ``registry.RULES``. ``Trainer`` and ``distill`` run the loops, with orbax
+checkpoints and resume (``train_with_checkpoints``).
 """
 
-from jaxprune.training.algorithms import SET, GradualMagnitude, RigL, Snip
+from jaxprune.training import registry
+from jaxprune.training.algorithms import SET, GradualMagnitude, MaskRule, RigL, Snip
+from jaxprune.training.registry import RULES, rule_from_config
+from jaxprune.training.trainer import (
+    Trainer,
+    TrainSettings,
+    batch_at,
+    checkpoint_manager,
+    distill,
+    make_optimizer,
+    measured_sparsity,
+    params_fingerprint,
+    restore_latest,
+    save_checkpoint,
+    train_with_checkpoints,
+)
 from jaxprune.training.transform import SparseTrainingState, masked_fraction, sparse_training
 
 __all__ = [
+    "RULES",
     "SET",
     "GradualMagnitude",
+    "MaskRule",
     "RigL",
     "Snip",
     "SparseTrainingState",
+    "TrainSettings",
+    "Trainer",
+    "batch_at",
+    "checkpoint_manager",
+    "distill",
+    "make_optimizer",
     "masked_fraction",
+    "measured_sparsity",
+    "params_fingerprint",
+    "registry",
+    "restore_latest",
+    "rule_from_config",
+    "save_checkpoint",
     "sparse_training",
+    "train_with_checkpoints",
 ]

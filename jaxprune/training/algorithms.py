@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,29 @@ def _prune_lowest(scores: jax.Array, count: jax.Array) -> jax.Array:
     return selection.select_global([scores], count)[0]
 
 
+@runtime_checkable
+class MaskRule(Protocol):
+    """What ``sparse_training`` drives: a rule deciding the masks from the step.
+
+    Attributes:
+      straight_through: dense weights live behind the masks and get dense gradients.
+      needs_key: the rule draws random masks, so ``sparse_training`` needs a PRNG key.
+    """
+
+    straight_through: bool
+    needs_key: bool
+
+    def init_masks(self, params: PyTree, key: jax.Array) -> PyTree:
+        """The masks before the first step."""
+
+    def is_update_step(self, step: jax.Array) -> jax.Array:
+        """Whether the masks change at ``step`` (a traced boolean)."""
+
+    def update_masks(self, masks: PyTree, params: PyTree, grads: PyTree, step: jax.Array,
+                     key: jax.Array) -> PyTree:
+        """The masks after ``step``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class GradualMagnitude:
     """Gradual magnitude pruning on the cubic schedule of Zhu & Gupta.
@@ -94,6 +117,7 @@ class GradualMagnitude:
     allocation: str = "uniform"
     pattern: str = "unstructured"
     straight_through: bool = False
+    needs_key = False
     include: Callable[[str, Any], bool] = allocation_lib.default_prunable
 
     def __post_init__(self):
@@ -173,6 +197,7 @@ class Snip:
     pattern: str = "unstructured"
     include: Callable[[str, Any], bool] = allocation_lib.default_prunable
     straight_through = False
+    needs_key = False
 
     def __post_init__(self):
         _checks.check_fraction("sparsity", self.sparsity, allow_traced=False)
@@ -230,6 +255,7 @@ class _DropAndGrow:
     allocation: str = "uniform"
     include: Callable[[str, Any], bool] = allocation_lib.default_prunable
     straight_through = False
+    needs_key = True
 
     def __post_init__(self):
         _checks.check_fraction("sparsity", self.sparsity, allow_traced=False)

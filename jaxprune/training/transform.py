@@ -28,6 +28,7 @@ import optax
 
 from jaxprune import paths
 from jaxprune.masks import count_kept
+from jaxprune.training.algorithms import MaskRule
 
 PyTree = Any
 
@@ -90,10 +91,13 @@ def sparse_training(inner: optax.GradientTransformation, rule, *,
       An optax ``GradientTransformationExtraArgs``; its ``update`` requires ``params``.
 
     Raises:
+      TypeError: when ``rule`` is not a ``MaskRule``.
       ValueError: when ``rule`` needs a key and none is given.
     """
-    needs_key = hasattr(rule, "drop_fraction")
-    if needs_key and key is None:
+    if not isinstance(rule, MaskRule):
+        raise TypeError(f"rule must be a MaskRule (straight_through, needs_key, init_masks, "
+                        f"is_update_step, update_masks), got {rule!r}")
+    if rule.needs_key and key is None:
         raise ValueError(f"{type(rule).__name__} draws random masks; pass key=jax.random.key(...)"
                          " or jax.random.PRNGKey(...)")
     if key is None:

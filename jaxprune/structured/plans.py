@@ -1,0 +1,141 @@
+"""Cut plans: from importance scores and target sizes to what surgery removes.
+
+A plan is a plain value (which heads, channels, hidden units or blocks stay), so it can be
+inspected, saved and applied to any copy of the model: ``plan_width`` then ``cut_width``;
+``plan_depth`` then ``cut_depth``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxprune.structured.depth import closest_pairs, least_important
+from jaxprune.structured.importance import Importance
+from jaxprune.structured.surgery import fuse_blocks, prune_width, remove_blocks
+
+
+def keep_top(scores: np.ndarray, count: int) -> list[int]:
+    """Indices of the ``count`` highest scores, in index order (ties: lower index kept).
+
+    Raises:
+      ValueError: unless ``0 <= count <= len(scores)``.
+    """
+    scores = np.asarray(scores)
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= scores.size:
+        raise ValueError(f"count must be an integer in [0, {scores.size}], got {count!r}")
+    order = np.argsort(-scores, kind="stable")
+    return sorted(order[:count].tolist())
+
+
+@dataclasses.dataclass(frozen=True)
+class WidthPlan:
+    """What a width cut keeps; ``None`` keeps a dimension whole.
+
+    Attributes:
+      heads: block -> kept query heads (the same number in every key/value group).
+      mlp_channels: block -> kept MLP channels.
+      hidden: kept hidden (embedding) channels, shared by every block.
+    """
+
+    heads: dict[int, list[int]] | None = None
+    mlp_channels: dict[int, list[int]] | None = None
+    hidden: list[int] | None = None
+
+
+def plan_width(model_config, importance: Importance, *, heads_per_group: int = 0,
+               mlp_channels: int = 0, hidden: int = 0) -> WidthPlan:
+    """Keeps the most important units of each dimension (0 keeps a dimension whole).
+
+    Heads are chosen within each key/value group, so grouped-query attention stays valid.
+
+    Args:
+      model_config: the model's ``LlamaConfig`` (per-block heads, groups and widths).
+      importance: per-unit scores (``activation_importance``, ``magnitude_importance``,
+        ``taylor_importance``).
+      heads_per_group: query heads kept in each key/value group.
+      mlp_channels: MLP channels kept in each block.
+      hidden: hidden channels kept.
+
+    Returns:
+      A ``WidthPlan``.
+
+    Raises:
+      ValueError: for a count above what a block has.
+
+    References:
+      Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge
+      Distillation" (Minitron): width pruning by activation importance.
+    """
+    c = model_config
+    heads = mlp = kept_hidden = None
+    if heads_per_group:
+        heads = {}
+        for b in range(c.num_layers):
+            per_group = c.num_heads[b] // c.num_kv_heads[b]
+            grouped = np.asarray(importance.heads[b]).reshape(c.num_kv_heads[b], per_group)
+            heads[b] = [g * per_group + i for g in range(c.num_kv_heads[b])
+                        for i in keep_top(grouped[g], heads_per_group)]
+    if mlp_channels:
+        mlp = {b: keep_top(importance.mlp[b], mlp_channels) for b in range(c.num_layers)}
+    if hidden:
+        kept_hidden = keep_top(importance.hidden, hidden)
+    return WidthPlan(heads, mlp, kept_hidden)
+
+
+def cut_width(model, plan: WidthPlan):
+    """A new model with only the units ``plan`` keeps (``prune_width``)."""
+    return prune_width(model, heads=plan.heads, mlp_channels=plan.mlp_channels,
+                       hidden=plan.hidden)
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthPlan:
+    """What a depth cut does.
+
+    Attributes:
+      remove: blocks dropped, sorted.
+      fuse: first block of each pair of consecutive blocks merged into one, sorted.
+    """
+
+    remove: tuple[int, ...] = ()
+    fuse: tuple[int, ...] = ()
+
+
+def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
+               fuse: bool = False) -> DepthPlan:
+    """The blocks to drop (or pairs to fuse) from depth scores.
+
+    Args:
+      scores: per-block scores, higher kept (``block_influence``, ``drop_one_perplexity``);
+        with ``contiguous`` or ``fuse``, ``angular_distances`` (entry ``l`` scores the run
+        starting at block ``l``; lower is more redundant).
+      blocks: how many blocks fewer.
+      contiguous: drop the run of ``blocks`` consecutive blocks with the lowest score.
+      fuse: merge ``blocks`` disjoint pairs, most similar first (``closest_pairs``).
+
+    Returns:
+      A ``DepthPlan``.
+
+    Raises:
+      ValueError: for a count the scores cannot satisfy.
+
+    References:
+      Men et al. 2024 (ShortGPT, Block Influence); Gromov et al. 2024 (angular distance of
+      runs of blocks).
+    """
+    if fuse:
+        return DepthPlan(fuse=tuple(closest_pairs(scores, blocks)))
+    if contiguous:
+        start = int(np.argmin(np.asarray(scores)))
+        return DepthPlan(remove=tuple(range(start, start + blocks)))
+    return DepthPlan(remove=tuple(least_important(scores, blocks)))
+
+
+def cut_depth(model, plan: DepthPlan):
+    """A new model without the plan's blocks, then with its pairs fused."""
+    student = remove_blocks(model, list(plan.remove)) if plan.remove else model
+    for start in reversed(plan.fuse):  # from the top, so lower indices stay valid
+        student = fuse_blocks(student, start)
+    return student
