@@ -1,15 +1,13 @@
 r"""Benchmark: forward throughput of each structured cut of SmolLM2-135M against the dense model.
 
-  python -m experiments.bench_structured --out=runs/bench_structured.json \
-      [--cuts=dense,depth4,depth8,fuse4,mlp,heads6,hidden448] [--batch_size=8] [--seq_len=512]
-  python -m experiments.bench_structured --smoke   # tiny random model, seconds
+  python -m experiments.bench_structured --config=configs/bench_structured.py \
+      --config.out=runs/bench_structured.json [--config.only=depth4,mlp]
+  python -m experiments.bench_structured --config=configs/bench_structured.py:runlocal
 
-Speed depends on the shapes a cut leaves, not on which units it removed, so every cut here
-takes its units by weight magnitude (width) or by scores on a few random tokens (depth, fusion):
-no calibration text is needed. Each model's jitted forward pass is compiled and run once
-untimed, then timed --repeats times on the same batch; the table gives medians, tokens/s and
-the ratio to the dense model, with the parameter counts. Writes JSON (atomically) with every
-timing, the machine and the package versions.
+Each model's jitted forward pass is compiled and run once untimed, then timed
+``config.repeats`` times on the same batch; the table gives medians, tokens/s and the ratio to
+the dense model, with the parameter counts. Writes JSON (atomically) with every timing, the
+machine and the package versions.
 """
 
 from __future__ import annotations
@@ -24,35 +22,42 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from flax import nnx
+from ml_collections import config_flags
 
-from configs import structured as structured_config
 from experiments import common, structured_job
-from jaxprune import models
-
-_MODEL = flags.DEFINE_string("model", "smollm2-135m", "Model name for models.load.")
-_CUTS = flags.DEFINE_list("cuts", list(structured_config.CUTS),
-                          "Cuts of configs/structured.py to time; 'dense' is always timed.")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Sequences per forward pass.")
-_SEQ = flags.DEFINE_integer("seq_len", 512, "Tokens per sequence.")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed forward passes per model.")
-_OUT = flags.DEFINE_string("out", "", "JSON output path (optional).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "The tiny random model with the cuts scaled to it "
-                           "(configs/structured.py runlocal sizes), 2 passes of 2 x 64 tokens.")
+from jaxprune import models, structured
 
 
-def student_of(cut_name: str, model, segments: np.ndarray):
-    """``model`` cut to the shapes of ``configs/structured.py:CUT``."""
-    config = structured_config.get_config(cut_name + (",runlocal" if _SMOKE.value else ""))
-    config = common.apply_runlocal(config)
-    config.model = model_name()
-    if config.cut.kind == "width":  # needs no text; depth and fusion keep their defaults
-        config.cut.criterion = "magnitude"
-    structured_job.check_against_model(config, model.config)
-    return structured_job.cut_model(config, model, segments)[0]
+def student_of(cut, model, segments: np.ndarray):
+    """``model`` cut to the shapes ``cut`` (a ``config.cuts`` entry) describes."""
+    structured_job.check_cut_fits(cut, model.config)
+    if cut.kind == "none":
+        return model
+    criterion = structured_job.CRITERIA[cut.kind][cut.criterion]
+    if cut.kind == "width":
+        plan = structured.plan_width(model.config, criterion.importance(model, segments, 2),
+                                     heads_per_group=cut.heads_per_group,
+                                     mlp_channels=cut.mlp_channels, hidden=cut.hidden)
+        return structured.cut_width(model, plan)
+    scores = criterion.scores(model, segments, cut.blocks, 2)
+    return structured.cut_depth(model, criterion.plan(scores, cut.blocks))
 
 
-def model_name() -> str:
-    return "tiny-llama" if _SMOKE.value else _MODEL.value
+def chosen_cuts(config) -> list[str]:
+    """"dense" and the cuts ``config.only`` names (all of ``config.cuts`` when empty).
+
+    Raises:
+      app.UsageError: for an unknown name or a size below 1.
+    """
+    only = [c for c in config.only.split(",") if c] or list(config.cuts)
+    unknown = [c for c in only if c not in config.cuts]
+    if unknown:
+        raise app.UsageError(f"config.only: unknown cut(s) {unknown}; allowed: "
+                             f"{list(config.cuts)}")
+    for name in ("batch_size", "seq_len", "repeats"):
+        if not isinstance(config[name], int) or config[name] < 1:
+            raise app.UsageError(f"config.{name} must be an integer >= 1, got {config[name]!r}")
+    return ["dense", *[c for c in only if c != "dense"]]
 
 
 def forward_seconds(model, tokens: jax.Array, repeats: int) -> tuple[float, list[float]]:
@@ -70,28 +75,22 @@ def forward_seconds(model, tokens: jax.Array, repeats: int) -> tuple[float, list
     return compile_seconds, runs
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    unknown = [c for c in _CUTS.value if c not in structured_config.CUTS]
-    if unknown:
-        raise app.UsageError(f"--cuts: unknown cut(s) {unknown}; allowed: "
-                             f"{list(structured_config.CUTS)}")
-    for name, flag in (("batch_size", _BATCH), ("seq_len", _SEQ), ("repeats", _REPEATS)):
-        if flag.value < 1:
-            raise app.UsageError(f"--{name} must be >= 1, got {flag.value}")
-    batch, seq, repeats = (2, 64, 2) if _SMOKE.value else (_BATCH.value, _SEQ.value,
-                                                           _REPEATS.value)
-    model, _ = models.load(model_name())
+def time_cuts(config) -> list[dict]:
+    """Times the dense model and each chosen cut; one row per model, "vs dense" included.
+
+    Raises:
+      app.UsageError: for an unknown cut or a bad size (before loading anything).
+    """
+    cuts = chosen_cuts(config)
+    model, _ = models.load(config.model)
     rng = np.random.default_rng(0)
     vocab = model.config.vocab_size
     segments = rng.integers(0, vocab, (2, 64)).astype(np.int32)  # for depth scores only
-    tokens = jnp.asarray(rng.integers(0, vocab, (batch, seq)), jnp.int32)
-    cuts = ["dense", *[c for c in _CUTS.value if c != "dense"]]
+    tokens = jnp.asarray(rng.integers(0, vocab, (config.batch_size, config.seq_len)), jnp.int32)
     rows = []
     for cut in cuts:
-        student = student_of(cut, model, segments)
-        compile_seconds, runs = forward_seconds(student, tokens, repeats)
+        student = student_of(config.cuts[cut], model, segments)
+        compile_seconds, runs = forward_seconds(student, tokens, config.repeats)
         median = statistics.median(runs)
         rows.append({
             "cut": cut, "params": student.config.num_params(),
@@ -102,20 +101,35 @@ def main(argv):
                      len(runs), tokens.size / median)
     for row in rows:
         row["vs dense"] = rows[0]["median_seconds"] / row["median_seconds"]
-    print(f"{model_name()}: forward pass of {batch} x {seq} tokens, float32, "
-          f"median of {repeats} after compiling; {os.cpu_count()} CPUs "
+    return rows
+
+
+def report(config, rows: list[dict]) -> None:
+    """Prints the table and writes the JSON of ``config.out``."""
+    print(f"{config.model}: forward pass of {config.batch_size} x {config.seq_len} tokens, "
+          f"float32, median of {config.repeats} after compiling; {os.cpu_count()} CPUs "
           f"({platform.machine()}), {jax.default_backend()}")
     print(common.markdown_table(rows, ["cut", "params", "params_non_embedding",
                                        "median_seconds", "tokens/s", "vs dense"],
                                 {"tokens/s": ".0f", "vs dense": ".2f", "median_seconds": ".3f"}))
-    if _OUT.value:
-        common.write_json_atomic(_OUT.value, {
-            "model": model_name(), "batch_size": batch, "seq_len": seq,
-            "repeats": repeats, "rows": rows, "cpus": os.cpu_count(),
+    if config.out:
+        common.write_json_atomic(config.out, {
+            "model": config.model, "batch_size": config.batch_size, "seq_len": config.seq_len,
+            "repeats": config.repeats, "rows": rows, "cpus": os.cpu_count(),
             "machine": platform.machine(), "backend": jax.default_backend(),
             "git": common.git_revision(), "packages": common.package_versions()})
-        print(f"wrote {_OUT.value}")
+        print(f"wrote {config.out}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = common.apply_runlocal(flags.FLAGS.config, common.command_line_fields())
+    report(config, time_cuts(config))
 
 
 if __name__ == "__main__":
+    # Defined here, not at import, so tests can import the module beside other binaries.
+    config_flags.DEFINE_config_file("config", "configs/bench_structured.py",
+                                    "Benchmark configuration.")
     common.run_main(main)

@@ -51,13 +51,13 @@ def check_config(config) -> None:
         train_job.check_config(common.copy_with(config, rule="dense"))
 
 
-def check_against_model(config, model_config) -> None:
-    """Checks the cut's sizes against the model.
+def check_cut_fits(cut, model_config) -> None:
+    """Checks a cut's sizes (a ``config.cut`` section) against the model.
 
     Raises:
       ValueError: for a cut that removes every block or keeps more than there is.
     """
-    cut, c = config.cut, model_config
+    c = model_config
     if cut.kind == "depth" and cut.blocks >= c.num_layers:
         raise ValueError(f"config.cut.blocks must be below the model's {c.num_layers} blocks, "
                          f"got {cut.blocks}")
@@ -146,7 +146,7 @@ def prepare(config, resources: common.Resources) -> None:
     """Checks everything, loads the model and the texts, before any work."""
     check_config(config)
     model, _ = resources.model(config)
-    check_against_model(config, model.config)
+    check_cut_fits(config.cut, model.config)
     resources.calibration_segments(config)
     resources.evaluation_tokens(config)
     if config.distill.enabled:

@@ -93,7 +93,7 @@ def test_wanda_2_4_on_smollm2_with_checkpoint(tmp_path):
         ("--config.method=gptq", "config.method must be 'dense' or one of"),
         ("--config.calibration.source=file", "config.calibration.path is required"),
         ("--config.sparsity=1.2", "sparsity must be in [0, 1)"),
-        ("--config.layers=cross_attn", "matches no parameter path"),
+        ("--config.layers=cross_attn", "matches no prunable kernel"),
         ("--config.calibration.num_segments=100000",
          "calibration text has"),
         ("--config.damp=0", "damp must be in (0, 1]"),

@@ -12,6 +12,9 @@ def test_notebook_runs_in_small_mode(name, monkeypatch):
     code = [cell for cell in executed.cells if cell.cell_type == "code"]
     assert "mode: small, model tiny-llama" in notebooks.stream_text(code[1])
     assert all(out.output_type != "error" for cell in code for out in cell.outputs)
+    if name == "custom_pruner":  # criteria written in a cell equal the built-in methods
+        printed = "".join(notebooks.stream_text(cell) for cell in code)
+        assert "my Wanda == built-in Wanda: True; my RIA == built-in RIA: True" in printed
 
 
 @pytest.mark.parametrize("name", notebooks.NOTEBOOKS)

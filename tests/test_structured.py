@@ -355,22 +355,18 @@ def test_fusing_two_identical_blocks_equals_dropping_one():
         structured.fuse_blocks(ragged, 0)
 
 
-def test_structured_benchmark_smoke_run(tmp_path):
+def test_structured_benchmark_runlocal(tmp_path, capsys):
     import json
-    import os
-    import subprocess
-    import sys
 
+    from configs import bench_structured as bench_config
     from configs import structured as structured_config
+    from experiments import bench_structured, common
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "experiments.bench_structured", "--smoke",
-                             f"--out={out}"], cwd=repo, capture_output=True, text=True,
-                            timeout=600, check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
+    config = common.apply_runlocal(bench_config.get_config("runlocal"))
+    config.out = str(tmp_path / "bench.json")
+    bench_structured.report(config, bench_structured.time_cuts(config))
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert [r["cut"] for r in rows] == list(structured_config.CUTS)
     assert rows[0]["vs dense"] == 1.0
     assert all(r["params"] < rows[0]["params"] and len(r["runs"]) == 2 for r in rows[1:])
-    assert "| dense |" in result.stdout
+    assert "| dense |" in capsys.readouterr().out

@@ -118,7 +118,7 @@ def test_duplicate_points_are_refused():
                                        "'windw' Did you mean \"window\""),
         ("--config.base.sparsity=half", "config.base.sparsity"),
         ("--config.base.sparsity=1.5", "sparsity must be in [0, 1)"),
-        ("--config.base.layers=cross_attn", "matches no parameter path"),
+        ("--config.base.layers=cross_attn", "matches no prunable kernel"),
         ("--config.table.values=()", "config.table.values must be a non-empty tuple"),
     ],
 )
@@ -160,7 +160,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 14  # 10 job configs and 4 sweeps
+    assert checked == 15  # 10 job configs, 1 benchmark and 4 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():

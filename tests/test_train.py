@@ -82,7 +82,7 @@ def test_resume_after_sigkill_gives_the_same_results_curve_and_parameters(tmp_pa
                                         "begin=500, end=350"),
         ("--config.sparsity.update_every=0", "update_every must be >= 1, got 0"),
         ("--config.sparsity.final=1.0", "final_sparsity must be in [0, 1)"),
-        ("--config.rule=obs", "config.rule must be one of"),
+        ("--config.rule=obs", "config.rule='obs' is not one of"),
         ("--config.train.steps=0", "config.train.steps must be an integer >= 1, got 0"),
     ],
 )

@@ -1,0 +1,98 @@
+"""docs/architecture.md's dependency rules, checked on the source: layers import only layers
+below them, configs never import experiments, experiments never edit configs, and the package
+imports on a base install (no extras)."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Bottom up, as docs/architecture.md draws them. Top-level modules of jaxprune/ are the core;
+# a subpackage may import its own modules and those of lower layers.
+LAYERS = {"core": 0, "models": 1, "kernels": 1, "data": 2, "eval": 2,
+          "oneshot": 3, "training": 3, "structured": 3}
+EXTRAS = ("gguf", "tokenizers", "safetensors", "matplotlib", "torch", "transformers")
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    """Every module a file imports (``from a.b import c`` gives ``a.b`` and ``a.b.c``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def _layer(parts: list[str]) -> str:
+    """The layer of ``jaxprune.<parts>``: its subpackage, or the core for a top-level module."""
+    if not parts or not parts[0] or not (ROOT / "jaxprune" / parts[0]).is_dir():
+        return "core"
+    return parts[0]
+
+
+def _jaxprune_files():
+    return [p for p in (ROOT / "jaxprune").rglob("*.py") if p.name != "__init__.py"
+            or p.parent.name != "jaxprune"]  # the package root re-exports; it has no layer
+
+
+@pytest.mark.parametrize("path", _jaxprune_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_each_layer_imports_only_layers_below_it(path):
+    own = _layer(list(path.relative_to(ROOT / "jaxprune").parts[:-1]) or [""])
+    for name in _imports(path):
+        parts = name.split(".")
+        if parts[0] in ("experiments", "configs"):
+            pytest.fail(f"{path.name} imports {name}: the library never imports entry points")
+        if parts[0] != "jaxprune" or len(parts) == 1:
+            continue
+        other = _layer(parts[1:2])
+        assert other == own or LAYERS[other] < LAYERS[own], (
+            f"{path.relative_to(ROOT)} ({own}) imports {name} ({other}), a layer not below it")
+
+
+def test_the_core_imports_no_flax_and_no_model():
+    for path in (ROOT / "jaxprune").glob("*.py"):
+        imported = _imports(path)
+        assert not any(n.split(".")[0] in ("flax", "optax") for n in imported), path.name
+
+
+def test_configs_never_import_experiments_and_experiments_never_edit_configs():
+    for path in (ROOT / "configs").rglob("*.py"):
+        assert not any(n.split(".")[0] == "experiments" for n in _imports(path)), path
+    for path in (ROOT / "experiments").rglob("*.py"):
+        source = path.read_text()
+        for name in _imports(path):
+            if name.startswith("configs"):
+                # A binary reads a config only through --config; it never imports one.
+                pytest.fail(f"{path.relative_to(ROOT)} imports {name}")
+        assert "configs." not in source.replace("configs/", ""), path
+
+
+def test_every_subpackage_imports_without_the_extras():
+    # A base install lacks the [models], [plots] and [reference] extras; block them.
+    script = (
+        "import importlib.abc, sys\n"
+        f"BLOCKED = {EXTRAS!r}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import jaxprune, jaxprune.structured, jaxprune.data, jaxprune.training\n"
+        "import jaxprune.oneshot, jaxprune.models, jaxprune.eval, jaxprune.kernels\n"
+        "import tempfile\n"
+        "from jaxprune import models\n"
+        "path = tempfile.mkstemp(suffix='.gguf')[1]\n"
+        "try:\n"
+        "    models.load_gguf(path)\n"
+        "except ImportError as err:\n"
+        "    print(err)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'jaxprune[models]'" in out.stdout
