@@ -6,6 +6,13 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tokenized text is cached on disk; tests (and the binaries they start) use a fresh cache.
 os.environ.setdefault("JAXPRUNE_CACHE_DIR", tempfile.mkdtemp(prefix="jaxprune-test-cache-"))
+# One persistent XLA compilation cache for the whole run: the tests and the binaries they start
+# compile the same tiny-model programs again and again (a fresh jit, a new process); from the
+# second time on XLA loads them from disk (a runlocal prune binary: 6.3 s -> 3.0 s). Set before
+# the first import of jax; pytest-xdist's workers inherit it from the controller.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxprune-xla-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 

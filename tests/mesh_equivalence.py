@@ -19,13 +19,16 @@ def main() -> int:
     segments = np.random.default_rng(0).integers(0, 64, (8, 16))
     failures = 0
     sparsegpt = oneshot.SparseGPT(blocksize=16)
-    for method, pattern in [(oneshot.WANDA, "per_output"), (oneshot.WANDA, "2:4"),
-                            (sparsegpt, "unstructured"), (sparsegpt, "2:4")]:
+    # Each axis alone and both together, each method and pattern kind once: the data axis
+    # splits batches (statistics summed across devices), the model axis splits kernels.
+    cases = [(oneshot.WANDA, "per_output", [(8, 1)]), (oneshot.WANDA, "2:4", [(2, 4)]),
+             (sparsegpt, "unstructured", [(2, 4)]), (sparsegpt, "2:4", [(1, 8)])]
+    for method, pattern, meshes in cases:
         settings = dict(method=method, pattern=pattern, batch_size=8,
                         sparsity=None if ":" in pattern else 0.5)
         one = oneshot.prune_oneshot(model, segments, oneshot.OneShotConfig(**settings),
                                     progress=False)
-        for data, split in [(8, 1), (2, 4), (1, 8)]:
+        for data, split in meshes:
             mesh = oneshot.prune_oneshot(model, segments, oneshot.OneShotConfig(
                 **settings, mesh_data=data, mesh_model=split), progress=False)
             same_masks = all(bool(jnp.array_equal(a, b)) for a, b in zip(

@@ -96,3 +96,26 @@ def test_every_subpackage_imports_without_the_extras():
                          cwd=ROOT, check=False)
     assert out.returncode == 0, out.stderr
     assert "pip install 'jaxprune[models]'" in out.stdout
+
+
+def test_no_function_in_the_library_is_longer_than_60_lines():
+    long = []
+    for path in (ROOT / "jaxprune").rglob("*.py"):
+        source = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(source))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                count = sum(1 for n in range(node.lineno, node.end_lineno + 1)
+                            if n in _body_lines(node) and source[n - 1].strip()
+                            and not source[n - 1].strip().startswith("#"))
+                if count > 60:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({count})")
+    assert not long, long
+
+
+def _body_lines(node) -> set[int]:
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(
+            getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value,
+                                                                          str):
+        body = body[1:]
+    return {n for child in body for n in range(child.lineno, child.end_lineno + 1)}

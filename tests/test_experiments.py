@@ -87,39 +87,58 @@ def test_wanda_2_4_on_smollm2_with_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint").is_dir()
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("--config.method=gptq", "config.method must be 'dense' or one of"),
-        ("--config.calibration.source=file", "config.calibration.path is required"),
-        ("--config.sparsity=1.2", "sparsity must be in [0, 1)"),
-        ("--config.layers=cross_attn", "matches no prunable kernel"),
-        ("--config.calibration.num_segments=100000",
-         "calibration text has"),
-        ("--config.damp=0", "damp must be in (0, 1]"),
-    ],
-)
-def test_prune_refuses_bad_config_before_pruning(override, message):
-    config = "configs/sparsegpt.py:runlocal" if "damp" in override else "configs/wanda.py:runlocal"
-    result = run_binary("experiments.prune", f"--config={config}", override)
+def test_prune_binary_refuses_a_bad_config_before_pruning():
+    result = run_binary("experiments.prune", "--config=configs/wanda.py:runlocal",
+                        "--config.model=tiny-llama", "--config.method=gptq")
     assert result.returncode != 0
-    assert message in result.stderr, result.stderr[-2000:]
+    assert "config.method must be 'dense' or one of" in result.stderr, result.stderr[-2000:]
     assert "blocks" not in result.stderr  # the engine's progress bar never started
 
 
-@pytest.mark.real_model
-def test_prune_binary_runs_on_a_mesh_by_config_alone(tmp_path):
-    """Wanda on SmolLM2 on one device and on a 2x2 mesh of fake CPU devices.
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"calibration.source": "file"}, "config.calibration.path is required"),
+        ({"sparsity": 0.6}, "config.sparsity must be 1 - N/M = 0.5"),
+        ({"pattern": "unstructured", "sparsity": 1.2}, "sparsity must be in [0, 1)"),
+        ({"layers": "cross_attn"}, "matches no prunable kernel"),
+        ({"calibration.num_segments": 100000}, "calibration text has"),
+        ({"damp": 0.0}, "damp must be in (0, 1]"),
+        ({"method": "ria", "ria_alpha": -1.0}, "ria_alpha must be a number >= 0"),
+        ({"method": "wanda", "allocation": "owl"}, "allocation OWL sets per-block sparsities"),
+    ],
+)
+def test_prune_job_refuses_bad_config_before_pruning(overrides, message, tmp_path):
+    """What the prune binary does before any work (``common.job``), in this process."""
+    from absl import app
 
-    Exact equality is tested on the tiny model (tests/test_mesh.py). Here float32 sums split
-    over two devices round differently, which flips rare near-ties among SmolLM2's 884k-entry
-    kernels: the perplexities agree to about 0.1% (37.72 vs 37.75 when measured)."""
+    from configs import sparsegpt
+    from experiments import common, oneshot_job
+
+    config = common.apply_runlocal(sparsegpt.get_config("runlocal"))
+    config.runlocal = False  # shrunk already; the overrides below must win
+    config.model, config.pattern, config.workdir = "tiny-llama", "2:4", str(tmp_path / "run")
+    for field, value in overrides.items():
+        common.set_field(config, field, value)
+    with pytest.raises(app.UsageError) as error, common.job(config, oneshot_job):
+        pass
+    assert message in str(error.value)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_prune_binary_runs_on_a_mesh_by_config_alone(tmp_path):
+    """The prune binary on one device and on a 2x2 mesh of fake CPU devices, set by the config
+    alone (the tiny model; exact equality of masks and weights is tests/test_mesh.py's).
+
+    Float32 sums split over two devices may round differently, so the perplexities are
+    compared to 0.5% (on SmolLM2 they agree to about 0.1%: 37.72 vs 37.75 when measured)."""
     rows = {}
     for name, mesh in (("one", []), ("mesh", ["--config.num_cpu_devices=4",
                                               "--config.mesh_data=2",
                                               "--config.mesh_model=2"])):
         result = run_binary("experiments.prune", "--config=configs/wanda.py:runlocal",
-                            f"--config.workdir={tmp_path / name}", *mesh)
+                            "--config.model=tiny-llama", f"--config.workdir={tmp_path / name}",
+                            *mesh)
         assert result.returncode == 0, result.stderr[-3000:]
         rows[name] = json.loads((tmp_path / name / "results.json").read_text())["rows"][-1]
     assert rows["mesh"]["sparsity"] == rows["one"]["sparsity"] == 0.5

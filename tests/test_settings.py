@@ -7,7 +7,8 @@ import pytest
 
 from configs import demo, gradual, oneshot_base, structured, wanda
 from experiments import oneshot_job, train_job
-from jaxprune import oneshot, structured as structured_lib, training
+from jaxprune import oneshot, training
+from jaxprune import structured as structured_lib
 
 
 @pytest.mark.parametrize("config", [wanda.get_config(), oneshot_base.oneshot_config(

@@ -7,7 +7,6 @@ Distillation after a cut is ``jaxprune.training.distill``. See docs/structured.m
 """
 
 from jaxprune.structured import registry
-
 from jaxprune.structured.depth import (
     angular_distances,
     block_influence,
