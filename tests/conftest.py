@@ -14,6 +14,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxp
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # jit compiles once per new shape, so an example may take far longer than the next one.
@@ -24,3 +25,34 @@ settings.register_profile(
     "thorough", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_load_of_each_packaged_model():
+    """Loads each packaged model (SmolLM2: 5 s of GGUF dequantization) once per test process.
+
+    Every caller, the binaries run in this process included, gets its own ``nnx.clone`` of the
+    one load: new variables over the same immutable arrays, so no test sees another's changes.
+    Only packaged names are shared; paths and random models load as usual.
+    """
+    from flax import nnx
+
+    from jaxprune import models
+    from jaxprune.models import registry
+
+    original, loaded = registry.load, {}
+
+    def load(name_or_path, **kwargs):
+        if name_or_path not in registry.PACKAGED_MODELS:
+            return original(name_or_path, **kwargs)
+        key = (name_or_path, tuple(sorted(kwargs.items(), key=lambda item: item[0])))
+        if key not in loaded:
+            loaded[key] = original(name_or_path, **kwargs)
+        model, tokenizer = loaded[key]
+        return nnx.clone(model), tokenizer
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(registry, "load", load)
+    patch.setattr(models, "load", load)
+    yield
+    patch.undo()

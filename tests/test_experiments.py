@@ -8,10 +8,16 @@ import sys
 import jax
 import pytest
 
+from tests import inprocess
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_binary(*args):
+    """The binary in this process (tests/inprocess.py), or in a new one when it fakes devices
+    (XLA reads that setting once, at start-up)."""
+    if not any(a.startswith("--config.num_cpu_devices") for a in args[1:]):
+        return inprocess.run(*args)
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=900,
         check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"),

@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 from configs import layer_demo as demo_config
 from experiments import common
 from experiments import layer_demo as demo
+from tests import inprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,12 +24,8 @@ def test_demo_orders_criteria_as_expected():
 
 
 def test_demo_binary_prints_table_and_writes_json(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.layer_demo",
-         "--config=configs/layer_demo.py:runlocal", f"--config.workdir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
+    result = inprocess.run("experiments.layer_demo", "--config=configs/layer_demo.py:runlocal",
+                           f"--config.workdir={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert "| criterion | unstructured | per_output | global | 2:4 | 4:8 |" in result.stdout
     payload = json.loads((tmp_path / "results.json").read_text())
@@ -40,11 +35,7 @@ def test_demo_binary_prints_table_and_writes_json(tmp_path):
 
 
 def test_demo_refuses_a_bad_override():
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.layer_demo",
-         "--config=configs/layer_demo.py:runlocal", "--config.sparsity=1.5"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
+    result = inprocess.run("experiments.layer_demo", "--config=configs/layer_demo.py:runlocal",
+                           "--config.sparsity=1.5")
     assert result.returncode != 0
     assert "config.sparsity must be in [0, 1), got 1.5" in result.stderr

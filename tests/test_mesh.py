@@ -19,7 +19,7 @@ def test_sparsegpt_and_wanda_on_8_devices_match_one_device():
         capture_output=True, text=True, timeout=600, check=False,
         env=dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu"))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    assert result.stdout.count(" ok") == 4
+    assert result.stdout.count(" ok") == 2
 
 
 @pytest.fixture(scope="module")

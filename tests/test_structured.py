@@ -272,16 +272,11 @@ def test_structured_job_cuts_every_way(cut, criterion):
     ],
 )
 def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
-    import os
-    import subprocess
-    import sys
+    from tests import inprocess
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.structured",
-         "--config=configs/structured.py:heads6,runlocal", f"--config.workdir={tmp_path / 'w'}",
-         *override.split()], cwd=repo, capture_output=True, text=True, timeout=600, check=False,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    result = inprocess.run("experiments.structured",
+                           "--config=configs/structured.py:heads6,runlocal",
+                           f"--config.workdir={tmp_path / 'w'}", *override.split())
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "w").exists()
@@ -304,8 +299,13 @@ def test_distillation_resumed_after_a_kill_follows_the_same_curve(tmp_path):
         return [sys.executable, "-m", "experiments.structured", *args,
                 f"--config.workdir={workdir}"]
 
-    full = subprocess.run(command(tmp_path / "full"), cwd=repo, capture_output=True, text=True,
-                          timeout=600, check=False, env=env)
+    from tests import inprocess
+
+    def run_here(*extra, workdir):  # the runs that need no kill, in this process
+        return inprocess.run("experiments.structured", *args, *extra,
+                             f"--config.workdir={workdir}")
+
+    full = run_here(workdir=tmp_path / "full")
     assert full.returncode == 0, full.stderr[-3000:]
     process = subprocess.Popen(command(tmp_path / "killed"), cwd=repo, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -315,8 +315,7 @@ def test_distillation_resumed_after_a_kill_follows_the_same_curve(tmp_path):
         time.sleep(0.002)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-    resumed = subprocess.run(command(tmp_path / "killed"), cwd=repo, capture_output=True,
-                             text=True, timeout=600, check=False, env=env)
+    resumed = run_here(workdir=tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from the checkpoint of step" in resumed.stderr
     results = {name: json.loads((tmp_path / name / "results.json").read_text())
@@ -329,9 +328,7 @@ def test_distillation_resumed_after_a_kill_follows_the_same_curve(tmp_path):
             == {k: v for k, v in results["full"]["metrics"].items() if k not in timing_free})
     # Another cut in the same workdir stops before the model loads (it used to crash in orbax
     # restoring checkpoints of another shape).
-    other = subprocess.run([*command(tmp_path / "killed"), "--config.cut.mlp_channels=64"],
-                           cwd=repo, capture_output=True, text=True, timeout=600, check=False,
-                           env=env)
+    other = run_here("--config.cut.mlp_channels=64", workdir=tmp_path / "killed")
     assert other.returncode != 0
     assert "cut.mlp_channels: 96 -> 64" in other.stderr, other.stderr[-2000:]
     assert "resumed from" not in other.stderr and "Traceback" not in other.stderr

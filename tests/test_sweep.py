@@ -15,6 +15,7 @@ from configs.sweeps import oneshot_table, sparsity_curve
 from configs.sweeps import points as sweep_points
 from experiments import common, sweep_report
 from experiments import sweep_runner as sweep
+from tests import inprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = "configs/sweeps/oneshot_table.py:runlocal"
@@ -26,9 +27,8 @@ def sweep_command(workdir, *extra):
 
 
 def run_sweep_binary(workdir, *extra):
-    return subprocess.run(sweep_command(workdir, *extra), cwd=REPO, capture_output=True,
-                          text=True, timeout=600, check=False,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    """The sweep binary in this process (tests/inprocess.py); a kill needs ``sweep_command``."""
+    return inprocess.run(*sweep_command(workdir, *extra)[2:])
 
 
 def started_points(log: str) -> list[int]:

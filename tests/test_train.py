@@ -13,6 +13,7 @@ from configs import gradual
 from configs.sweeps import training_study
 from experiments import common
 from experiments import sweep_runner as sweep
+from tests import inprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -23,8 +24,8 @@ def train_command(*args):
 
 
 def run_train(*args):
-    return subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True,
-                          timeout=600, check=False, env=ENV)
+    """The binary in this process (tests/inprocess.py); a kill needs ``train_command``."""
+    return inprocess.run("experiments.train", *args)
 
 
 def test_resume_after_sigkill_gives_the_same_results_curve_and_parameters(tmp_path):

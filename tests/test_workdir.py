@@ -16,8 +16,6 @@ import multiprocessing
 import os
 import shutil
 import stat
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -33,14 +31,15 @@ from experiments import sweep_runner as sweep
 from jaxprune import kernels, models, workdir
 from jaxprune.criteria import obd_score, wanda_score
 from jaxprune.oneshot import sparsegpt_prune_layer
+from tests import inprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 
 
 def run_binary(*args):
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
-                           text=True, timeout=600, check=False, env=ENV)
+    """The binary in this process (tests/inprocess.py)."""
+    return inprocess.run(*args)
 
 
 def claim(path, config, overwrite=False):
