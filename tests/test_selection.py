@@ -60,7 +60,7 @@ def n_of_m_cases(draw):
     return n, m, draw(score_arrays(axis0_multiple=m, max_dim=16))
 
 
-@budget.compiling(0.5)
+@budget.compiling(0.25)
 @given(n_of_m_cases())
 def test_n_of_m_keeps_exactly_n_per_group_like_reference(case):
     n, m, scores = case
@@ -78,7 +78,7 @@ def score_trees(draw):
     return leaves, percents
 
 
-@budget.compiling(0.5)
+@budget.compiling(0.25)
 @given(score_trees())
 def test_global_matches_numpy_reference(case):
     leaves, percents = case
@@ -122,7 +122,7 @@ def test_negative_zero_ties_with_zero():
 PATTERNS = ["unstructured", "per_output", "global", "2:4", "1:4", "4:8"]
 
 
-@budget.compiling(0.25)
+@budget.compiling(0.125)
 @given(score_trees(), st.sampled_from(PATTERNS), st.integers(0, 9))
 def test_jit_and_eager_give_identical_masks(case, pattern, tenth):
     leaves, _ = case
@@ -138,7 +138,7 @@ def test_jit_and_eager_give_identical_masks(case, pattern, tenth):
         np.testing.assert_array_equal(eager[name], jitted[name])
 
 
-@budget.compiling(0.25)
+@budget.compiling(0.125)
 @given(score_trees(), st.sampled_from(["unstructured", "per_output", "global"]))
 def test_traced_sparsity_counts_like_static_sparsity(case, pattern):
     leaves, percents = case

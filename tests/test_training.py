@@ -260,7 +260,7 @@ def test_bad_arguments_are_refused_with_clear_errors(make, message):
     assert message in str(error.value)
 
 
-@budget.compiling(0.25)
+@budget.compiling(0.125)
 @given(rows=st.integers(2, 12), cols=st.integers(1, 9), sparsity=st.floats(0.05, 0.95),
        fraction=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
 def test_drop_and_grow_invariants(rows, cols, sparsity, fraction, seed):
