@@ -1,11 +1,13 @@
 r"""Benchmark: evaluation throughput of jaxprune against transformers on the same CPU.
 
-  python -m experiments.bench_eval --out=runs/bench_eval.json \
-      [--eval_path=../shared/data/wikitext-2-raw] [--windows=32] [--batch_size=8]
+  python -m experiments.bench_eval --config=configs/bench_eval.py \
+      --config.eval_path=../shared/data/wikitext-2-raw --config.out=runs/bench_eval.json
+  python -m experiments.bench_eval --config=configs/bench_eval.py:runlocal
 
 Both engines score the same windows of the same dequantized SmolLM2 weights (transformers reads
 the same GGUF) in float32. Each first runs one untimed batch (jaxprune compiles there), then
-the timed windows. Prints a markdown table and writes JSON with the medians of --repeats runs.
+the timed windows. Prints a markdown table and writes JSON with the medians of
+``config.repeats`` runs.
 """
 
 from __future__ import annotations
@@ -16,32 +18,29 @@ import statistics
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import app
+from ml_collections import config_flags
 
 from experiments import common
 from jaxprune import data, models
 from jaxprune.eval import evaluation_windows, perplexity
 
-_MODEL = flags.DEFINE_string("model", "smollm2-135m", "Packaged model name.")
-_EVAL_PATH = flags.DEFINE_string(
-    "eval_path", "", "WikiText-2 raw directory; Python's help topics when empty.")
-_WINDOWS = flags.DEFINE_integer("windows", 32, "Windows to time.")
-_WINDOW = flags.DEFINE_integer("window", 512, "Tokens per window.")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Windows per forward pass.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per engine; medians are reported.")
-_OUT = flags.DEFINE_string("out", "", "JSON output path (optional).")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/bench_eval.py",
+                                          "Benchmark configuration.")
 
 
-def time_jaxprune(model, tokens, windows_count):
-    warm = perplexity(model, tokens, window=_WINDOW.value, batch_size=_BATCH.value,
-                      max_windows=_BATCH.value, progress=False)
-    del warm
-    runs = [perplexity(model, tokens, window=_WINDOW.value, batch_size=_BATCH.value,
-                       max_windows=windows_count, progress=False) for _ in range(_REPEATS.value)]
+def time_jaxprune(config, model, tokens, windows_count):
+    """Median seconds of jaxprune's perplexity over the windows, after one untimed batch."""
+    perplexity(model, tokens, window=config.window, batch_size=config.batch_size,
+               max_windows=config.batch_size, progress=False)
+    runs = [perplexity(model, tokens, window=config.window, batch_size=config.batch_size,
+                       max_windows=windows_count, progress=False)
+            for _ in range(config.repeats)]
     return statistics.median(r.seconds for r in runs), runs[0].perplexity
 
 
-def time_transformers(gguf_path, windows):
+def time_transformers(config, gguf_path, windows):
+    """Median seconds of transformers' loss over the same windows of the same GGUF."""
     import torch
     import transformers
 
@@ -53,8 +52,8 @@ def time_transformers(gguf_path, windows):
     def run(rows):
         total = 0.0
         with torch.inference_mode():
-            for first in range(0, rows.shape[0], _BATCH.value):
-                batch = torch.as_tensor(rows[first:first + _BATCH.value], dtype=torch.long)
+            for first in range(0, rows.shape[0], config.batch_size):
+                batch = torch.as_tensor(rows[first:first + config.batch_size], dtype=torch.long)
                 logits = model(batch[:, :-1]).logits
                 nll = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
@@ -62,9 +61,9 @@ def time_transformers(gguf_path, windows):
                 total += float(nll)
         return total
 
-    run(windows[: _BATCH.value])
+    run(windows[: config.batch_size])
     seconds, total = [], 0.0
-    for _ in range(_REPEATS.value):
+    for _ in range(config.repeats):
         start = time.perf_counter()
         total = run(windows)
         seconds.append(time.perf_counter() - start)
@@ -75,19 +74,20 @@ def time_transformers(gguf_path, windows):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for name, flag in (("windows", _WINDOWS), ("window", _WINDOW), ("batch_size", _BATCH),
-                       ("repeats", _REPEATS)):
-        if flag.value < 1:
-            raise app.UsageError(f"--{name} must be >= 1, got {flag.value}")
-    gguf_path = models.packaged_model_path(_MODEL.value)
+    config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
+    for name in ("windows", "window", "batch_size", "repeats"):
+        if not isinstance(config[name], int) or config[name] < 1:
+            raise app.UsageError(f"config.{name} must be an integer >= 1, got {config[name]!r}")
+    gguf_path = models.packaged_model_path(config.model)
     model, tokenizer = models.load_gguf(gguf_path)
-    source = ("wikitext2", _EVAL_PATH.value) if _EVAL_PATH.value else ("pydoc", "")
+    source = ("wikitext2", config.eval_path) if config.eval_path else ("pydoc", "")
     tokens = data.tokenize_cached(data.load_text(source[0], path=source[1]), tokenizer)
-    windows = evaluation_windows(tokens, _WINDOW.value, _WINDOWS.value)
+    windows = evaluation_windows(tokens, config.window, config.windows)
     count = windows.shape[0]
-    jax_seconds, jax_ppl = time_jaxprune(model, tokens, count)
-    torch_seconds, torch_ppl, torch_version, tf_version = time_transformers(gguf_path, windows)
-    tokens_timed = count * _WINDOW.value
+    jax_seconds, jax_ppl = time_jaxprune(config, model, tokens, count)
+    torch_seconds, torch_ppl, torch_version, tf_version = time_transformers(
+        config, gguf_path, windows)
+    tokens_timed = count * config.window
     rows = [
         {"engine": "jaxprune (JAX, jit)", "seconds": jax_seconds,
          "tokens/s": tokens_timed / jax_seconds, "perplexity": jax_ppl},
@@ -95,21 +95,25 @@ def main(argv):
          "seconds": torch_seconds, "tokens/s": tokens_timed / torch_seconds,
          "perplexity": torch_ppl},
     ]
-    ratio = torch_seconds / jax_seconds
-    print(f"{count} windows x {_WINDOW.value} tokens of {source[0]}, batch {_BATCH.value}, "
-          f"median of {_REPEATS.value}, {os.cpu_count()} CPUs ({platform.machine()})")
+    report(config, rows, source[0], count, torch_seconds / jax_seconds)
+
+
+def report(config, rows: list[dict], text: str, count: int, ratio: float) -> None:
+    """Prints the table and writes the JSON of ``config.out``."""
+    print(f"{count} windows x {config.window} tokens of {text}, batch {config.batch_size}, "
+          f"median of {config.repeats}, {os.cpu_count()} CPUs ({platform.machine()})")
     print(common.markdown_table(rows, ["engine", "seconds", "tokens/s", "perplexity"]))
     print(f"jaxprune / transformers throughput: {ratio:.2f}x")
-    if _OUT.value:
+    if config.out:
         import jax
 
-        common.write_json_atomic(_OUT.value, {
-            "model": _MODEL.value, "text": source[0], "windows": count, "window": _WINDOW.value,
-            "batch_size": _BATCH.value, "repeats": _REPEATS.value, "rows": rows,
+        common.write_json_atomic(config.out, {
+            "model": config.model, "text": text, "windows": count, "window": config.window,
+            "batch_size": config.batch_size, "repeats": config.repeats, "rows": rows,
             "throughput_ratio": ratio, "cpus": os.cpu_count(), "machine": platform.machine(),
             "jax": jax.__version__,
         })
-        print(f"wrote {_OUT.value}")
+        print(f"wrote {config.out}")
 
 
 if __name__ == "__main__":

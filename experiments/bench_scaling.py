@@ -1,8 +1,10 @@
 r"""Time and memory of the one-shot job as the device mesh grows (fake CPU devices here).
 
-  python -m experiments.bench_scaling --out=runs/bench_scaling.json [--method=sparsegpt]
+  python -m experiments.bench_scaling --config=configs/bench_scaling.py \
+      --config.out=runs/bench_scaling.json [--config.method=wanda]
+  python -m experiments.bench_scaling --config=configs/bench_scaling.py:runlocal
 
-Runs ``experiments.prune`` on SmolLM2 (Python help topics, 16 segments of 256 tokens, no
+Runs ``experiments.prune`` on SmolLM2 (Python help topics, 16 segments of 256 tokens, minimal
 evaluation) once per mesh, each in its own process with that many fake CPU devices, and prints
 pruning seconds and peak memory. On one machine the fake devices share its cores: the table
 shows the cost of the sharded program (collectives, per-device copies), not a speed-up.
@@ -11,47 +13,65 @@ shows the cost of the sharded program (collectives, per-device copies), not a sp
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import app
+from ml_collections import config_flags
 
 from experiments import common
 
-_METHOD = flags.DEFINE_string("method", "sparsegpt", "One-shot method.")
-_MESHES = flags.DEFINE_list("meshes", ["1x1", "2x1", "4x1", "8x1", "2x4", "1x8"],
-                            "Meshes as DATAxMODEL.")
-_OUT = flags.DEFINE_string("out", "", "JSON output path (optional).")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/bench_scaling.py",
+                                          "Benchmark configuration.")
+
+
+def prune_command(config, mesh: str, workdir: str) -> list[str]:
+    """The prune binary's command line for one mesh (``DATAxMODEL``).
+
+    Raises:
+      app.UsageError: for a mesh that is not two positive integers.
+    """
+    try:
+        data, model = (int(v) for v in mesh.split("x"))
+    except ValueError:
+        raise app.UsageError(f"config.meshes: {mesh!r} is not DATAxMODEL") from None
+    return [
+        sys.executable, "-m", "experiments.prune", f"--config=configs/{config.method}.py",
+        f"--config.model={config.model}", "--config.calibration.source=pydoc",
+        f"--config.calibration.num_segments={config.num_segments}",
+        f"--config.calibration.length={config.length}", f"--config.batch_size={config.batch_size}",
+        "--config.eval.source=pydoc", "--config.eval.max_windows=1", "--config.eval.window=64",
+        f"--config.num_cpu_devices={data * model}", f"--config.mesh_data={data}",
+        f"--config.mesh_model={model}", f"--config.workdir={workdir}"]
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
     rows = []
-    for mesh in _MESHES.value:
-        data, model = (int(v) for v in mesh.split("x"))
+    for mesh in [m for m in config.meshes.split(",") if m]:
         with tempfile.TemporaryDirectory() as workdir:
-            command = [
-                sys.executable, "-m", "experiments.prune", f"--config=configs/{_METHOD.value}.py",
-                "--config.calibration.source=pydoc", "--config.calibration.num_segments=16",
-                "--config.calibration.length=256", "--config.batch_size=8",
-                "--config.eval.source=pydoc", "--config.eval.max_windows=1",
-                "--config.eval.window=64", f"--config.num_cpu_devices={data * model}",
-                f"--config.mesh_data={data}", f"--config.mesh_model={model}",
-                f"--config.workdir={workdir}"]
-            subprocess.run(command, check=True, capture_output=True, text=True)
+            result = subprocess.run(prune_command(config, mesh, workdir), capture_output=True,
+                                    text=True, check=False)
+            if result.returncode:
+                raise app.UsageError(f"mesh {mesh}: the prune binary failed:\n"
+                                     f"{result.stderr[-2000:]}")
             with open(os.path.join(workdir, "results.json")) as f:
                 row = json.load(f)["rows"][-1]
-        rows.append({"mesh (data x model)": mesh, "devices": data * model,
+        devices = math.prod(int(v) for v in mesh.split("x"))
+        rows.append({"mesh (data x model)": mesh, "devices": devices,
                      "prune seconds": row["prune seconds"],
                      "peak memory MB": row["peak memory MB"]})
         print(rows[-1], flush=True)
     print(common.markdown_table(rows, list(rows[0]), {"prune seconds": ".1f"}))
-    if _OUT.value:
-        common.write_json_atomic(_OUT.value, {"method": _METHOD.value, "rows": rows,
-                                              "cpus": os.cpu_count()})
+    if config.out:
+        common.write_json_atomic(config.out, {"method": config.method, "model": config.model,
+                                              "rows": rows, "cpus": os.cpu_count()})
+        print(f"wrote {config.out}")
 
 
 if __name__ == "__main__":
