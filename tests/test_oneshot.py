@@ -36,12 +36,13 @@ def settings(**fields):
     return oneshot.settings_from_config(defaults | fields)
 
 
-# Every method in its unstructured group and at 2:4; 4:8 (the same code with M=8) for the two
-# methods whose N:M path differs (selection groups, SparseGPT's column groups).
+# Every method in the comparison group of its paper and at 2:4; 4:8 (the same code with M=8)
+# for the two methods whose N:M path differs (selection groups, SparseGPT's column groups).
+PAPER_GROUP = {"magnitude": "unstructured", "obd": "unstructured", "obd_fisher": "unstructured",
+               "wanda": "per_output", "ria": "per_output", "sparsegpt": "unstructured"}
 CASES = [(m, p) for m in oneshot.registry.METHODS
-         for p in ("unstructured", "per_output", "2:4", "4:8")
-         if not (m == "sparsegpt" and p == "per_output")
-         and (p != "4:8" or m in ("wanda", "sparsegpt"))]
+         for p in (PAPER_GROUP.get(m, "unstructured"), "2:4")]
+CASES += [("wanda", "4:8"), ("sparsegpt", "4:8"), ("magnitude", "per_output")]
 
 
 @pytest.mark.parametrize("method, pattern", CASES)

@@ -34,6 +34,7 @@ def score_arrays(draw, *, min_rank=1, max_rank=3, axis0_multiple=1, max_dim=12):
 percent = st.integers(0, 99)
 
 
+@budget.compiling(0.5)
 @given(score_arrays(), percent)
 def test_per_tensor_prunes_exact_count_like_reference(scores, pct):
     size = scores.size
@@ -44,6 +45,7 @@ def test_per_tensor_prunes_exact_count_like_reference(scores, pct):
     np.testing.assert_array_equal(mask, reference.per_tensor(scores, (pct * size) // 100))
 
 
+@budget.compiling(0.5)
 @given(score_arrays(min_rank=2), percent)
 def test_per_output_every_unit_keeps_same_count(scores, pct):
     mask = jp.select_per_output(scores, pct / 100)
