@@ -1,4 +1,4 @@
-"""Run by tests/test_mesh.py in a fresh process with JAX_NUM_CPU_DEVICES=4 (the device count is
+"""Run by tests/test_mesh.py in a fresh process with JAX_NUM_CPU_DEVICES=8 (the device count is
 fixed when JAX starts). Prints one line per case and exits non-zero on any difference."""
 
 import sys
@@ -12,7 +12,7 @@ from jaxprune import models, oneshot
 
 
 def main() -> int:
-    assert jax.device_count() == 4, jax.device_count()
+    assert jax.device_count() == 8, jax.device_count()
     config = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                                 num_kv_heads=2, intermediate_size=48, head_dim=8)
     model = models.Llama(config, rngs=nnx.Rngs(0))
@@ -21,7 +21,7 @@ def main() -> int:
     sparsegpt = oneshot.SparseGPT(blocksize=16)
     # Both axes at once and the model axis alone, each method once: the data axis splits
     # batches (statistics summed across devices), the model axis splits kernels by output.
-    cases = [(oneshot.WANDA, "per_output", [(2, 2)]), (sparsegpt, "2:4", [(1, 4)])]
+    cases = [(oneshot.WANDA, "per_output", [(2, 4)]), (sparsegpt, "2:4", [(1, 8)])]
     for method, pattern, meshes in cases:
         settings = dict(method=method, pattern=pattern, batch_size=8,
                         sparsity=None if ":" in pattern else 0.5)

@@ -1,4 +1,4 @@
-"""One-shot pruning on a device mesh (4 fake CPU devices) equals one device."""
+"""One-shot pruning on a device mesh (8 fake CPU devices) equals one device."""
 
 import os
 import subprocess
@@ -13,11 +13,11 @@ from jaxprune import models, oneshot
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_sparsegpt_and_wanda_on_4_devices_match_one_device():
+def test_sparsegpt_and_wanda_on_8_devices_match_one_device():
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "tests", "mesh_equivalence.py")], cwd=REPO,
         capture_output=True, text=True, timeout=600, check=False,
-        env=dict(os.environ, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu"))
+        env=dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu"))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.count(" ok") == 2
 
