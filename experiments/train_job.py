@@ -1,9 +1,9 @@
 """The training job: train or fine-tune a Llama under a sparsity rule, then evaluate.
 
 Shared by ``experiments.train`` (one run, with orbax checkpoints and resume) and
-``experiments.sweep`` (studies). Everything that decides the numbers is a function of the
-config and the step: batch ``t`` is drawn with ``numpy.random.default_rng([seed, t])``, so a
-resumed run sees the same batches as an uninterrupted one.
+``experiments.sweep`` (studies). The loop, its checkpoints and its batches are the library's
+(``jaxprune.training.Trainer``, ``train_with_checkpoints``); this module turns the config into
+its settings (``TrainSettings.from_config``) and rule (``training.registry``).
 """
 
 from __future__ import annotations
