@@ -152,6 +152,16 @@ def test_sparsify_refuses_a_dense_model_naming_the_layer():
         kernels.sparsify_llama(model)
 
 
+def test_sparsify_converts_only_the_chosen_declared_layers():
+    model, _ = pruned_tiny_llama()
+    sparse_model = kernels.sparsify_llama(model, layers=("mlp/up_proj",), interpret=True)
+    for block in sparse_model.layers:
+        assert isinstance(block.mlp.up_proj, kernels.SparseLinear)
+        assert not isinstance(block.mlp.down_proj, kernels.SparseLinear)
+    with pytest.raises(ValueError, match=r"\['mlp/upproj'\] are not prunable .* allowed: "):
+        kernels.sparsify_llama(model, layers=("mlp/upproj",))
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

@@ -45,38 +45,49 @@ class SparseLinear(nnx.Module):
         return y
 
 
+def _owner_and_name(model, linear):
+    """The module holding a ``PrunableLinear``'s layer, and the layer's attribute name."""
+    *parents, name = linear.name.split("/")
+    owner = model.layers[linear.block]
+    for part in parents:
+        owner = getattr(owner, part)
+    return owner, name
+
+
 def sparsify_llama(model, *, layers=None, method: str = "auto", interpret: bool = False):
     """A copy of a 2:4-pruned Llama whose linear layers use ``SparseLinear``.
 
     Args:
       model: a ``jaxprune.models.Llama`` whose chosen kernels are 2:4 along their input axis
         (as ``jaxprune.prune(..., pattern="2:4")`` or the one-shot engine leave them).
-      layers: block-relative paths to convert (default: the seven linear layers of a block,
-        ``Block.LINEAR_INPUTS``).
+      layers: block-relative paths to convert (``"mlp/up_proj"``; default: every linear layer
+        the model declares prunable, ``model.prunable_linears()``).
       method, interpret: passed to every ``SparseLinear``.
 
     Returns:
       The converted model; ``model`` is not changed.
 
     Raises:
-      ValueError: naming the first layer whose kernel is not 2:4 or has an input size that is
-        not a multiple of 16.
+      ValueError: naming a requested layer the model does not declare, or the first layer whose
+        kernel is not 2:4 or has an input size that is not a multiple of 16.
     """
     converted = nnx.clone(model)
-    for index, block in enumerate(converted.layers):
-        for path in layers or type(block).LINEAR_INPUTS:
-            *parents, name = path.split("/")
-            owner = block
-            for part in parents:
-                owner = getattr(owner, part)
-            linear = getattr(owner, name)
-            kernel = jnp.asarray(linear.kernel[...])
-            try:
-                sparse = compress(kernel.T)
-            except ValueError as err:
-                raise ValueError(f"layers/{index}/{path}: {err}") from None
-            bias = linear.bias[...] if getattr(linear, "bias", None) is not None else None
-            setattr(owner, name, SparseLinear(sparse, bias, method=method, interpret=interpret))
+    declared = converted.prunable_linears()
+    unknown = set(layers or ()) - {linear.name for linear in declared}
+    if unknown:
+        raise ValueError(f"layers {sorted(unknown)} are not prunable linear layers of the model; "
+                         f"allowed: {sorted({linear.name for linear in declared})}")
+    for linear in declared:
+        if layers and linear.name not in layers:
+            continue
+        owner, name = _owner_and_name(converted, linear)
+        layer = getattr(owner, name)
+        try:
+            sparse = compress(jnp.asarray(layer.kernel[...]).T)
+        except ValueError as err:
+            raise ValueError(f"layers/{linear.block}/{linear.name}: {err}") from None
+        bias = layer.bias[...] if getattr(layer, "bias", None) is not None else None
+        setattr(owner, name, SparseLinear(sparse, bias, method=method, interpret=interpret))
     return converted
 
 
@@ -107,13 +118,9 @@ def densify_llama(model):
       A copy with every ``SparseLinear`` of its blocks replaced by an ``nnx.Linear``.
     """
     converted = nnx.clone(model)
-    for block in converted.layers:
-        for path in type(block).LINEAR_INPUTS:
-            *parents, name = path.split("/")
-            owner = block
-            for part in parents:
-                owner = getattr(owner, part)
-            layer = getattr(owner, name)
-            if isinstance(layer, SparseLinear):
-                setattr(owner, name, _dense_linear(layer))
+    for linear in converted.prunable_linears():
+        owner, name = _owner_and_name(converted, linear)
+        layer = getattr(owner, name)
+        if isinstance(layer, SparseLinear):
+            setattr(owner, name, _dense_linear(layer))
     return converted
