@@ -232,8 +232,9 @@ def test_user_method_gets_wandas_calibration_in_wandas_order(tiny, segments):
 def test_custom_criterion_bad_input(tiny, segments):
     with pytest.raises(TypeError, match="must be a one-shot method value"):
         oneshot.plan_oneshot(tiny, segments, oneshot.OneShotConfig(method="wanda"))
-    with pytest.raises(ValueError, match=r"score_fn returned scores of shape \(\d+,\) for "
-                                         r"'layers/0/.*' of shape \(\d+, \d+\)"):
+    with pytest.raises(ValueError, match=r"method 'custom' on 'layers/0/.*': score_fn returned "
+                                         r"scores of shape \(\d+,\) for a kernel of shape "
+                                         r"\(\d+, \d+\)"):
         oneshot.prune_oneshot(tiny, segments, oneshot.OneShotConfig(method=oneshot.ScoreMethod(
             lambda kernel, stats: stats.sq_norms)), progress=False)
     with pytest.raises(FloatingPointError, match="custom scores of 'layers/0/.*' contain NaN"):

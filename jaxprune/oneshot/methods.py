@@ -94,8 +94,15 @@ def _select_by_scores(kernel, statistic, *, score_fn, sparsity, pattern):
 
     Returns:
       ``(pruned kernel, kept mask, whether every score was finite)``.
+
+    Raises:
+      ValueError: for scores of another shape than the kernel's (found while tracing, so once
+        per kernel shape rather than per call).
     """
     layer_scores = score_fn(kernel, statistic)
+    if layer_scores.shape != kernel.shape:
+        raise ValueError(f"score_fn returned scores of shape {layer_scores.shape} for a kernel "
+                         f"of shape {kernel.shape}; they must match")
     keep = selection.select_masks({"w": layer_scores}, sparsity, pattern)["w"]
     finite = jnp.all(jnp.isfinite(layer_scores))
     return jnp.where(keep, kernel, jnp.zeros((), kernel.dtype)), keep, finite
@@ -136,12 +143,11 @@ class ScoreMethod:
           ValueError: for scores of another shape than the kernel's.
           FloatingPointError: for scores that are not finite (no mask is chosen from them).
         """
-        shape = jax.eval_shape(self.score_fn, kernel, statistic).shape
-        if shape != kernel.shape:
-            raise ValueError(f"method {self.name!r}: score_fn returned scores of shape {shape} "
-                             f"for {path!r} of shape {kernel.shape}; they must match")
-        new_kernel, keep, finite = _select_by_scores(
-            kernel, statistic, score_fn=self.score_fn, sparsity=sparsity, pattern=pattern)
+        try:
+            new_kernel, keep, finite = _select_by_scores(
+                kernel, statistic, score_fn=self.score_fn, sparsity=sparsity, pattern=pattern)
+        except ValueError as err:
+            raise ValueError(f"method {self.name!r} on {path!r}: {err}") from None
         if not bool(finite):
             raise FloatingPointError(f"{self.name} scores of {path!r} contain NaN or Inf; no "
                                      f"mask was chosen from them")
