@@ -75,7 +75,8 @@ class OneShotConfig:
     allocation: owl.OWL | None = None
     mesh_data: int = 1
     mesh_model: int = 1
-    gather: bool = True
+    # A choice for library callers (a job always gathers to save), so no config field.
+    gather: bool = dataclasses.field(default=True, metadata={"config_field": False})
 
 
 @dataclasses.dataclass
@@ -201,17 +202,21 @@ def _layer_targets(model, config: OneShotConfig, pattern) -> tuple[dict, list]:
                          ) from None
     prunable = {t.path: t for t in model.prunable_linears()}
     leaves = paths.leaves_with_paths(nnx.state(model, nnx.Param))
-    chosen = [(p, leaf) for p, leaf in leaves if layer_re.search(p) and
-              (p in prunable or config.layers)]
+    if config.layers:
+        # A filter that reaches past the declared layers is a mistake to name, not to skip.
+        chosen = [(p, leaf) for p, leaf in leaves if layer_re.search(p)]
+        stray = [p for p, _ in chosen if p not in prunable]
+        if stray:
+            raise ValueError(f"layers {config.layers!r} matches {stray[0]!r}, which is not the "
+                             f"kernel of a block's linear layer (model.prunable_linears())")
+    else:
+        chosen = [(p, leaf) for p, leaf in leaves if p in prunable]
     if not chosen:
         shown = ", ".join(repr(p) for p in list(prunable)[:6])
         raise ValueError(f"layers {config.layers!r} matches no prunable kernel; their paths "
                          f"look like {shown}")
     targets: dict[int, list] = {}
     for path, leaf in chosen:
-        if path not in prunable:
-            raise ValueError(f"layers {config.layers!r} matches {path!r}, which is not the "
-                             f"kernel of a block's linear layer (model.prunable_linears())")
         if pattern.is_n_of_m and leaf.shape[0] % pattern.m:
             raise ValueError(f"pattern {pattern} needs the input size of {path!r} divisible by "
                              f"M={pattern.m}, got shape {leaf.shape}")

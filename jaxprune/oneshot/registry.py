@@ -68,9 +68,10 @@ def from_registry(registry: dict[str, Any], field: str, config) -> Any:
 
 
 def plain_fields() -> tuple[str, ...]:
-    """``OneShotConfig`` fields copied from the config as they are."""
+    """``OneShotConfig`` fields copied from the config as they are (not the registry names,
+    nor the fields marked ``config_field=False``, which only library callers set)."""
     return tuple(f.name for f in dataclasses.fields(OneShotConfig)
-                 if f.name not in _FROM_REGISTRY and f.name != "gather")
+                 if f.name not in _FROM_REGISTRY and f.metadata.get("config_field", True))
 
 
 def config_fields() -> set[str]:
