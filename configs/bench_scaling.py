@@ -3,7 +3,7 @@ r"""Benchmark: time and memory of the one-shot job as the device mesh grows (fak
 Launch (the table of docs/scaling.md):
   python -m experiments.bench_scaling --config=configs/bench_scaling.py \
       --config.out=runs/bench_scaling.json [--config.method=wanda]
-Smoke run (the tiny model, one mesh of two fake devices):
+Smoke run (the tiny model, one 2x2 mesh of four fake devices: both axes, set by the config):
   python -m experiments.bench_scaling --config=configs/bench_scaling.py:runlocal
 """
 
@@ -21,6 +21,6 @@ def get_config(arg=None):
     config.batch_size = 8  # segments per forward pass; every mesh's data size must divide it
     config.out = ""  # JSON output path, written atomically
     config.runlocal = arg == "runlocal"
-    config.runlocal_overrides = (("model", "tiny-llama"), ("meshes", "2x1"),
+    config.runlocal_overrides = (("model", "tiny-llama"), ("meshes", "2x2"),
                                  ("num_segments", 4), ("length", 32), ("batch_size", 2))
     return config

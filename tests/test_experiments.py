@@ -1,27 +1,18 @@
 """Experiment binaries, run through their runlocal switches on the real model."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import pytest
 
+from configs import bench_scaling as bench_scaling_config
+from experiments import bench_scaling, common
 from tests import inprocess
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_binary(*args):
-    """The binary in this process (tests/inprocess.py), or in a new one when it fakes devices
-    (XLA reads that setting once, at start-up)."""
-    if not any(a.startswith("--config.num_cpu_devices") for a in args[1:]):
-        return inprocess.run(*args)
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=900,
-        check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
+    """The binary in this process (tests/inprocess.py)."""
+    return inprocess.run(*args)
 
 
 @pytest.mark.real_model
@@ -132,32 +123,27 @@ def test_prune_job_refuses_bad_config_before_pruning(overrides, message, tmp_pat
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def test_prune_binary_runs_on_a_mesh_by_config_alone(tmp_path):
-    """The prune binary on one device and on a 2x2 mesh of fake CPU devices, set by the config
-    alone (the tiny model; exact equality of masks and weights is tests/test_mesh.py's).
+def test_scaling_benchmark_runlocal(tmp_path):
+    """The benchmark's smoke run: the prune binary on a 2x2 mesh of four fake CPU devices, set
+    by the config alone, prunes as the same command on one device does (the tiny model; exact
+    equality of masks and weights is tests/test_mesh.py's).
 
     Float32 sums split over two devices may round differently, so the perplexities are
     compared to 0.5% (on SmolLM2 they agree to about 0.1%: 37.72 vs 37.75 when measured)."""
-    rows = {}
-    for name, mesh in (("one", []), ("mesh", ["--config.num_cpu_devices=4",
-                                              "--config.mesh_data=2",
-                                              "--config.mesh_model=2"])):
-        result = run_binary("experiments.prune", "--config=configs/wanda.py:runlocal",
-                            "--config.model=tiny-llama", f"--config.workdir={tmp_path / name}",
-                            *mesh)
-        assert result.returncode == 0, result.stderr[-3000:]
-        rows[name] = json.loads((tmp_path / name / "results.json").read_text())["rows"][-1]
-    assert rows["mesh"]["sparsity"] == rows["one"]["sparsity"] == 0.5
-    assert rows["mesh"]["perplexity"] == pytest.approx(rows["one"]["perplexity"], rel=5e-3)
-
-
-def test_scaling_benchmark_runlocal(tmp_path):
-    """The benchmark's smoke run: the prune binary on a mesh of two fake devices."""
     out = tmp_path / "scaling.json"
     result = inprocess.run("experiments.bench_scaling",
                            "--config=configs/bench_scaling.py:runlocal", f"--config.out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["mesh (data x model)"], r["devices"]) for r in rows] == [("2x1", 2)]
+    assert [(r["mesh (data x model)"], r["devices"]) for r in rows] == [("2x2", 4)]
     assert all(r["prune seconds"] > 0 and r["peak memory MB"] > 0 for r in rows)
-    assert "| 2x1 | 2 |" in result.stdout
+    assert "| 2x2 | 4 |" in result.stdout
+
+    config = common.apply_runlocal(bench_scaling_config.get_config("runlocal"))
+    command = bench_scaling.prune_command(config, "1x1", str(tmp_path / "one"))
+    one_device = inprocess.run(*[arg for arg in command[2:]  # no interpreter, no fake devices
+                                 if not arg.startswith("--config.num_cpu_devices")])
+    assert one_device.returncode == 0, one_device.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "results.json").read_text())["rows"][-1]
+    assert rows[0]["sparsity"] == one["sparsity"] == 0.5
+    assert rows[0]["perplexity"] == pytest.approx(one["perplexity"], rel=5e-3)
