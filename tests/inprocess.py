@@ -64,6 +64,13 @@ def _captured(stdout: io.StringIO, stderr: io.StringIO, argv: list[str]):
         os.chdir(saved[3])
 
 
+def load(module_name: str):
+    """A binary's module, for calling its helpers: imported (or reloaded) with its flags
+    defined in place of any other binary's ``--config``. Import binaries this way inside a test,
+    not at a test module's top, where two binaries would define ``--config`` twice."""
+    return _fresh_module(module_name)
+
+
 def run(module_name: str, *args: str) -> Completed:
     """Runs ``module_name``'s ``main`` with ``args``; returns status, stdout and stderr."""
     from experiments import common

@@ -6,7 +6,7 @@ import jax
 import pytest
 
 from configs import bench_scaling as bench_scaling_config
-from experiments import bench_scaling, common
+from experiments import common
 from tests import inprocess
 
 
@@ -140,7 +140,8 @@ def test_scaling_benchmark_runlocal(tmp_path):
     assert "| 2x2 | 4 |" in result.stdout
 
     config = common.apply_runlocal(bench_scaling_config.get_config("runlocal"))
-    command = bench_scaling.prune_command(config, "1x1", str(tmp_path / "one"))
+    command = inprocess.load("experiments.bench_scaling").prune_command(
+        config, "1x1", str(tmp_path / "one"))
     one_device = inprocess.run(*[arg for arg in command[2:]  # no interpreter, no fake devices
                                  if not arg.startswith("--config.num_cpu_devices")])
     assert one_device.returncode == 0, one_device.stderr[-3000:]

@@ -5,7 +5,6 @@ import os
 
 from configs import layer_demo as demo_config
 from experiments import common
-from experiments import layer_demo as demo
 from tests import inprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_demo_orders_criteria_as_expected():
     config = common.apply_runlocal(demo_config.get_config("runlocal"))
     assert config.in_features == 64  # the smoke-run size
-    rows = demo.run_demo(config)
+    rows = inprocess.load("experiments.layer_demo").run_demo(config)
     error = {(r["criterion"], r["pattern"]): r["relative_output_error"] for r in rows}
     for pattern in config.patterns:
         # With outlier input features, weighting by input norm beats magnitude beats random.
