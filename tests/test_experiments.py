@@ -17,7 +17,7 @@ def run_binary(*args):
 
 @pytest.mark.real_model
 def test_demo_prints_perplexity_before_and_after_wanda():
-    result = run_binary("experiments.demo", "--config=configs/demo.py:runlocal")
+    result = inprocess.run_optimized("experiments.demo", "--config=configs/demo.py:runlocal")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "smollm2-135m: 134.5M parameters, 30 blocks" in result.stdout
     assert "dense: perplexity" in result.stdout
@@ -61,9 +61,9 @@ def test_wanda_2_4_on_smollm2_with_checkpoint(tmp_path):
 
     import jaxprune as jp
 
-    result = run_binary("experiments.prune", "--config=configs/wanda.py:runlocal",
-                        "--config.pattern=2:4", f"--config.workdir={tmp_path}",
-                        "--config.save_checkpoint=True")
+    result = inprocess.run_optimized("experiments.prune", "--config=configs/wanda.py:runlocal",
+                                     "--config.pattern=2:4", f"--config.workdir={tmp_path}",
+                                     "--config.save_checkpoint=True")
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
     assert row["method"] == "wanda" and row["sparsity"] == 0.5
