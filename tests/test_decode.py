@@ -3,9 +3,10 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import jaxprune as jp
-from jaxprune import kernels, models
+from jaxprune import models
 from jaxprune.eval import forward_with_cache, greedy_decode, greedy_generate, init_cache
 
 
@@ -15,19 +16,18 @@ def test_cached_logits_equal_the_full_forward_at_every_position():
                                    tokenizer.encode("save recomputing")]))
     full = np.asarray(model(tokens))
     cache = init_cache(model, 2, tokens.shape[1] + 3)
-    prefix, cache = forward_with_cache(model, tokens[:, :10], cache, 0)
+    prefix, cache = forward_with_cache(model, tokens[:, :10], cache, 0)  # eagerly
     np.testing.assert_allclose(np.asarray(prefix), full[:, :10], rtol=1e-5, atol=1e-5)
+    step = nnx.jit(forward_with_cache)  # as decoding runs it: one program, traced position
     for position in range(10, tokens.shape[1]):  # then one token at a time
-        logits, cache = forward_with_cache(model, tokens[:, position:position + 1], cache,
-                                           position)
+        logits, cache = step(model, tokens[:, position:position + 1], cache,
+                             jnp.asarray(position))
         np.testing.assert_allclose(np.asarray(logits[:, 0]), full[:, position], rtol=1e-5,
                                    atol=1e-5)
 
 
-def test_greedy_decode_continues_like_full_recomputation_dense_and_2_4():
+def test_greedy_decode_continues_like_full_recomputation_of_a_2_4_model():
     model, tokenizer = models.load("tiny-llama")
-    from flax import nnx
-
     state = nnx.state(model, nnx.Param)
     nnx.update(model, jp.apply_masks(state, jp.prune(state, jp.magnitude, pattern="2:4")))
     prompt = "The kernels decode"
@@ -36,7 +36,7 @@ def test_greedy_decode_continues_like_full_recomputation_dense_and_2_4():
     tokens, timings = greedy_decode(model, ids[None], 6)
     assert tokenizer.decode(tokens[0]) == expected
     assert timings["decode_steps"] == 4 and timings["decode_tokens_per_second"] > 0
-    sparse = kernels.sparsify_llama(model, interpret=True)
-    assert np.array_equal(greedy_decode(sparse, ids[None], 6)[0], tokens)
+    # Through the 2:4 kernels the same tokens come out: tests/test_kernels.py (logits and
+    # greedy_generate) and the GPU script's smoke run (greedy_decode, a batch of 3).
     with pytest.raises(ValueError, match="new_tokens >= 1"):
         greedy_decode(model, ids[None], 0)
