@@ -14,9 +14,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout itself, no i
 export PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python}
 if [[ "${SMOKE:-0}" == "1" ]]; then
-  BENCH=(--smoke) RAGGED=(--shapes=40x128 --rows=3) DEFAULT=()
+  # One row bucket for tuning: the smoke run shows the path works, not which setting wins.
+  BENCH=(--smoke) RAGGED=(--shapes=40x128 --rows=3) DEFAULT=() TUNE_ROWS=(--rows=20)
 else
-  BENCH=() RAGGED=(--shapes=40x128,51x320,4096x4096 --rows=1,3,20,100) DEFAULT=()
+  BENCH=() RAGGED=(--shapes=40x128,51x320,4096x4096 --rows=1,3,20,100) DEFAULT=() TUNE_ROWS=()
   "$PYTHON" - <<'PY'
 import jax
 print("jax", jax.__version__, "backend", jax.default_backend(), jax.devices())
@@ -30,7 +31,7 @@ echo "== 2. numerics on the device: ragged N, K and M against the dense product"
     --methods=dense,decode,splitk,tiled,auto --iters=1 --repeats=1 --out="$OUT/ragged.json"
 if [[ "${TUNE:-0}" == "1" ]]; then
   echo "== 2b. tuning the launch settings"
-  "$PYTHON" -m experiments.bench_sparse_matmul "${BENCH[@]}" --tune \
+  "$PYTHON" -m experiments.bench_sparse_matmul "${BENCH[@]}" "${TUNE_ROWS[@]}" --tune \
       --methods=decode,splitk,tiled --out="$OUT/tune.json"
 fi
 echo "== 3. the default benchmark"

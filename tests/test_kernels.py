@@ -274,4 +274,4 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path):
     assert "| 40 | 128 | 20 | decode |" in table and "| torch | failed: " in table
     tuned = json.loads((tmp_path / "tune.tuned.json").read_text())
     assert set(tuned["settings"]) == {f"{m}/40x128/m{b}" for m in ("decode", "splitk", "tiled")
-                                      for b in (16, 32)}
+                                      for b in (32,)}  # M=20 only, in smoke mode
