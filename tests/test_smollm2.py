@@ -75,23 +75,6 @@ def test_greedy_completion_names_paris(ours):
     assert "Paris" in text[len("The capital of France is"):]
 
 
-def test_export_loads_in_transformers_with_the_same_logits(ours, tmp_path):
-    model, tokenizer = ours
-    models.save_hf_dir(model, str(tmp_path / "smollm2"), tokenizer=tokenizer)
-    config = json.loads((tmp_path / "smollm2" / "config.json").read_text())
-    assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
-    exported = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp_path / "smollm2", dtype=torch.float32).eval()
-    ids = tokenizer.encode(SENTENCE)[None]
-    with torch.no_grad():
-        expected = exported(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
-    got = np.asarray(model(jnp.asarray(ids)))
-    assert relative_error(got, expected) < 1e-4
-    reloaded, reloaded_tokenizer = models.load(str(tmp_path / "smollm2"))
-    np.testing.assert_array_equal(np.asarray(reloaded(jnp.asarray(ids))), got)
-    assert reloaded_tokenizer.encode(SENTENCE).tolist() == ids[0].tolist()
-
-
 def varied_corpus() -> list[str]:
     """A few hundred KB of prose, code, digits, unicode and whitespace runs."""
     from pydoc_data.topics import topics
@@ -212,7 +195,10 @@ def test_bad_gguf_files(tmp_path):
 
 
 def test_structured_surgery_on_smollm2_exports_to_transformers(ours, tmp_path):
-    """Query heads 9 -> 6, MLP 1536 -> 1024 and hidden 576 -> 504 by magnitude, then export.
+    """Query heads 9 -> 6, MLP 1536 -> 1024 and hidden 576 -> 504 by magnitude, then export:
+    transformers computes the same logits, and jaxprune reloads the directory (weights and
+    tokenizer) exactly. An uncut export takes the same path (tests/test_llama_parity.py checks
+    it on tiny models against transformers, tied and untied).
 
     (transformers refuses a hidden size that is not a multiple of the head count, so 504.)"""
     import jax
@@ -235,6 +221,8 @@ def test_structured_surgery_on_smollm2_exports_to_transformers(ours, tmp_path):
     counted = sum(x.size for x in jax.tree.leaves(nnx.state(cut, nnx.Param)))
     assert counted == cut.config.num_params() < c.num_params()
     models.save_hf_dir(cut, str(tmp_path / "cut"), tokenizer=tokenizer)
+    config = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
     exported = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path / "cut", dtype=torch.float32).eval()
     ids = tokenizer.encode(SENTENCE)[None]
@@ -242,6 +230,9 @@ def test_structured_surgery_on_smollm2_exports_to_transformers(ours, tmp_path):
         expected = exported(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
     got = np.asarray(cut(jnp.asarray(ids)))
     assert np.all(np.isfinite(got)) and relative_error(got, expected) < 1e-4
+    reloaded, reloaded_tokenizer = models.load(str(tmp_path / "cut"))
+    np.testing.assert_array_equal(np.asarray(reloaded(jnp.asarray(ids))), got)
+    assert reloaded_tokenizer.encode(SENTENCE).tolist() == ids[0].tolist()
     odd = structured.prune_width(model, hidden=keep_hidden[:448])
     with pytest.raises(ValueError, match=r"hidden_size \(448\) to be a multiple of the number "
                                          r"of attention heads \(9\)"):
