@@ -13,6 +13,7 @@ import pytest
 from jaxprune import models
 from jaxprune.eval import greedy_generate
 from jaxprune.models import tokenizer as tokenizer_lib
+from jaxprune.models.gguf_file import read_gguf_file
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -34,14 +35,24 @@ def ours(gguf_path):
     return models.load("smollm2-135m")  # the packaged GGUF; one load per test process
 
 
-@pytest.fixture(scope="module")
-def reference(gguf_path):
+def transformers_from_gguf(cls, gguf_path, **kwargs):
+    """``cls.from_pretrained`` on the packaged GGUF, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory, name = os.path.split(gguf_path)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        directory, gguf_file=name, dtype=torch.float32).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    return model, tokenizer
+    return cls.from_pretrained(directory, gguf_file=name, **kwargs)
+
+
+# The model and the tokenizer are separate fixtures: only one test needs transformers' model
+# (17-30 s of GGUF parsing), so it is built once even when xdist splits this module.
+@pytest.fixture(scope="module")
+def reference_model(gguf_path):
+    return transformers_from_gguf(transformers.AutoModelForCausalLM, gguf_path,
+                                  dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def reference_tokenizer(gguf_path):
+    return transformers_from_gguf(transformers.AutoTokenizer, gguf_path)
 
 
 def relative_error(ours, reference):
@@ -58,12 +69,11 @@ def test_config_read_from_gguf_metadata(ours):
     assert config.num_params() == 134_515_008
 
 
-def test_logits_match_transformers_on_the_same_gguf(ours, reference):
+def test_logits_match_transformers_on_the_same_gguf(ours, reference_model):
     model, tokenizer = ours
-    ref_model, _ = reference
     ids = tokenizer.encode(SENTENCE)[None]
     with torch.no_grad():
-        expected = ref_model(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
+        expected = reference_model(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
     got = np.asarray(model(jnp.asarray(ids)))
     assert relative_error(got, expected) < 1e-3
     np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
@@ -110,7 +120,7 @@ def split_like_llama_cpp(pattern, text: str) -> list[str]:
 
 
 def test_tokenizer_follows_the_gguf_pre_tokenizer_and_transformers_differs_only_there(
-        gguf_path, ours, reference):
+        gguf_path, ours, reference_tokenizer):
     """transformers builds every byte-level GGUF tokenizer with the plain GPT-2 pre-tokenizer and
     ignores tokenizer.ggml.pre. This GGUF says 'smollm', which llama.cpp defines as two regexes
     in turn: \\p{N} (each digit alone), then the GPT-2 regex; SmolLM2's own tokenizer.json does
@@ -121,9 +131,8 @@ def test_tokenizer_follows_the_gguf_pre_tokenizer_and_transformers_differs_only_
     import regex
 
     _, tokenizer = ours
-    _, ref_tokenizer = reference
-    reader = gguf.GGUFReader(gguf_path)
-    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    ref_tokenizer = reference_tokenizer
+    field = read_gguf_file(gguf_path, gguf).metadata.__getitem__
     assert field("tokenizer.ggml.pre") == "smollm"
     corpus = varied_corpus()
     assert sum(len(d.encode()) for d in corpus) > 300_000
@@ -163,6 +172,39 @@ def test_tokenizer_follows_the_gguf_pre_tokenizer_and_transformers_differs_only_
         assert tokenizer.decode(got) == document
         differing += got != transformers_ids
     assert differing > 0  # the digit rule does bite on this corpus
+
+
+def test_header_reader_gives_what_the_gguf_package_reads(gguf_path):
+    """jaxprune's GGUF header reader against ``gguf.GGUFReader``: every metadata value (its
+    Python type too) and every tensor's name, type, offset, dtype, shape and bytes."""
+    import gguf
+
+    ours = read_gguf_file(gguf_path, gguf)
+    reader = gguf.GGUFReader(gguf_path)
+    fields = {k: f for k, f in reader.fields.items() if not k.startswith("GGUF.")}  # header
+    assert list(ours.metadata) == list(fields)
+    for key, field in fields.items():
+        expected = field.contents()
+        assert ours.metadata[key] == expected and type(ours.metadata[key]) is type(expected), key
+    assert len(ours.tensors) == len(reader.tensors) == 272
+    for mine, theirs in zip(ours.tensors, reader.tensors, strict=True):
+        assert (mine.name, mine.ggml_type, mine.offset) == (
+            theirs.name, theirs.tensor_type, theirs.data_offset)
+        assert mine.data.dtype == theirs.data.dtype and mine.data.shape == theirs.data.shape
+        np.testing.assert_array_equal(np.asarray(mine.data), np.asarray(theirs.data))
+
+
+def test_a_truncated_gguf_is_refused(gguf_path, tmp_path):
+    with open(gguf_path, "rb") as f:
+        head = f.read(1 << 20)  # inside the vocabulary
+    (tmp_path / "head.gguf").write_bytes(head)
+    with pytest.raises(ValueError, match="not a readable GGUF file: the file ends inside its "
+                                         "header"):
+        models.load_gguf(str(tmp_path / "head.gguf"))
+    with open(gguf_path, "rb") as f:
+        (tmp_path / "short.gguf").write_bytes(f.read(os.path.getsize(gguf_path) - 1000))
+    with pytest.raises(ValueError, match="tensor 'output_norm.weight' lies past the end"):
+        models.load_gguf(str(tmp_path / "short.gguf"))
 
 
 def test_unknown_or_missing_packaged_model(monkeypatch):

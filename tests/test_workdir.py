@@ -30,6 +30,7 @@ from experiments import common, oneshot_job, train_job
 from experiments import sweep_runner as sweep
 from jaxprune import kernels, models, workdir
 from jaxprune.criteria import obd_score, wanda_score
+from jaxprune.models.gguf_file import read_gguf_file
 from jaxprune.oneshot import sparsegpt_prune_layer
 from tests import inprocess
 
@@ -249,12 +250,12 @@ def test_a_gguf_with_corrupt_bytes_is_named(tmp_path):
     import gguf
 
     source = models.packaged_model_path("smollm2-135m")
-    tensor = next(t for t in gguf.GGUFReader(source).tensors
+    tensor = next(t for t in read_gguf_file(source, gguf).tensors
                   if t.name == "blk.0.attn_norm.weight")
     corrupt = tmp_path / "corrupt.gguf"
     shutil.copyfile(source, corrupt)
     with open(corrupt, "r+b") as f:
-        f.seek(tensor.data_offset + 4 * 7)
+        f.seek(tensor.offset + 4 * 7)
         f.write(np.array([np.nan], np.float32).tobytes())
     with pytest.raises(ValueError, match=r"tensor 'blk.0.attn_norm.weight \(model.layers.0."
                                          r"input_layernorm.weight\) in .*corrupt.gguf' has 1 "

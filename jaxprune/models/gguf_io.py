@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.config import LlamaConfig
+from jaxprune.models.gguf_file import read_gguf_file
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer, tokenizer_from_gguf_fields
 from jaxprune.models.weights import check_finite, model_from_hf_tensors
@@ -76,27 +77,20 @@ def unpermute_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
     )
 
 
-def _field(reader, key: str, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    value = field.contents()
-    return value
-
-
-def _config_from_metadata(reader, path: str, has_output: bool, has_bias: bool) -> LlamaConfig:
-    arch = _field(reader, "general.architecture")
+def _config_from_metadata(metadata: dict, path: str, has_output: bool,
+                          has_bias: bool) -> LlamaConfig:
+    arch = metadata.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ValueError(
             f"{path}: GGUF general.architecture is {arch!r}; supported: "
             f"{list(SUPPORTED_ARCHITECTURES)}"
         )
-    scaling = _field(reader, f"{arch}.rope.scaling.type")
+    scaling = metadata.get(f"{arch}.rope.scaling.type")
     if scaling not in (None, "none"):
         raise ValueError(f"{path}: GGUF asks for RoPE scaling {scaling!r}; not supported")
 
     def need(key):
-        value = _field(reader, f"{arch}.{key}")
+        value = metadata.get(f"{arch}.{key}")
         if value is None:
             raise ValueError(f"{path}: GGUF metadata lacks {arch}.{key}")
         return value
@@ -104,27 +98,27 @@ def _config_from_metadata(reader, path: str, has_output: bool, has_bias: bool) -
     hidden = int(need("embedding_length"))
     heads = need("attention.head_count")
     heads = tuple(int(h) for h in heads) if isinstance(heads, list) else int(heads)
-    kv = _field(reader, f"{arch}.attention.head_count_kv", heads)
+    kv = metadata.get(f"{arch}.attention.head_count_kv", heads)
     kv = tuple(int(h) for h in kv) if isinstance(kv, list) else int(kv)
     inter = need("feed_forward_length")
     inter = tuple(int(i) for i in inter) if isinstance(inter, list) else int(inter)
     first_heads = heads if isinstance(heads, int) else heads[0]
-    tokens = _field(reader, "tokenizer.ggml.tokens")
+    tokens = metadata.get("tokenizer.ggml.tokens")
     return LlamaConfig(
-        vocab_size=int(_field(reader, f"{arch}.vocab_size", len(tokens or []))),
+        vocab_size=int(metadata.get(f"{arch}.vocab_size", len(tokens or []))),
         hidden_size=hidden,
         num_layers=int(need("block_count")),
         num_heads=heads,
         num_kv_heads=kv,
         intermediate_size=inter,
-        head_dim=int(_field(reader, f"{arch}.rope.dimension_count", hidden // first_heads)),
+        head_dim=int(metadata.get(f"{arch}.rope.dimension_count", hidden // first_heads)),
         rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
-        rope_theta=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        rope_theta=float(metadata.get(f"{arch}.rope.freq_base", 10000.0)),
         tie_word_embeddings=not has_output,
         attention_bias=has_bias,
-        max_position_embeddings=int(_field(reader, f"{arch}.context_length", 2048)),
-        bos_token_id=_maybe_int(_field(reader, "tokenizer.ggml.bos_token_id")),
-        eos_token_id=_maybe_int(_field(reader, "tokenizer.ggml.eos_token_id")),
+        max_position_embeddings=int(metadata.get(f"{arch}.context_length", 2048)),
+        bos_token_id=_maybe_int(metadata.get("tokenizer.ggml.bos_token_id")),
+        eos_token_id=_maybe_int(metadata.get("tokenizer.ggml.eos_token_id")),
     )
 
 
@@ -150,19 +144,20 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
         raise FileNotFoundError(f"GGUF file not found: {path}")
     gguf = _import_gguf()
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as err:  # the reader raises bare ValueErrors on bad magic
+        gguf_file = read_gguf_file(path, gguf)
+    except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
-    names = {t.name for t in reader.tensors}
+    metadata = gguf_file.metadata
+    names = {t.name for t in gguf_file.tensors}
     has_output = "output.weight" in names
     has_bias = any(n.endswith("attn_q.bias") for n in names)
-    config = _config_from_metadata(reader, path, has_output, has_bias)
+    config = _config_from_metadata(metadata, path, has_output, has_bias)
     tensors = {}
-    for tensor in reader.tensors:
+    for tensor in gguf_file.tensors:
         hf = hf_name_of_gguf_tensor(tensor.name)
         if hf is None:
             continue
-        array = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        array = gguf.quants.dequantize(tensor.data, tensor.ggml_type).astype(np.float32)
         check_finite(f"{tensor.name} ({hf}) in {path}", array)
         match = _BLOCK_RE.match(tensor.name)
         if match and match.group(2) in ("attn_q", "attn_k"):
@@ -171,11 +166,11 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
             array = unpermute_rotary_rows(array, heads[layer])
         tensors[hf] = array
     tokenizer = tokenizer_from_gguf_fields(
-        model=_field(reader, "tokenizer.ggml.model"),
-        pre=_field(reader, "tokenizer.ggml.pre", "gpt2"),
-        tokens=_field(reader, "tokenizer.ggml.tokens"),
-        token_types=_field(reader, "tokenizer.ggml.token_type"),
-        merges=_field(reader, "tokenizer.ggml.merges"),
+        model=metadata.get("tokenizer.ggml.model"),
+        pre=metadata.get("tokenizer.ggml.pre", "gpt2"),
+        tokens=metadata.get("tokenizer.ggml.tokens"),
+        token_types=metadata.get("tokenizer.ggml.token_type"),
+        merges=metadata.get("tokenizer.ggml.merges"),
         bos_id=config.bos_token_id,
         eos_id=config.eos_token_id,
     )
