@@ -127,12 +127,11 @@ def test_tokenizer_follows_the_gguf_pre_tokenizer_and_transformers_differs_only_
     the same. jaxprune follows the GGUF. The visible consequence: a whitespace run before a digit
     ends at the digit ("\\n   8" is "\\n   " + "8") where transformers lends its last space to
     the digit ("\\n  " + " " + "8")."""
-    import gguf
     import regex
 
     _, tokenizer = ours
     ref_tokenizer = reference_tokenizer
-    field = read_gguf_file(gguf_path, gguf).metadata.__getitem__
+    field = read_gguf_file(gguf_path).metadata.__getitem__
     assert field("tokenizer.ggml.pre") == "smollm"
     corpus = varied_corpus()
     assert sum(len(d.encode()) for d in corpus) > 300_000
@@ -179,7 +178,7 @@ def test_header_reader_gives_what_the_gguf_package_reads(gguf_path):
     Python type too) and every tensor's name, type, offset, dtype, shape and bytes."""
     import gguf
 
-    ours = read_gguf_file(gguf_path, gguf)
+    ours = read_gguf_file(gguf_path)
     reader = gguf.GGUFReader(gguf_path)
     fields = {k: f for k, f in reader.fields.items() if not k.startswith("GGUF.")}  # header
     assert list(ours.metadata) == list(fields)

@@ -247,10 +247,8 @@ def test_a_nan_in_a_safetensors_checkpoint_is_named(tmp_path):
 
 @pytest.mark.real_model
 def test_a_gguf_with_corrupt_bytes_is_named(tmp_path):
-    import gguf
-
     source = models.packaged_model_path("smollm2-135m")
-    tensor = next(t for t in read_gguf_file(source, gguf).tensors
+    tensor = next(t for t in read_gguf_file(source).tensors
                   if t.name == "blk.0.attn_norm.weight")
     corrupt = tmp_path / "corrupt.gguf"
     shutil.copyfile(source, corrupt)

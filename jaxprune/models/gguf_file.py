@@ -24,6 +24,17 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
 _DEFAULT_ALIGNMENT = 32
 
 
+def import_gguf():
+    """The ``gguf`` package, or an ImportError naming the extra that installs it."""
+    try:
+        import gguf
+    except ImportError as err:
+        raise ImportError(
+            "reading GGUF files needs the 'gguf' package: pip install 'jaxprune[models]'"
+        ) from err
+    return gguf
+
+
 @dataclasses.dataclass(frozen=True)
 class GGUFTensor:
     """One tensor of a GGUF file.
@@ -100,20 +111,21 @@ def _tensor_layout(gguf, ggml_type, dims: tuple[int, ...]) -> tuple[np.dtype, tu
             count * type_size // block_size)
 
 
-def read_gguf_file(path: str, gguf) -> GGUFFile:
+def read_gguf_file(path: str) -> GGUFFile:
     """Reads a GGUF file's metadata and maps its tensors.
 
     Args:
       path: the ``.gguf`` file.
-      gguf: the ``gguf`` package (for the quantization types and their block sizes).
 
     Returns:
       A ``GGUFFile``.
 
     Raises:
+      ImportError: without the ``gguf`` package (its quantization types and block sizes).
       ValueError: for a file that is not GGUF version 2 or 3 little-endian, a truncated header,
         or a tensor whose data would lie past the end of the file.
     """
+    gguf = import_gguf()
     with open(path, "rb") as stream:
         header = _Header(stream)
         if header.read(4) != _MAGIC:

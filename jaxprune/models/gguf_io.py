@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.config import LlamaConfig
-from jaxprune.models.gguf_file import read_gguf_file
+from jaxprune.models.gguf_file import import_gguf, read_gguf_file
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer, tokenizer_from_gguf_fields
 from jaxprune.models.weights import check_finite, model_from_hf_tensors
@@ -39,16 +39,6 @@ _GLOBAL_NAMES = {
     "output.weight": "lm_head.weight",
 }
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
-
-
-def _import_gguf():
-    try:
-        import gguf
-    except ImportError as err:
-        raise ImportError(
-            "reading GGUF files needs the 'gguf' package: pip install 'jaxprune[models]'"
-        ) from err
-    return gguf
 
 
 def hf_name_of_gguf_tensor(name: str) -> str | None:
@@ -142,9 +132,9 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    gguf = _import_gguf()
+    gguf = import_gguf()
     try:
-        gguf_file = read_gguf_file(path, gguf)
+        gguf_file = read_gguf_file(path)
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
     metadata = gguf_file.metadata
