@@ -5,6 +5,7 @@ import difflib
 import inspect
 import json
 import os
+import struct
 
 import jax.numpy as jnp
 import numpy as np
@@ -204,6 +205,10 @@ def test_a_truncated_gguf_is_refused(gguf_path, tmp_path):
         (tmp_path / "short.gguf").write_bytes(f.read(os.path.getsize(gguf_path) - 1000))
     with pytest.raises(ValueError, match="tensor 'output_norm.weight' lies past the end"):
         models.load_gguf(str(tmp_path / "short.gguf"))
+    # A corrupt key length (2**62 bytes) is checked against the file, not allocated.
+    (tmp_path / "huge.gguf").write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 2**62))
+    with pytest.raises(ValueError, match="the file ends inside its header"):
+        models.load_gguf(str(tmp_path / "huge.gguf"))
 
 
 def test_unknown_or_missing_packaged_model(monkeypatch):

@@ -11,6 +11,7 @@ with the ``gguf`` package.
 from __future__ import annotations
 
 import dataclasses
+import os
 import struct
 from typing import Any, BinaryIO
 
@@ -65,14 +66,15 @@ class GGUFFile:
 class _Header:
     """Little-endian reads from a buffered file."""
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: BinaryIO, file_size: int):
         self.stream = stream
+        self.file_size = file_size
 
     def read(self, size: int) -> bytes:
-        data = self.stream.read(size)
-        if len(data) != size:
+        # A corrupt length must not become a huge allocation: check it against the file first.
+        if size > self.file_size - self.stream.tell():
             raise ValueError("the file ends inside its header")
-        return data
+        return self.stream.read(size)
 
     def scalar(self, fmt: str):
         return struct.unpack("<" + fmt, self.read(struct.calcsize(fmt)))[0]
@@ -107,7 +109,10 @@ def _tensor_layout(gguf, ggml_type, dims: tuple[int, ...]) -> tuple[np.dtype, tu
     if ggml_type in native:
         return np.dtype(native[ggml_type]), shape, count
     block_size, type_size = gguf.GGML_QUANT_SIZES[ggml_type]
-    return (np.dtype(np.uint8), gguf.quants.quant_shape_to_byte_shape(shape, ggml_type),
+    if shape[-1] % block_size:
+        raise ValueError(f"a row of {shape[-1]} values is not whole blocks of {block_size} "
+                         f"for {ggml_type.name}")
+    return (np.dtype(np.uint8), (*shape[:-1], shape[-1] // block_size * type_size),
             count * type_size // block_size)
 
 
@@ -127,7 +132,7 @@ def read_gguf_file(path: str) -> GGUFFile:
     """
     gguf = import_gguf()
     with open(path, "rb") as stream:
-        header = _Header(stream)
+        header = _Header(stream, os.fstat(stream.fileno()).st_size)
         if header.read(4) != _MAGIC:
             raise ValueError("no GGUF magic number at its start")
         version = header.scalar("I")
