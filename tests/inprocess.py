@@ -25,8 +25,6 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# XLA's default optimization level (conftest.py sets -O0 for the suite's tiny programs).
-OPTIMIZED_XLA_FLAGS = "--xla_llvm_disable_expensive_passes=true"
 
 
 @dataclasses.dataclass
@@ -108,6 +106,9 @@ def run_optimized(module_name: str, *args: str) -> subprocess.CompletedProcess:
     more than a new process costs: the demo's smoke run 38 CPU-seconds in this process, 23 in
     a new one at the default level.
     """
+    # The suite's flags (conftest.py) without its optimization level.
+    xla_flags = " ".join(flag for flag in os.environ.get("XLA_FLAGS", "").split()
+                         if not flag.startswith("--xla_backend_optimization_level"))
     return subprocess.run(
         [sys.executable, "-m", module_name, *args], cwd=REPO, capture_output=True, text=True,
-        timeout=900, check=False, env=dict(os.environ, XLA_FLAGS=OPTIMIZED_XLA_FLAGS))
+        timeout=900, check=False, env=dict(os.environ, XLA_FLAGS=xla_flags))
