@@ -30,16 +30,22 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench_scaling.py",
                                           "Benchmark configuration.")
 
 
-def prune_command(config, mesh: str, workdir: str) -> list[str]:
-    """The prune binary's command line for one mesh (``DATAxMODEL``).
+def mesh_shape(mesh: str) -> tuple[int, int]:
+    """``(data, model)`` of a mesh written ``DATAxMODEL``.
 
     Raises:
-      app.UsageError: for a mesh that is not two positive integers.
+      app.UsageError: for a mesh that is not two integers.
     """
     try:
         data, model = (int(v) for v in mesh.split("x"))
     except ValueError:
         raise app.UsageError(f"config.meshes: {mesh!r} is not DATAxMODEL") from None
+    return data, model
+
+
+def prune_command(config, mesh: str, workdir: str) -> list[str]:
+    """The prune binary's command line for one mesh (``DATAxMODEL``)."""
+    data, model = mesh_shape(mesh)
     return [
         sys.executable, "-m", "experiments.prune", f"--config=configs/{config.method}.py",
         f"--config.model={config.model}", "--config.calibration.source=pydoc",
@@ -59,13 +65,12 @@ def main(argv):
         with tempfile.TemporaryDirectory() as workdir:
             result = subprocess.run(prune_command(config, mesh, workdir), capture_output=True,
                                     text=True, check=False)
-            if result.returncode:
-                raise app.UsageError(f"mesh {mesh}: the prune binary failed:\n"
-                                     f"{result.stderr[-2000:]}")
+            if result.returncode:  # a failed run, not a bad command line
+                raise RuntimeError(f"mesh {mesh}: the prune binary failed:\n"
+                                   f"{result.stderr[-2000:]}")
             with open(os.path.join(workdir, "results.json")) as f:
                 row = json.load(f)["rows"][-1]
-        devices = math.prod(int(v) for v in mesh.split("x"))
-        rows.append({"mesh (data x model)": mesh, "devices": devices,
+        rows.append({"mesh (data x model)": mesh, "devices": math.prod(mesh_shape(mesh)),
                      "prune seconds": row["prune seconds"],
                      "peak memory MB": row["peak memory MB"],
                      # Every mesh prunes the same model: these agree up to float32 rounding.
