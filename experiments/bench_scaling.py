@@ -60,8 +60,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
+    meshes = [m for m in config.meshes.split(",") if m]
+    for mesh in meshes:  # every mesh checked before the first run
+        mesh_shape(mesh)
     rows = []
-    for mesh in [m for m in config.meshes.split(",") if m]:
+    for mesh in meshes:
         with tempfile.TemporaryDirectory() as workdir:
             result = subprocess.run(prune_command(config, mesh, workdir), capture_output=True,
                                     text=True, check=False)
