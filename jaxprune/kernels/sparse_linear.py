@@ -73,10 +73,11 @@ def sparsify_llama(model, *, layers=None, method: str = "auto", interpret: bool 
     """
     converted = nnx.clone(model)
     declared = converted.prunable_linears()
-    unknown = set(layers or ()) - {linear.name for linear in declared}
+    names = {linear.name for linear in declared}
+    unknown = set(layers or ()) - names
     if unknown:
         raise ValueError(f"layers {sorted(unknown)} are not prunable linear layers of the model; "
-                         f"allowed: {sorted({linear.name for linear in declared})}")
+                         f"allowed: {sorted(names)}")
     for linear in declared:
         if layers and linear.name not in layers:
             continue

@@ -135,7 +135,7 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
     gguf = import_gguf()
     try:
         gguf_file = read_gguf_file(path)
-    except (ValueError, UnicodeDecodeError) as err:
+    except ValueError as err:  # UnicodeDecodeError (a corrupt string) included
         raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
     metadata = gguf_file.metadata
     names = {t.name for t in gguf_file.tensors}
