@@ -10,11 +10,6 @@ from experiments import common
 from tests import inprocess
 
 
-def run_binary(*args):
-    """The binary in this process (tests/inprocess.py)."""
-    return inprocess.run(*args)
-
-
 @pytest.mark.real_model
 def test_demo_prints_perplexity_before_and_after_wanda():
     result = inprocess.run_optimized("experiments.demo", "--config=configs/demo.py:runlocal")
@@ -28,8 +23,8 @@ def test_demo_prints_perplexity_before_and_after_wanda():
 
 @pytest.mark.real_model
 def test_perplexity_binary_writes_json(tmp_path):
-    result = run_binary("experiments.perplexity", "--config=configs/perplexity.py:runlocal",
-                        f"--config.workdir={tmp_path}")
+    result = inprocess.run("experiments.perplexity", "--config=configs/perplexity.py:runlocal",
+                           f"--config.workdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads((tmp_path / "perplexity.json").read_text())
     assert payload["result"]["windows"] == 2 and payload["result"]["window"] == 128
@@ -47,8 +42,8 @@ def test_perplexity_binary_writes_json(tmp_path):
     ],
 )
 def test_bad_config_fails_before_loading_the_model(override, message):
-    result = run_binary("experiments.perplexity", "--config=configs/perplexity.py:runlocal",
-                        override)
+    result = inprocess.run("experiments.perplexity", "--config=configs/perplexity.py:runlocal",
+                           override)
     assert result.returncode != 0
     assert message in result.stderr
     assert "loaded" not in result.stderr
@@ -76,8 +71,8 @@ def test_wanda_2_4_on_smollm2_with_checkpoint(tmp_path):
     jp.check_n_of_m_masks(masks, "2:4")
     # Another config in the same workdir is refused before the model loads, naming the field
     # that differs; the checkpoint stays.
-    again = run_binary("experiments.prune", "--config=configs/wanda.py:runlocal",
-                       f"--config.workdir={tmp_path}", "--config.save_checkpoint=True")
+    again = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                          f"--config.workdir={tmp_path}", "--config.save_checkpoint=True")
     assert again.returncode != 0
     assert "holds a run of another configuration" in again.stderr
     assert "pattern: '2:4' -> 'per_output'" in again.stderr and "blocks" not in again.stderr
@@ -85,8 +80,8 @@ def test_wanda_2_4_on_smollm2_with_checkpoint(tmp_path):
 
 
 def test_prune_binary_refuses_a_bad_config_before_pruning():
-    result = run_binary("experiments.prune", "--config=configs/wanda.py:runlocal",
-                        "--config.model=tiny-llama", "--config.method=gptq")
+    result = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                           "--config.model=tiny-llama", "--config.method=gptq")
     assert result.returncode != 0
     assert "config.method must be 'dense' or one of" in result.stderr, result.stderr[-2000:]
     assert "blocks" not in result.stderr  # the engine's progress bar never started
