@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+from tests import xla_flags
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tokenized text is cached on disk; tests (and the binaries they start) use a fresh cache.
 os.environ.setdefault("JAXPRUNE_CACHE_DIR", tempfile.mkdtemp(prefix="jaxprune-test-cache-"))
@@ -13,16 +15,9 @@ os.environ.setdefault("JAXPRUNE_CACHE_DIR", tempfile.mkdtemp(prefix="jaxprune-te
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxprune-xla-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# Tests compile thousands of tiny programs and run each a few times, so XLA's compile time is
-# about half the suite's CPU time. Without LLVM's optimization pipeline (-O0, expensive passes
-# off) compiling costs far less than the slower code it makes: the whole suite on the 2-core
-# machine, cold caches, 327 s at XLA's default level -> 266 s (the tiny-model tests 82 s ->
-# 58 s; the SmolLM2 tests 64 s -> 83 s, the one part that loses). The loops XLA emits still
-# follow IEEE semantics at -O0 (no fast-math), but fused multiply-adds and loop shapes may
-# round differently in the last bit, so every comparison is between runs made under the same
-# setting or against a tolerance, never against a figure from a run at the default level.
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0")
+# Compile-time settings for the tiny programs tests run (tests/xla_flags.py says why and what
+# they change).
+os.environ.setdefault("XLA_FLAGS", xla_flags.SUITE)
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -24,6 +24,8 @@ import traceback
 from absl import app, flags
 from absl import logging as absl_logging
 
+from tests import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -99,16 +101,15 @@ def run(module_name: str, *args: str) -> Completed:
 
 
 def run_optimized(module_name: str, *args: str) -> subprocess.CompletedProcess:
-    """Runs the binary as ``python -m`` in a new process at XLA's default optimization level.
+    """Runs the binary as ``python -m`` in a new process, at XLA's default optimization level
+    and fusion emitters.
 
-    The suite compiles at -O0, which suits its thousands of tiny programs; SmolLM2's binaries
-    instead run long vectorizable loops (Wanda's selection over 210 kernels) that -O0 slows
-    more than a new process costs: the demo's smoke run 38 CPU-seconds in this process, 23 in
-    a new one at the default level.
+    The suite's compile settings suit its thousands of tiny programs; SmolLM2's binaries
+    instead run long vectorizable loops (Wanda's selection over 210 kernels) that those settings
+    slow more than a new process costs: the demo's smoke run 38 CPU-seconds in this process at
+    -O0, 23 in a new one at the default level (27 s with the legacy fusion emitter).
     """
-    # The suite's flags (conftest.py) without its optimization level.
-    xla_flags = " ".join(flag for flag in os.environ.get("XLA_FLAGS", "").split()
-                         if not flag.startswith("--xla_backend_optimization_level"))
+    flags = xla_flags.without_tiny_program_flags(os.environ.get("XLA_FLAGS", ""))
     return subprocess.run(
         [sys.executable, "-m", module_name, *args], cwd=REPO, capture_output=True, text=True,
-        timeout=900, check=False, env=dict(os.environ, XLA_FLAGS=xla_flags))
+        timeout=900, check=False, env=dict(os.environ, XLA_FLAGS=flags))
