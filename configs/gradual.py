@@ -68,7 +68,7 @@ def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     config.runlocal_overrides = (
         ("model", "tiny-llama"), ("train.source", "pydoc"), ("train.steps", 60),
         ("train.batch_size", 4), ("train.seq_len", 64), ("train.warmup_steps", 5),
-        ("train.checkpoint_every", 10), ("train.log_every", 10), ("sparsity.begin", 10),
+        ("train.checkpoint_every", 30), ("train.log_every", 10), ("sparsity.begin", 10),
         ("sparsity.end", 40), ("sparsity.update_every", 10), ("eval.source", "pydoc"),
         ("eval.window", 64), ("eval.max_windows", 4), ("eval.batch_size", 4),
     )

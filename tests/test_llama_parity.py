@@ -153,3 +153,22 @@ def test_export_of_non_uniform_widths_is_refused(tmp_path):
     with pytest.raises(ValueError, match="same widths in every block"):
         models.save_hf_dir(model, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("tied, bias", [(True, False), (False, True)])
+def test_abstract_model_built_by_blocks_equals_the_whole_constructor_traced(tied, bias):
+    import jax
+
+    config = models.LlamaConfig(vocab_size=50, hidden_size=24, num_layers=3, num_heads=(4, 2, 6),
+                                num_kv_heads=(2, 1, 3), intermediate_size=(40, 24, 8), head_dim=8,
+                                tie_word_embeddings=tied, attention_bias=bias)
+    whole = nnx.split(nnx.eval_shape(
+        lambda: models.Llama(config, rngs=nnx.Rngs(0), param_dtype=jnp.bfloat16)))
+    by_blocks = nnx.split(models.abstract_llama(config, param_dtype=jnp.bfloat16))
+    assert by_blocks[0] == whole[0]
+    shapes = [jax.tree_util.tree_leaves_with_path(state) for _, state in (whole, by_blocks)]
+    # Per block 2 norms and 7 kernels (and 3 biases); the embedding, the final norm, the head.
+    assert len(shapes[1]) == (3 * 9 + 2 if tied else 3 * 12 + 3)
+    for (path, leaf), (other_path, other) in zip(*shapes, strict=True):
+        assert path == other_path and (leaf.shape, leaf.dtype) == (other.shape, other.dtype)
+    assert by_blocks[1]["layers"][2]["mlp"]["up_proj"]["kernel"].shape == (24, 8)

@@ -3,7 +3,7 @@
 from jaxprune.models.config import LlamaConfig, config_from_hf_dict
 from jaxprune.models.gguf_io import load_gguf, read_gguf, unpermute_rotary_rows
 from jaxprune.models.hf_io import load_hf_dir, save_hf_dir
-from jaxprune.models.llama import Llama
+from jaxprune.models.llama import Llama, abstract_llama
 from jaxprune.models.registry import (
     PACKAGED_MODELS,
     RANDOM_MODELS,
@@ -19,6 +19,7 @@ __all__ = [
     "Llama",
     "LlamaConfig",
     "Tokenizer",
+    "abstract_llama",
     "byte_tokenizer",
     "config_from_hf_dict",
     "hf_tensors_from_model",

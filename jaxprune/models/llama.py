@@ -228,3 +228,31 @@ class Llama(nnx.Module):
         for layer in self.layers:
             h = layer(h, cos, sin)
         return self.head(h)
+
+
+def abstract_llama(config: LlamaConfig, *, param_dtype=jnp.float32) -> Llama:
+    """The model's structure with ``jax.ShapeDtypeStruct`` leaves, for filling in loaded weights.
+
+    Equal (graph and leaves) to ``nnx.eval_shape`` of the whole constructor, but traced one
+    block at a time: in one long trace every draw from ``nnx.Rngs`` costs time proportional to
+    the trace's length so far (flax asks the traced counter for a ``sharding``, and JAX's error
+    message for that walks the trace), so the whole trace grows with the square of the depth.
+    SmolLM2 (30 blocks) on the 2-core machine: 1.58 s whole, 0.55 s by blocks.
+
+    Args:
+      config: the model's shape.
+      param_dtype: dtype of every parameter.
+
+    Returns:
+      An abstract ``Llama``: use it with ``nnx.split``; calling it computes nothing.
+    """
+    first = config.replace(num_layers=1, num_heads=config.num_heads[:1],
+                           num_kv_heads=config.num_kv_heads[:1],
+                           intermediate_size=config.intermediate_size[:1])
+    model = nnx.eval_shape(lambda: Llama(first, rngs=nnx.Rngs(0), param_dtype=param_dtype))
+    model.layers = nnx.List([
+        nnx.eval_shape(lambda i=i: Block(config, i, rngs=nnx.Rngs(0), param_dtype=param_dtype))
+        for i in range(config.num_layers)
+    ])
+    model.config = config
+    return model
