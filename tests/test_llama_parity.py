@@ -153,6 +153,15 @@ def test_export_of_non_uniform_widths_is_refused(tmp_path):
     with pytest.raises(ValueError, match="same widths in every block"):
         models.save_hf_dir(model, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+    # transformers derives head_dim from hidden / heads, so a hidden size that is not a multiple
+    # of the head count (after a hidden cut) is refused too.
+    odd = models.Llama(models.LlamaConfig(vocab_size=32, hidden_size=18, num_layers=1,
+                                          num_heads=4, num_kv_heads=2, intermediate_size=8,
+                                          head_dim=4), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"hidden_size \(18\) to be a multiple of the number "
+                                         r"of attention heads \(4\)"):
+        models.save_hf_dir(odd, str(tmp_path / "odd"))
+    assert not (tmp_path / "odd").exists()
 
 
 @pytest.mark.parametrize("tied, bias", [(True, False), (False, True)])
