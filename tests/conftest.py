@@ -1,18 +1,30 @@
 """Test settings: CPU only, and hypothesis profiles sized for a 2-core CI machine."""
 
 import os
+import shutil
 import tempfile
 
 from tests import xla_flags
 
+# Scratch folders this process made for the run (pytest-xdist's workers and the binaries tests
+# start inherit the variables and make none); removed when the run ends.
+_SCRATCH = []
+
+
+def _scratch_dir(variable: str, prefix: str) -> None:
+    if variable not in os.environ:
+        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+        _SCRATCH.append(os.environ[variable])
+
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tokenized text is cached on disk; tests (and the binaries they start) use a fresh cache.
-os.environ.setdefault("JAXPRUNE_CACHE_DIR", tempfile.mkdtemp(prefix="jaxprune-test-cache-"))
+_scratch_dir("JAXPRUNE_CACHE_DIR", "jaxprune-test-cache-")
 # One persistent XLA compilation cache for the whole run: the tests and the binaries they start
 # compile the same tiny-model programs again and again (a fresh jit, a new process); from the
 # second time on XLA loads them from disk (a runlocal prune binary: 6.3 s -> 3.0 s). Set before
-# the first import of jax; pytest-xdist's workers inherit it from the controller.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxprune-xla-"))
+# the first import of jax.
+_scratch_dir("JAX_COMPILATION_CACHE_DIR", "jaxprune-xla-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Compile-time settings for the tiny programs tests run (tests/xla_flags.py says why and what
@@ -63,3 +75,9 @@ def _one_load_of_each_packaged_model():
     patch.setattr(models, "load", load)
     yield
     patch.undo()
+
+
+def pytest_unconfigure(config):
+    del config
+    for path in _SCRATCH:
+        shutil.rmtree(path, ignore_errors=True)
