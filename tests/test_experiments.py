@@ -143,3 +143,31 @@ def test_scaling_benchmark_runlocal(tmp_path):
     one = json.loads((tmp_path / "one" / "results.json").read_text())["rows"][-1]
     assert rows[0]["sparsity"] == one["sparsity"] == 0.5
     assert rows[0]["perplexity"] == pytest.approx(one["perplexity"], rel=5e-3)
+
+
+def test_zeroshot_binary_writes_rows_and_documents(tmp_path):
+    result = inprocess.run("experiments.zeroshot", "--config=configs/zeroshot.py:runlocal",
+                           f"--config.workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads((tmp_path / "zeroshot.json").read_text())
+    assert [r["task"] for r in payload["rows"]] == ["rte", "winogrande", "mean"]
+    assert [len(payload["documents"][t]) for t in ("rte", "winogrande")] == [2, 2]
+    for row in payload["rows"][:2]:
+        docs = payload["documents"][row["task"]]
+        assert row["acc"] == sum(d["acc"] for d in docs) / 2
+    assert "| rte | validation | 2 |" in (tmp_path / "zeroshot.md").read_text()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.zeroshot.tasks=rte,mmlu", "config.zeroshot: unknown zero-shot task 'mmlu'; "
+                                         "known: ['arc_challenge'"),
+    ("--config.zeroshot.limit=0", "config.zeroshot: limit must be a positive integer or None"),
+    ("--config.zeroshot.tasks=", "config.zeroshot: no task named"),
+    ("--config.zeroshot.batch_size=0", "config.zeroshot.batch_size must be an integer >= 1"),
+])
+def test_bad_zeroshot_config_fails_before_loading_the_model(override, message, tmp_path):
+    result = inprocess.run("experiments.zeroshot", "--config=configs/zeroshot.py:runlocal",
+                           f"--config.workdir={tmp_path / 'w'}", override)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "log-likelihood" not in result.stderr and not (tmp_path / "w").exists()

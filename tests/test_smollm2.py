@@ -296,3 +296,27 @@ def test_structured_surgery_on_smollm2_exports_to_transformers(ours, tmp_path):
     reloaded, reloaded_tokenizer = models.load(str(tmp_path / "cut"))
     np.testing.assert_array_equal(np.asarray(reloaded(jnp.asarray(ids))), got)
     assert reloaded_tokenizer.encode(SENTENCE).tolist() == ids[0].tolist()
+
+
+def test_zero_shot_loglikelihoods_match_transformers(ours, reference_model):
+    """The scorer on SmolLM2 against transformers' forward on the same token ids: every
+    choice of the first documents of a short-context and a long-context task (one batch, so
+    one compiled program)."""
+    from jaxprune.eval import loglikelihood, tasks
+
+    model, tokenizer = ours
+    pairs = [loglikelihood.encode_request(tokenizer, request)
+             for name, limit in (("arc_easy", 3), ("rte", 1))
+             for doc in tasks.task_documents(tasks.get_task(name), limit=limit)
+             for request in doc.requests]
+    assert len(pairs) == 14
+    got = loglikelihood.score_requests(model, pairs, batch_size=16, progress=False)
+    for pair, score in zip(pairs, got, strict=True):
+        ids = np.concatenate([pair.context, pair.continuation])
+        with torch.no_grad():
+            logits = reference_model(torch.as_tensor(ids[None, :-1], dtype=torch.long)).logits
+        logp = torch.log_softmax(logits[0].double(), dim=-1).numpy()
+        rows = np.arange(len(ids) - 1 - len(pair.continuation), len(ids) - 1)
+        expected = logp[rows, pair.continuation].sum()
+        assert abs(score.loglikelihood - expected) < 1e-3 * max(1.0, abs(expected))
+        assert score.is_greedy == bool(np.all(logp[rows].argmax(-1) == pair.continuation))

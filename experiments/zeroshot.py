@@ -1,0 +1,77 @@
+r"""Zero-shot accuracy of a model on multiple-choice tasks (lm-evaluation-harness protocol).
+
+  python -m experiments.zeroshot --config=configs/zeroshot.py --config.zeroshot.limit=1000 \
+      --config.workdir=runs/zeroshot_dense
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from absl import app
+from ml_collections import config_flags
+
+from experiments import common
+from jaxprune.eval import zeroshot
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/zeroshot.py", "Zero-shot evaluation configuration."
+)
+COLUMNS = ["task", "split", "docs", "acc", "acc stderr", "acc_norm", "acc_norm stderr",
+           "docs/s"]
+
+
+def check_config(config) -> list[str]:
+    """The task names of ``config.zeroshot``, every field checked before any work.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    if config.param_dtype not in common.PARAM_DTYPES:
+        raise ValueError(f"config.param_dtype must be one of {sorted(common.PARAM_DTYPES)}, "
+                         f"got {config.param_dtype!r}")
+    z = config.zeroshot
+    common.check_int_fields("zeroshot", z, {"batch_size": 1, "max_length": 2})
+    names = [name.strip() for name in z.tasks.split(",") if name.strip()]
+    try:
+        zeroshot.check_request(names, z.limit)
+    except ValueError as err:
+        raise ValueError(f"config.zeroshot: {err}") from None
+    return names
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
+        names = check_config(config)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
+    with common.claimed_workdir(config) as commit:
+        with common.usage_errors():
+            model, tokenizer = common.load_model(config)
+            commit()
+        z = config.zeroshot
+        results = zeroshot.evaluate_zeroshot(model, tokenizer, names, limit=z.limit,
+                                             batch_size=z.batch_size, max_length=z.max_length)
+        write_results(config, results)
+
+
+def write_results(config, results) -> None:
+    """Prints the table and (with a workdir) writes zeroshot.json and zeroshot.md."""
+    rows = zeroshot.summary_rows(results)
+    table = common.markdown_table(rows, COLUMNS, {"docs/s": ".1f"})
+    print(table)
+    if config.workdir:
+        payload = {"config": config.to_dict(), "rows": rows,
+                   "documents": {name: r.documents for name, r in results.items()},
+                   "machine": platform.machine(), "cpus": os.cpu_count()}
+        common.write_json_atomic(os.path.join(config.workdir, "zeroshot.json"), payload)
+        common.write_text_atomic(os.path.join(config.workdir, "zeroshot.md"), table + "\n")
+        print(f"wrote {config.workdir}")
+
+
+if __name__ == "__main__":
+    common.run_main(main)
