@@ -300,17 +300,15 @@ def test_structured_surgery_on_smollm2_exports_to_transformers(ours, tmp_path):
 
 def test_zero_shot_loglikelihoods_match_transformers(ours, reference_model):
     """The scorer on SmolLM2 against transformers' forward on the same token ids: every
-    choice of the first documents of a short-context and a long-context task (one batch, so
-    one compiled program)."""
+    choice of the first ARC-Easy documents (one batch, so one compiled program)."""
     from jaxprune.eval import loglikelihood, tasks
 
     model, tokenizer = ours
     pairs = [loglikelihood.encode_request(tokenizer, request)
-             for name, limit in (("arc_easy", 3), ("rte", 1))
-             for doc in tasks.task_documents(tasks.get_task(name), limit=limit)
+             for doc in tasks.task_documents(tasks.get_task("arc_easy"), limit=2)
              for request in doc.requests]
-    assert len(pairs) == 14
-    got = loglikelihood.score_requests(model, pairs, batch_size=16, progress=False)
+    assert len(pairs) == 8
+    got = loglikelihood.score_requests(model, pairs, batch_size=8, progress=False)
     for pair, score in zip(pairs, got, strict=True):
         ids = np.concatenate([pair.context, pair.continuation])
         with torch.no_grad():
