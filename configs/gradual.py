@@ -66,10 +66,10 @@ def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     config.overwrite = False
     config.runlocal = False
     config.runlocal_overrides = (
-        ("model", "tiny-llama"), ("train.source", "pydoc"), ("train.steps", 60),
+        ("model", "tiny-llama"), ("train.source", "pydoc"), ("train.steps", 40),
         ("train.batch_size", 4), ("train.seq_len", 64), ("train.warmup_steps", 5),
-        ("train.checkpoint_every", 30), ("train.log_every", 10), ("sparsity.begin", 10),
-        ("sparsity.end", 40), ("sparsity.update_every", 10), ("eval.source", "pydoc"),
+        ("train.checkpoint_every", 20), ("train.log_every", 10), ("sparsity.begin", 10),
+        ("sparsity.end", 30), ("sparsity.update_every", 10), ("eval.source", "pydoc"),
         ("eval.window", 64), ("eval.max_windows", 4), ("eval.batch_size", 4),
     )
     return config
