@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 from absl import app
 from ml_collections import config_flags
@@ -41,21 +42,20 @@ def check_config(config) -> list[str]:
     return names
 
 
+def prepare(config, resources: common.Resources) -> None:
+    """Loads the model (``common.job`` calls this before the work directory is claimed)."""
+    resources.model(config)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
-        names = check_config(config)
-    except ValueError as err:
-        raise app.UsageError(str(err)) from None
-    with common.claimed_workdir(config) as commit:
-        with common.usage_errors():
-            model, tokenizer = common.load_model(config)
-            commit()
+    with common.job(_CONFIG.value, sys.modules[__name__]) as (config, resources, _):
+        model, tokenizer = resources.model(config)
         z = config.zeroshot
-        results = zeroshot.evaluate_zeroshot(model, tokenizer, names, limit=z.limit,
-                                             batch_size=z.batch_size, max_length=z.max_length)
+        results = zeroshot.evaluate_zeroshot(model, tokenizer, check_config(config),
+                                             limit=z.limit, batch_size=z.batch_size,
+                                             max_length=z.max_length)
         write_results(config, results)
 
 
