@@ -10,7 +10,7 @@ Smoke run (tests; the tiny random model, two documents of two tasks):
 
 import ml_collections
 
-PAPER_TASKS = "boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa"
+from jaxprune.eval.tasks import PAPER_TASKS
 
 
 def get_config(arg=None):
@@ -19,7 +19,7 @@ def get_config(arg=None):
     config.model = "smollm2-135m"  # a packaged name, a .gguf file or a HF directory
     config.param_dtype = "float32"
     config.zeroshot = ml_collections.ConfigDict()
-    config.zeroshot.tasks = PAPER_TASKS  # comma-separated names of jaxprune.eval.TASKS
+    config.zeroshot.tasks = ",".join(PAPER_TASKS)  # comma-separated names of jaxprune.eval.TASKS
     config.zeroshot.limit = ml_collections.FieldReference(None, field_type=int)  # None: all
     config.zeroshot.batch_size = 8
     config.zeroshot.max_length = 2048

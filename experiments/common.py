@@ -375,8 +375,8 @@ def check_int_fields(name: str, group, minimums: dict[str, int]) -> None:
                              f"{value!r}")
 
 
-def check_eval_config(config) -> None:
-    """Checks ``config.model``, ``config.param_dtype`` and ``config.eval`` before any work.
+def check_param_dtype(config) -> None:
+    """Refuses a ``config.param_dtype`` that ``PARAM_DTYPES`` does not name.
 
     Raises:
       ValueError: naming the field, its value and what is allowed.
@@ -384,6 +384,15 @@ def check_eval_config(config) -> None:
     if config.param_dtype not in PARAM_DTYPES:
         raise ValueError(f"config.param_dtype must be one of {sorted(PARAM_DTYPES)}, got "
                          f"{config.param_dtype!r}")
+
+
+def check_eval_config(config) -> None:
+    """Checks ``config.model``, ``config.param_dtype`` and ``config.eval`` before any work.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    check_param_dtype(config)
     ev = config.eval
     check_text_config("eval", ev)
     check_int_fields("eval", ev, {"window": 2, "batch_size": 1})

@@ -23,27 +23,29 @@ COLUMNS = ["task", "split", "docs", "acc", "acc stderr", "acc_norm", "acc_norm s
            "docs/s"]
 
 
-def check_config(config) -> list[str]:
-    """The task names of ``config.zeroshot``, every field checked before any work.
+def task_names(config) -> list[str]:
+    """The names in ``config.zeroshot.tasks`` (comma-separated)."""
+    return [name.strip() for name in config.zeroshot.tasks.split(",") if name.strip()]
+
+
+def check_config(config) -> None:
+    """Checks every field of ``config.zeroshot`` and the model's dtype before any work.
 
     Raises:
       ValueError: naming the field, its value and what is allowed.
     """
-    if config.param_dtype not in common.PARAM_DTYPES:
-        raise ValueError(f"config.param_dtype must be one of {sorted(common.PARAM_DTYPES)}, "
-                         f"got {config.param_dtype!r}")
+    common.check_param_dtype(config)
     z = config.zeroshot
     common.check_int_fields("zeroshot", z, {"batch_size": 1, "max_length": 2})
-    names = [name.strip() for name in z.tasks.split(",") if name.strip()]
     try:
-        zeroshot.check_request(names, z.limit)
+        zeroshot.check_request(task_names(config), z.limit)
     except ValueError as err:
         raise ValueError(f"config.zeroshot: {err}") from None
-    return names
 
 
 def prepare(config, resources: common.Resources) -> None:
-    """Loads the model (``common.job`` calls this before the work directory is claimed)."""
+    """Loads the model (``common.job`` calls this before it records its claim on the work
+    directory)."""
     resources.model(config)
 
 
@@ -53,7 +55,7 @@ def main(argv):
     with common.job(_CONFIG.value, sys.modules[__name__]) as (config, resources, _):
         model, tokenizer = resources.model(config)
         z = config.zeroshot
-        results = zeroshot.evaluate_zeroshot(model, tokenizer, check_config(config),
+        results = zeroshot.evaluate_zeroshot(model, tokenizer, task_names(config),
                                              limit=z.limit, batch_size=z.batch_size,
                                              max_length=z.max_length)
         write_results(config, results)

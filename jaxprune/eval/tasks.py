@@ -178,14 +178,23 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+def check_limit(limit) -> None:
+    """Refuses a document limit that is neither ``None`` nor a positive integer.
+
+    Raises:
+      ValueError: naming the value.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+
+
 def task_documents(task: Task, limit: int | None = None) -> list[Document]:
     """The first ``limit`` documents of ``task`` (all when ``None``) as requests.
 
     Raises:
       ValueError: when ``limit`` is not a positive integer.
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    check_limit(limit)
     raw = task.load()
     return [task.to_document(doc) for doc in raw[:limit]]

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from jaxprune.eval import loglikelihood
-from jaxprune.eval.tasks import Document, Task, get_task, task_documents
+from jaxprune.eval.tasks import Document, Task, check_limit, get_task, task_documents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +116,7 @@ def check_request(task_names, limit) -> list[Task]:
     if repeated:
         raise ValueError(f"tasks named twice: {repeated}")
     tasks = [get_task(name) for name in task_names]
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    check_limit(limit)
     return tasks
 
 
