@@ -2,10 +2,15 @@ r"""Zero-shot accuracy of a model on multiple-choice tasks (lm-evaluation-harnes
 
   python -m experiments.zeroshot --config=configs/zeroshot.py --config.zeroshot.limit=1000 \
       --config.workdir=runs/zeroshot_dense
+
+Each finished task is written to ``<workdir>/tasks/<task>.json`` at once, so a killed run
+started again with the same config scores only the tasks it had not finished.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import platform
 import sys
@@ -15,12 +20,13 @@ from ml_collections import config_flags
 
 from experiments import common
 from jaxprune.eval import zeroshot
+from jaxprune.eval.tasks import get_task
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/zeroshot.py", "Zero-shot evaluation configuration."
 )
 COLUMNS = ["task", "split", "docs", "acc", "acc stderr", "acc_norm", "acc_norm stderr",
-           "docs/s"]
+           "perplexity", "perplexity stderr", "docs/s"]
 
 
 def task_names(config) -> list[str]:
@@ -52,13 +58,37 @@ def prepare(config, resources: common.Resources) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    with common.job(_CONFIG.value, sys.modules[__name__]) as (config, resources, _):
+    with common.job(_CONFIG.value, sys.modules[__name__]) as (config, resources, state):
         model, tokenizer = resources.model(config)
         z = config.zeroshot
-        results = zeroshot.evaluate_zeroshot(model, tokenizer, task_names(config),
-                                             limit=z.limit, batch_size=z.batch_size,
-                                             max_length=z.max_length)
+        results = {}
+        for name in task_names(config):
+            results[name] = finished_task(config, name) if state == "resume" else None
+            if results[name] is None:
+                results[name] = zeroshot.evaluate_task(
+                    model, tokenizer, get_task(name), limit=z.limit, batch_size=z.batch_size,
+                    max_length=z.max_length)
+                if config.workdir:
+                    common.write_json_atomic(task_path(config, name),
+                                             dataclasses.asdict(results[name]))
         write_results(config, results)
+
+
+def task_path(config, name: str) -> str:
+    """Where a finished task's ``TaskResult`` is kept in the work directory."""
+    return os.path.join(config.workdir, "tasks", f"{name}.json")
+
+
+def finished_task(config, name: str) -> zeroshot.TaskResult | None:
+    """The task's result from an earlier run of this config, or None when it had not
+    finished it (``common.job`` resumes only a work directory of the same config)."""
+    path = task_path(config, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        result = zeroshot.TaskResult(**json.load(f))
+    print(f"{name}: kept the result of the earlier run ({path})")
+    return result
 
 
 def write_results(config, results) -> None:

@@ -150,12 +150,24 @@ def test_zeroshot_binary_writes_rows_and_documents(tmp_path):
                            f"--config.workdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads((tmp_path / "zeroshot.json").read_text())
-    assert [r["task"] for r in payload["rows"]] == ["rte", "winogrande", "mean"]
+    assert [r["task"] for r in payload["rows"]] == ["rte", "winogrande", "mean of 2"]
     assert [len(payload["documents"][t]) for t in ("rte", "winogrande")] == [2, 2]
     for row in payload["rows"][:2]:
         docs = payload["documents"][row["task"]]
         assert row["acc"] == sum(d["acc"] for d in docs) / 2
     assert "| rte | validation | 2 |" in (tmp_path / "zeroshot.md").read_text()
+
+    # A run killed after its first task: started again, it keeps that task and scores the rest.
+    (tmp_path / "tasks" / "winogrande.json").unlink()
+    kept = json.loads((tmp_path / "tasks" / "rte.json").read_text())
+    (tmp_path / "tasks" / "rte.json").write_text(json.dumps({**kept, "seconds": 1000.0}))
+    again = inprocess.run("experiments.zeroshot", "--config=configs/zeroshot.py:runlocal",
+                          f"--config.workdir={tmp_path}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "rte: kept the result of the earlier run" in again.stdout
+    rows = json.loads((tmp_path / "zeroshot.json").read_text())["rows"]
+    assert rows[0]["docs/s"] == 2 / 1000.0 and rows[1] == payload["rows"][1] | {
+        "docs/s": rows[1]["docs/s"]}
 
 
 @pytest.mark.parametrize("override, message", [

@@ -12,7 +12,8 @@ from jaxprune.eval import tasks
 
 # Documents per task in the split the papers use (the datasets' published sizes).
 COUNTS = {"boolq": 3270, "rte": 277, "hellaswag": 10042, "winogrande": 1267,
-          "arc_easy": 2376, "arc_challenge": 1172, "openbookqa": 500, "piqa": 1838}
+          "arc_easy": 2376, "arc_challenge": 1172, "openbookqa": 500, "piqa": 1838,
+          "lambada_openai": 5153}
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))
@@ -23,7 +24,7 @@ def test_every_task_has_its_full_split(name):
         assert 0 <= doc.gold < len(doc.requests) == len(doc.choices)
         assert all(r.continuation.startswith(" ") and r.continuation.strip()
                    for r in doc.requests)
-    assert set(tasks.PAPER_TASKS) | {"piqa"} == set(tasks.TASKS)
+    assert set(tasks.PAPER_TASKS) | {"piqa", "lambada_openai"} == set(tasks.TASKS)
 
 
 @pytest.mark.parametrize("name, dataset, stem", [
@@ -70,6 +71,12 @@ def test_prompts_follow_the_harness_task_definitions():
     piqa = tasks.task_documents(tasks.get_task("piqa"), limit=1)[0]
     assert piqa.requests[0].context == (
         "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:")
+
+    lambada = tasks.task_documents(tasks.get_task("lambada_openai"), limit=1)[0]
+    (request,) = lambada.requests
+    assert request.context.startswith("In my palm is a clear stone, and inside it is a small")
+    assert request.context.endswith("his mouth curved in a confident grin, I don't care about")
+    assert request.continuation == " signs" and lambada.gold == 0
 
 
 def test_hellaswag_is_cleaned_as_the_harness_does():

@@ -100,6 +100,40 @@ def test_scores_equal_one_request_at_a_time_in_float64(tiny):
     assert greedy[0].is_greedy
 
 
+def packable_groups(seed):
+    """Groups shaped like the paper tasks' documents: one context with one-token choices
+    (BoolQ), one context with longer choices (HellaSwag), contexts that differ after a shared
+    start with one continuation (WinoGrande), a lone request, and a context longer than the
+    model sees (so its truncated inputs share no prefix)."""
+    rng = np.random.default_rng(seed)
+    ids = lambda n: rng.integers(1, 64, n)  # noqa: E731
+    pair = loglikelihood.TokenizedRequest
+    context, start, rest = ids(9), ids(5), ids(3)
+    long_context = ids(30)
+    return [
+        [pair(context, ids(1)), pair(context, ids(1))],
+        [pair(context, ids(n)) for n in (3, 1, 4, 2)],
+        [pair(np.concatenate([start, ids(k)]), rest) for k in (1, 2)],
+        [pair(ids(4), ids(2))],
+        [pair(long_context, ids(2)), pair(long_context, ids(3))],
+    ]
+
+
+def test_packed_groups_score_as_each_request_alone(tiny):
+    groups = packable_groups(4)
+    packed = loglikelihood.pack_group(groups[1])
+    own = [len(p.continuation) - 1 for p in groups[1]]  # the last token is never an input
+    assert packed.tokens.size == 9 + sum(own)  # the context once, then each choice's own
+    assert packed.size == 4 and packed.reads.size == sum(len(p.continuation) for p in groups[1])
+    got = loglikelihood.score_groups(tiny, groups, batch_size=2, max_length=24, progress=False)
+    for group, scores in zip(groups, got, strict=True):
+        expected = reference_scores(tiny, group, 24)
+        assert len(scores) == len(group)
+        for score, (ll, greedy) in zip(scores, expected, strict=True):
+            assert score.loglikelihood == pytest.approx(ll, rel=1e-5, abs=1e-4)
+            assert score.is_greedy == greedy
+
+
 def test_jit_and_eager_agree(tiny):
     pairs = random_pairs(1, 2)  # one batch: eagerly, every op of the forward runs alone
     jitted = loglikelihood.score_requests(tiny, pairs, batch_size=2, progress=False)
@@ -120,11 +154,25 @@ def test_length_buckets_grow_by_at_most_half():
 
 def test_document_metrics_follow_the_harness():
     doc = Document((Request("q", " a"), Request("q", " bbbb")), gold=1, choices=("a", "bbbb"))
-    both = ("acc", "acc_norm")
+    scores = lambda *lls: [loglikelihood.Score(ll, False) for ll in lls]  # noqa: E731
+    arc, rte = tasks.get_task("arc_easy"), tasks.get_task("rte")
     # acc: argmax of ll picks "a"; acc_norm: -2/1 < -4/4, so "bbbb".
-    assert zeroshot.document_metrics(doc, [-2.0, -4.0], both) == {"acc": 0.0, "acc_norm": 1.0}
-    assert zeroshot.document_metrics(doc, [-3.0, -3.0], ("acc",)) == {"acc": 0.0}  # first wins
+    assert zeroshot.document_metrics(doc, scores(-2.0, -4.0), arc) == {"acc": 0.0,
+                                                                        "acc_norm": 1.0}
+    assert zeroshot.document_metrics(doc, scores(-3.0, -3.0), rte) == {"acc": 0.0}  # first wins
     assert zeroshot.mean_stderr([1.0, 0.0, 1.0, 1.0]) == pytest.approx(0.25)
+
+
+def test_next_word_metrics_follow_the_harness():
+    lambada = tasks.get_task("lambada_openai")
+    word = Document((Request("the cat sat on the", " mat"),), 0, ("mat",))
+    greedy = zeroshot.document_metrics(word, [loglikelihood.Score(-0.5, True)], lambada)
+    assert greedy == {"acc": 1.0, "perplexity": -0.5}
+    lls = [-0.5, -2.0, -1.25]
+    value, error = zeroshot.aggregate("perplexity", lls)
+    assert value == pytest.approx(np.exp(1.25))  # exp of minus the mean log-likelihood
+    assert error == pytest.approx(value * np.std(lls, ddof=1) / np.sqrt(3))
+    assert zeroshot.aggregate("acc", [1.0, 0.0]) == (0.5, 0.5)
 
 
 def test_a_task_is_scored_document_by_document():

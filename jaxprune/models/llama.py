@@ -68,18 +68,26 @@ class Attention(nnx.Module):
         self.v_proj = linear(h, self.num_kv_heads * d, bias)
         self.o_proj = linear(self.num_heads * d, h, False)
 
-    def heads(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-        """Attention output of every head, concatenated: the input of ``o_proj``."""
+    def heads(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
+              mask: jax.Array | None = None) -> jax.Array:
+        """Attention output of every head, concatenated: the input of ``o_proj``.
+
+        ``mask`` (``[batch, 1, seq, seq]``, True where a query may attend a key) replaces the
+        causal mask, for sequences that pack several continuations of one prefix."""
         batch, seq, _ = x.shape
         q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        if mask is None:
+            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask)
         return out.reshape(batch, seq, self.num_heads * self.head_dim)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-        return self.o_proj(self.heads(x, cos, sin))
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
+                 mask: jax.Array | None = None) -> jax.Array:
+        return self.o_proj(self.heads(x, cos, sin, mask))
 
 
 class MLP(nnx.Module):
@@ -147,8 +155,10 @@ class Block(nnx.Module):
         self.post_attention_layernorm = RMSNorm(h, eps, param_dtype=param_dtype)
         self.mlp = MLP(config, layer, rngs=rngs, param_dtype=param_dtype)
 
-    def __call__(self, h: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin)
+    def __call__(self, h: jax.Array, cos: jax.Array, sin: jax.Array,
+                 mask: jax.Array | None = None) -> jax.Array:
+        """The block's output; ``mask`` as ``Attention.heads`` takes it (None: causal)."""
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask)
         return h + self.mlp(self.post_attention_layernorm(h))
 
     def forward_with_inputs(
@@ -206,7 +216,10 @@ class Llama(nnx.Module):
 
     def rope(self, seq_len: int, offset: int = 0) -> tuple[jax.Array, jax.Array]:
         """Rotary tables ``[1, seq, head_dim]`` for positions ``offset .. offset + seq - 1``."""
-        positions = jnp.arange(offset, offset + seq_len)[None, :]
+        return self.rope_at(jnp.arange(offset, offset + seq_len)[None, :])
+
+    def rope_at(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Rotary tables ``[batch, seq, head_dim]`` for explicit positions ``[batch, seq]``."""
         return rope_tables(positions, self.config.head_dim, self.config.rope_theta)
 
     def block(self, index: int, h: jax.Array) -> jax.Array:
