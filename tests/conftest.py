@@ -18,6 +18,10 @@ def _scratch_dir(variable: str, prefix: str) -> None:
 
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# pytest-xdist runs one worker per core; a torch reference (transformers, the harness's HF
+# backend) spinning two OpenMP threads against the other worker's XLA threads ran 3x slower
+# (the harness test's 9 documents: 20.7 s, 6.3 s with one thread).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Tokenized text is cached on disk; tests (and the binaries they start) use a fresh cache.
 _scratch_dir("JAXPRUNE_CACHE_DIR", "jaxprune-test-cache-")
 # One persistent XLA compilation cache for the whole run: the tests and the binaries they start

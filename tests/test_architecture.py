@@ -14,7 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # a subpackage may import its own modules and those of lower layers.
 LAYERS = {"core": 0, "models": 1, "kernels": 1, "data": 2, "eval": 3,
           "oneshot": 4, "training": 4, "structured": 4}
-EXTRAS = ("gguf", "tokenizers", "safetensors", "matplotlib", "torch", "transformers", "pyarrow")
+EXTRAS = ("gguf", "tokenizers", "safetensors", "matplotlib", "torch", "transformers", "pyarrow",
+          "lm_eval", "datasets")
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -74,7 +75,8 @@ def test_configs_never_import_experiments_and_experiments_never_edit_configs():
 
 
 def test_every_subpackage_imports_without_the_extras():
-    # A base install lacks the [models], [plots], [reference] and [zeroshot] extras; block them.
+    # A base install lacks the [models], [plots], [reference], [zeroshot] and [harness] extras;
+    # block them.
     script = (
         "import importlib.abc, sys\n"
         f"BLOCKED = {EXTRAS!r}\n"
@@ -96,12 +98,17 @@ def test_every_subpackage_imports_without_the_extras():
         "try:\n"
         "    tasks.task_documents(tasks.get_task('rte'), limit=1)\n"
         "except ImportError as err:\n"
+        "    print(err)\n"
+        "try:\n"
+        "    import jaxprune.eval.harness\n"
+        "except ImportError as err:\n"
         "    print(err)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=ROOT, check=False)
     assert out.returncode == 0, out.stderr
     assert "pip install 'jaxprune[models]'" in out.stdout
     assert "pip install 'jaxprune[zeroshot]'" in out.stdout
+    assert "pip install 'jaxprune[harness]'" in out.stdout
 
 
 def test_no_function_in_the_library_is_longer_than_60_lines():

@@ -298,23 +298,36 @@ def test_structured_surgery_on_smollm2_exports_to_transformers(ours, tmp_path):
     assert reloaded_tokenizer.encode(SENTENCE).tolist() == ids[0].tolist()
 
 
-def test_zero_shot_loglikelihoods_match_transformers(ours, reference_model):
-    """The scorer on SmolLM2 against transformers' forward on the same token ids: every
-    choice of the first ARC-Easy documents (one batch, so one compiled program)."""
-    from jaxprune.eval import loglikelihood, tasks
+def test_the_harness_hf_backend_scores_every_task_as_jaxprune_does(ours, reference_model,
+                                                                   reference_tokenizer):
+    """lm-evaluation-harness's own Hugging Face backend (HFLM, its tokenization and batching)
+    on transformers' SmolLM2 from the same GGUF, against jaxprune's scorer, on one document of
+    every task: the shortest of its first 20, scored in one batch (one compiled program); the
+    full comparison, 100 documents per task, is experiments/bench_zeroshot.py, whose harness
+    side this test runs."""
+    from experiments.bench_zeroshot import harness_hf_samples
+    from jaxprune.eval import loglikelihood, tasks, zeroshot
 
     model, tokenizer = ours
-    pairs = [loglikelihood.encode_request(tokenizer, request)
-             for doc in tasks.task_documents(tasks.get_task("arc_easy"), limit=2)
-             for request in doc.requests]
-    assert len(pairs) == 8
-    got = loglikelihood.score_requests(model, pairs, batch_size=8, progress=False)
-    for pair, score in zip(pairs, got, strict=True):
-        ids = np.concatenate([pair.context, pair.continuation])
-        with torch.no_grad():
-            logits = reference_model(torch.as_tensor(ids[None, :-1], dtype=torch.long)).logits
-        logp = torch.log_softmax(logits[0].double(), dim=-1).numpy()
-        rows = np.arange(len(ids) - 1 - len(pair.continuation), len(ids) - 1)
-        expected = logp[rows, pair.continuation].sum()
-        assert abs(score.loglikelihood - expected) < 1e-3 * max(1.0, abs(expected))
-        assert score.is_greedy == bool(np.all(logp[rows].argmax(-1) == pair.continuation))
+    names = sorted(tasks.TASKS)
+    chosen, documents = {}, []
+    for name in names:
+        first = tasks.task_documents(tasks.get_task(name), limit=20)
+        index = min(range(20), key=lambda i: sum(len(r.context) + len(r.continuation)
+                                                 for r in first[i].requests))
+        chosen[name] = [index]
+        documents.append(first[index])
+    # Batch size 1: HFLM pads a batch to its longest request.
+    samples = harness_hf_samples(reference_model, reference_tokenizer, names, limit=20,
+                                 samples=chosen, batch_size=1)
+    groups = [[loglikelihood.encode_request(tokenizer, r) for r in doc.requests]
+              for doc in documents]
+    scored = loglikelihood.score_groups(model, groups, batch_size=len(groups), progress=False)
+    for name, doc, scores in zip(names, documents, scored, strict=True):
+        (sample,) = samples[name]
+        for score, (ll, greedy) in zip(scores, sample["filtered_resps"], strict=True):
+            assert abs(score.loglikelihood - ll) <= 1e-3 * max(1.0, abs(ll)), name
+            assert score.is_greedy == greedy, name
+        ours_metrics = zeroshot.document_metrics(doc, scores, tasks.get_task(name))
+        for metric, value in ours_metrics.items():
+            assert value == pytest.approx(sample[metric], rel=1e-3), (name, metric)

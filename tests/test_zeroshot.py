@@ -40,6 +40,10 @@ def test_requests_are_split_where_the_harness_splits_them():
     # An empty context is the end-of-text token.
     empty = loglikelihood.encode_request(tok, Request("", " yes"))
     assert empty.context.tolist() == [0] and empty.continuation.tolist() == [tok.vocab[" yes"]]
+    # ... unless the continuation starts with that token (the harness's rule).
+    tok.vocab["<eot>"] = 0
+    own = loglikelihood.encode_request(tok, Request("", "<eot> yes"))
+    assert own.context.tolist() == [0] and own.continuation.tolist() == [tok.vocab[" yes"]]
     tok.eos_id = None
     with pytest.raises(ValueError, match="empty context needs the tokenizer's end-of-text"):
         loglikelihood.encode_request(tok, Request("", " yes"))

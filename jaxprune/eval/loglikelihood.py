@@ -3,9 +3,10 @@
 A request ``(context, continuation)`` is tokenized as the harness does: trailing whitespace
 of the context moves to the continuation, the continuation's tokens are those of
 ``context + continuation`` after the context's own tokens, and an empty context is replaced
-by the end-of-text token. The model sees ``(context + continuation)[:-1]``, truncated from the
-left to ``max_length`` tokens, and the result is the summed log-probability of the
-continuation's tokens and whether each of them is the argmax (``is_greedy``).
+by the end-of-text token (unless the continuation starts with it). The model sees
+``(context + continuation)[:-1]``, truncated from the left to ``max_length`` tokens, and the
+result is the summed log-probability of the continuation's tokens and whether each of them is
+the argmax (``is_greedy``).
 
 Requests that share a prefix (the choices of one question) are scored together: their inputs
 are packed into one sequence, the common prefix once followed by each request's own tokens,
@@ -58,8 +59,11 @@ def encode_request(tokenizer, request: Request) -> TokenizedRequest:
         if tokenizer.eos_id is None:
             raise ValueError("a request with an empty context needs the tokenizer's end-of-text "
                              "token, and this tokenizer has none")
-        pair = TokenizedRequest(np.asarray([tokenizer.eos_id], np.int32),
-                                np.asarray(tokenizer.encode(continuation), np.int32))
+        ids = np.asarray(tokenizer.encode(continuation), np.int32)
+        # A continuation that itself starts with the end-of-text token is its own context.
+        starts_with_eos = ids.size > 0 and ids[0] == tokenizer.eos_id
+        pair = (TokenizedRequest(ids[:1], ids[1:]) if starts_with_eos else
+                TokenizedRequest(np.asarray([tokenizer.eos_id], np.int32), ids))
     else:
         spaces = len(context) - len(context.rstrip())
         if spaces:
@@ -200,7 +204,8 @@ def _batch_arrays(groups: list[PackedGroup], rows: int) -> tuple[np.ndarray, ...
     return tokens, positions, segments, reads, targets, owners
 
 
-def _check_sizes(batch_size, max_length) -> None:
+def check_sizes(batch_size, max_length) -> None:
+    """Refuses a batch size or length that is not a positive integer (ValueError)."""
     for name, value in (("batch_size", batch_size), ("max_length", max_length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -229,7 +234,7 @@ def score_groups(model, groups: list[list[TokenizedRequest]], *, batch_size: int
       ValueError: for a bad batch size or length, an empty group, or a non-finite
         log-likelihood.
     """
-    _check_sizes(batch_size, max_length)
+    check_sizes(batch_size, max_length)
     packed = [pack_group(group, max_length) for group in groups]
     num_requests = max((g.size for g in packed), default=1)
     order = sorted(range(len(packed)), key=lambda i: -packed[i].tokens.size)
@@ -256,23 +261,29 @@ def score_groups(model, groups: list[list[TokenizedRequest]], *, batch_size: int
     return scores
 
 
+def context_runs(pairs: list[TokenizedRequest]) -> list[list[TokenizedRequest]]:
+    """Splits requests into runs of consecutive requests with the same context tokens (the
+    choices of one question, as the harness lists them)."""
+    runs: list[list[TokenizedRequest]] = []
+    for pair in pairs:
+        if runs and np.array_equal(runs[-1][-1].context, pair.context):
+            runs[-1].append(pair)
+        else:
+            runs.append([pair])
+    return runs
+
+
 def score_requests(model, pairs: list[TokenizedRequest], *, batch_size: int = 8,
                    max_length: int = 2048, progress: bool = True) -> list[Score]:
-    """Scores requests, packing each run of consecutive requests with the same context (the
-    choices of one question, as the harness lists them) into one sequence.
+    """Scores requests, packing each run of consecutive requests with the same context
+    (``context_runs``) into one sequence.
 
     Args and Raises: as ``score_groups``.
 
     Returns:
       One ``Score`` per request, in the order given.
     """
-    _check_sizes(batch_size, max_length)
-    groups: list[list[TokenizedRequest]] = []
-    for pair in pairs:
-        if groups and np.array_equal(groups[-1][-1].context, pair.context):
-            groups[-1].append(pair)
-        else:
-            groups.append([pair])
-    scored = score_groups(model, groups, batch_size=batch_size, max_length=max_length,
-                          progress=progress, unit="group")
+    check_sizes(batch_size, max_length)
+    scored = score_groups(model, context_runs(pairs), batch_size=batch_size,
+                          max_length=max_length, progress=progress, unit="group")
     return [score for group in scored for score in group]

@@ -75,7 +75,7 @@ def _choices(context: str, choices: list[str], gold: int) -> Document:
     return Document(requests, int(gold), tuple(choices))
 
 
-def _olmes_question(query: str) -> str:
+def olmes_question(query: str) -> str:
     """The question of an OLMES ``query`` ("Question: <q>\\nAnswer:")."""
     prefix, suffix = "Question: ", "\nAnswer:"
     if not (query.startswith(prefix) and query.endswith(suffix)):
@@ -85,13 +85,13 @@ def _olmes_question(query: str) -> str:
 
 def arc_document(doc: dict) -> Document:
     """ARC from an OLMES test record: "Question: {question}\\nAnswer:", the choice texts."""
-    return _choices(f"Question: {_olmes_question(doc['query'])}\nAnswer:", doc["choices"],
+    return _choices(f"Question: {olmes_question(doc['query'])}\nAnswer:", doc["choices"],
                     doc["gold"])
 
 
 def openbookqa_document(doc: dict) -> Document:
     """OpenBookQA from an OLMES test record: the bare question stem, the choice texts."""
-    return _choices(_olmes_question(doc["query"]), doc["choices"], doc["gold"])
+    return _choices(olmes_question(doc["query"]), doc["choices"], doc["gold"])
 
 
 def boolq_document(doc: dict) -> Document:
