@@ -15,6 +15,7 @@ Smoke run:
 
 import ml_collections
 
+from configs.zeroshot import zeroshot_settings
 from jaxprune.training import RULES
 
 
@@ -60,6 +61,9 @@ def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     config.eval.window = 128
     config.eval.max_windows = ml_collections.FieldReference(128, field_type=int)
     config.eval.batch_size = 8
+    # Zero-shot accuracy after perplexity, e.g. --config.eval.zeroshot.tasks=boolq,rte (empty:
+    # none; configs/zeroshot.py has the fields).
+    config.eval.zeroshot = zeroshot_settings()
 
     config.workdir = ""  # checkpoints, results.json, results.md and loss.png go here
     # A workdir holding another config's run is refused; True moves that run aside first.

@@ -5,6 +5,8 @@ Not a config file itself: each method's file calls ``oneshot_config`` from its `
 
 import ml_collections
 
+from configs.zeroshot import zeroshot_settings
+
 # The comparison group of each method's unstructured setting in its paper: the whole tensor
 # for magnitude, OBD and SparseGPT's ranking, each output unit for Wanda and RIA.
 UNSTRUCTURED_GROUP = {"magnitude": "unstructured", "obd": "unstructured", "wanda": "per_output",
@@ -56,6 +58,9 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     config.eval.window = 512
     config.eval.max_windows = ml_collections.FieldReference(128, field_type=int)
     config.eval.batch_size = 8
+    # Zero-shot accuracy after perplexity, e.g. --config.eval.zeroshot.tasks=boolq,rte (empty:
+    # none; configs/zeroshot.py has the fields).
+    config.eval.zeroshot = zeroshot_settings()
 
     add_pruning_fields(config, method, pattern)
     # num_cpu_devices > 0 fakes that many CPU devices (for trying a mesh on one machine);

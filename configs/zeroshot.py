@@ -13,16 +13,24 @@ import ml_collections
 from jaxprune.eval.tasks import PAPER_TASKS
 
 
+def zeroshot_settings(tasks: str = "") -> ml_collections.ConfigDict:
+    """Zero-shot evaluation settings: this binary's ``config.zeroshot`` and the
+    ``config.eval.zeroshot`` of the one-shot, structured and training jobs (``tasks`` empty:
+    no zero-shot evaluation)."""
+    z = ml_collections.ConfigDict()
+    z.tasks = tasks  # comma-separated names of jaxprune.eval.TASKS
+    z.limit = ml_collections.FieldReference(None, field_type=int)  # first documents; None: all
+    z.batch_size = 8  # documents per forward pass
+    z.max_length = 2048  # the most tokens the model sees per request
+    return z
+
+
 def get_config(arg=None):
     """The seven tasks on SmolLM2-135M; ``arg="runlocal"`` shrinks to a smoke run."""
     config = ml_collections.ConfigDict()
     config.model = "smollm2-135m"  # a packaged name, a .gguf file or a HF directory
     config.param_dtype = "float32"
-    config.zeroshot = ml_collections.ConfigDict()
-    config.zeroshot.tasks = ",".join(PAPER_TASKS)  # comma-separated names of jaxprune.eval.TASKS
-    config.zeroshot.limit = ml_collections.FieldReference(None, field_type=int)  # None: all
-    config.zeroshot.batch_size = 8
-    config.zeroshot.max_length = 2048
+    config.zeroshot = zeroshot_settings(",".join(PAPER_TASKS))
     config.workdir = ""  # when set, zeroshot.json and zeroshot.md are written there
     # A workdir holding another config's run is refused; True moves that run aside first.
     config.overwrite = False

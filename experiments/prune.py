@@ -33,6 +33,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "One-shot pruning conf
 COLUMNS = ["method", "pattern", "sparsity", "perplexity", "prune seconds", "peak memory MB"]
 
 
+def columns(rows: list[dict]) -> list[str]:
+    """The table's columns: ``COLUMNS`` and the zero-shot figures the rows have."""
+    return COLUMNS + common.zeroshot_columns(rows)
+
+
 def save_outputs(config, result, tokenizer) -> list[str]:
     """Saves the pruned model as asked; returns what was written."""
     written = []
@@ -88,7 +93,7 @@ def write_results(config, rows: list[dict], result, tokenizer) -> None:
         "block_sparsity": result.block_sparsity if result else [],
         "machine": platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__,
         "saved": written})
-    table = common.markdown_table(rows, COLUMNS, {"prune seconds": ".1f"})
+    table = common.markdown_table(rows, columns(rows), {"prune seconds": ".1f"})
     common.write_text_atomic(os.path.join(config.workdir, "results.md"), table + "\n")
 
 
@@ -108,13 +113,13 @@ def main(argv):
         if state == "resume" and os.path.exists(finished) and not config.distributed:
             with open(finished) as f:
                 rows = json.load(f)["rows"]
-            print(common.markdown_table(rows, COLUMNS, {"prune seconds": ".1f"}))
+            print(common.markdown_table(rows, columns(rows), {"prune seconds": ".1f"}))
             print(f"{config.workdir} holds the finished run of this config; nothing to do")
             return
         if state == "resume":
             clear_unfinished(config.workdir)
         rows, point = prune_and_evaluate(config, resources)
-        print(common.markdown_table(rows, COLUMNS, {"prune seconds": ".1f"}))
+        print(common.markdown_table(rows, columns(rows), {"prune seconds": ".1f"}))
         if config.workdir:
             write_results(config, rows, point["result"], resources.model(config)[1])
             print(f"wrote {config.workdir}")

@@ -145,6 +145,7 @@ def method_label(config) -> str:
 def prepare(config, resources: common.Resources) -> None:
     """Checks everything, loads the model and the texts, before any work."""
     check_config(config)
+    common.check_zeroshot_data(config.eval.zeroshot)  # before the model loads
     model, _ = resources.model(config)
     check_cut_fits(config.cut, model.config)
     resources.calibration_segments(config)
@@ -167,8 +168,9 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
 
     Returns:
       ``{"metrics", "timings", "details", "curve"}``; metrics hold the parameter counts
-      (total and without embeddings), perplexity before and after distillation and the
-      evaluation throughput in tokens/s.
+      (total and without embeddings), perplexity before and after distillation, the
+      evaluation throughput in tokens/s, and the zero-shot figures of
+      ``config.eval.zeroshot`` (``common.zeroshot_metrics``; " before" for the cut model).
     """
     teacher, _ = resources.model(config)
     segments = resources.calibration_segments(config)
@@ -180,6 +182,10 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
     # is the same computation, so it is kept rather than repeated.
     before = resources.cached(("cut-eval", _fields_key(config, _CUT_FIELDS + ("eval",))),
                               lambda: common.evaluate(student, eval_tokens, config.eval))
+    tokenizer = resources.model(config)[1]
+    zeroshot_before = resources.cached(
+        ("cut-zeroshot", _fields_key(config, _CUT_FIELDS + ("eval",))),
+        lambda: common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot, " before"))
     metrics = {
         "method": method_label(config),
         "setting": "distilled" if config.distill.enabled else "cut only",
@@ -187,6 +193,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
         "params_non_embedding": student.config.num_params(include_embeddings=False),
         "perplexity_before": before.perplexity,
         "tokens_per_second": before.tokens_per_second,
+        **zeroshot_before,
     }
     timings = {"cut_seconds": cut_seconds}
     curve, after = [], before
@@ -201,6 +208,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
         metrics["distill_tokens"] = (config.train.steps * config.train.batch_size
                                      * config.train.seq_len)
         after = common.evaluate(student, eval_tokens, config.eval)
+        metrics.update(common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot))
     metrics["perplexity"] = after.perplexity
     return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,
             "student": student}

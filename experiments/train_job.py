@@ -104,6 +104,7 @@ def prepare(config, resources: common.Resources) -> None:
     """Loads what the job needs and checks the rule against the model and the texts' lengths,
     before any training."""
     check_config(config)
+    common.check_zeroshot_data(config.eval.zeroshot)  # before the model loads
     check_rule_fits_model(config, resources.model(config)[0])  # same shapes as the trained one
     tokens = resources.text_tokens(config, config.train)
     if tokens.size < config.train.seq_len + 2:
@@ -113,10 +114,13 @@ def prepare(config, resources: common.Resources) -> None:
 
 
 def evaluate(trainer: training.Trainer, config, resources: common.Resources) -> dict:
-    """Perplexity of the trained model by ``config.eval`` and its measured sparsity."""
-    result = common.evaluate(trainer.model(), resources.evaluation_tokens(config), config.eval)
+    """Perplexity of the trained model by ``config.eval``, its measured sparsity and its
+    zero-shot figures (``config.eval.zeroshot``)."""
+    model = trainer.model()
+    result = common.evaluate(model, resources.evaluation_tokens(config), config.eval)
     return {"perplexity": result.perplexity, "mean_nll": result.mean_nll,
-            "sparsity": trainer.sparsity()}
+            "sparsity": trainer.sparsity(),
+            **common.zeroshot_metrics(model, resources.model(config)[1], config.eval.zeroshot)}
 
 
 def run_point(config, resources: common.Resources) -> dict:

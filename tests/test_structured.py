@@ -243,10 +243,15 @@ def test_structured_job_cuts_every_way(cut, criterion):
     if criterion:
         config.cut.criterion = criterion
     config = common.apply_runlocal(config)
+    if cut == "heads6":  # the cut model's zero-shot figures, beside its perplexity
+        config.eval.zeroshot.tasks, config.eval.zeroshot.limit = "winogrande", 2
     resources = common.Resources()
     structured_job.prepare(config, resources)
     outcome = structured_job.run_point(config, resources)
     metrics = outcome["metrics"]
+    if cut == "heads6":
+        assert metrics["zeroshot mean before"] == metrics["zeroshot winogrande acc before"]
+        assert metrics["zeroshot mean before"] in (0.0, 0.5, 1.0)
     teacher = resources.model(config)[0]
     student = outcome["student"]
     assert metrics["params"] == student.config.num_params() == count_params(student)
