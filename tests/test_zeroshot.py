@@ -129,6 +129,11 @@ def test_packed_groups_score_as_each_request_alone(tiny):
     own = [len(p.continuation) - 1 for p in groups[1]]  # the last token is never an input
     assert packed.tokens.size == 9 + sum(own)  # the context once, then each choice's own
     assert packed.size == 4 and packed.reads.size == sum(len(p.continuation) for p in groups[1])
+    with pytest.raises(ValueError, match="a group needs at least one request"):
+        loglikelihood.pack_group([])
+    empty = loglikelihood.TokenizedRequest(np.asarray([3, 4]), np.asarray([], np.int64))
+    with pytest.raises(ValueError, match="a continuation of 0 tokens: it needs at least one"):
+        loglikelihood.pack_group([groups[0][0], empty])
     got = loglikelihood.score_groups(tiny, groups, batch_size=2, max_length=24, progress=False)
     for group, scores in zip(groups, got, strict=True):
         expected = reference_scores(tiny, group, 24)

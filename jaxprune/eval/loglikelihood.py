@@ -115,9 +115,9 @@ class PackedGroup:
 def _model_inputs(pair: TokenizedRequest, max_length: int) -> np.ndarray:
     """The ids the model sees for a request: ``(context + continuation)[:-1]``, keeping the
     last ``max_length``."""
-    if pair.continuation.size > max_length:
-        raise ValueError(f"a continuation of {pair.continuation.size} tokens does not fit "
-                         f"max_length={max_length}")
+    if not 0 < pair.continuation.size <= max_length:
+        raise ValueError(f"a continuation of {pair.continuation.size} tokens: it needs at "
+                         f"least one and must fit max_length={max_length}")
     return np.concatenate([pair.context, pair.continuation])[-(max_length + 1):][:-1]
 
 
@@ -133,7 +133,8 @@ def pack_group(pairs: list[TokenizedRequest], max_length: int = 2048) -> PackedG
     """Packs requests into one sequence that shares their longest common input prefix.
 
     Raises:
-      ValueError: for no request, or a continuation longer than ``max_length``.
+      ValueError: for no request, or a continuation that is empty or longer than
+        ``max_length``.
     """
     if not pairs:
         raise ValueError("a group needs at least one request")
