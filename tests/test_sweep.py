@@ -160,7 +160,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 20  # 11 job configs, 4 benchmarks, a parity check and 4 sweeps
+    assert checked == 21  # 11 job configs, 4 benchmarks, a parity check and 5 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():
