@@ -134,7 +134,7 @@ def _boolq_row(doc: dict) -> dict:
 
 
 def _lambada_row(doc: dict) -> dict:
-    return {"text": doc["query"] + " " + doc["answers_text"][0]}
+    return {"text": jaxprune_tasks.lambada_text(doc)}
 
 
 # Each task's YAML file under lm_eval/tasks in lm-evaluation-harness 0.4.13.

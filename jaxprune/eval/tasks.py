@@ -137,11 +137,16 @@ def piqa_document(doc: dict) -> Document:
                     doc["label"])
 
 
+def lambada_text(doc: dict) -> str:
+    """A LAMBADA passage's ``text`` from its OLMES record (the passage less its last word as
+    ``query``, the word as the answer)."""
+    return doc["query"] + " " + doc["answers_text"][0]
+
+
 def lambada_document(doc: dict) -> Document:
     """LAMBADA (OpenAI): the passage's last word after the rest, split at the last space of
-    ``text`` (the OLMES record holds the text as ``query`` and the word as its answer)."""
-    text = doc["query"] + " " + doc["answers_text"][0]
-    context, word = text.rsplit(" ", 1)
+    ``text``."""
+    context, word = lambada_text(doc).rsplit(" ", 1)
     return Document((Request(context, TARGET_DELIMITER + word),), 0, (word,))
 
 
