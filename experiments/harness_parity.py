@@ -39,9 +39,9 @@ def parity_model(config):
     """The model both paths score with, and the tokenizer of ``config.model``."""
     model, tokenizer = models.load(config.model)
     if config.random_model:
-        shape = models.LlamaConfig(vocab_size=model.config.vocab_size, hidden_size=64,
-                                   num_layers=2, num_heads=4, num_kv_heads=2,
-                                   intermediate_size=128, head_dim=16)
+        shape = models.LlamaConfig(vocab_size=model.config.vocab_size, hidden_size=16,
+                                   num_layers=2, num_heads=2, num_kv_heads=1,
+                                   intermediate_size=32, head_dim=8)
         model = models.Llama(shape, rngs=nnx.Rngs(config.seed))
     return model, tokenizer
 
