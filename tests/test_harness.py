@@ -12,7 +12,7 @@ from jaxprune import models
 from jaxprune.eval import tasks, zeroshot
 from jaxprune.eval.harness import JaxpruneLM, hub_rows, offline_tasks
 
-DOCS = 3  # per task: the slice CI runs (benchmarks/zeroshot_parity.py runs every document)
+DOCS = 2  # per task: the slice CI runs (experiments/harness_parity.py runs every document)
 
 
 @pytest.fixture(scope="module")
