@@ -63,6 +63,8 @@ def document_metrics(doc: Document, scores: list[loglikelihood.Score], task: Tas
     ``acc`` (and ``acc_norm`` when the task has it) for multiple choice; ``acc`` (greedy) and
     the log-likelihood that ``perplexity`` aggregates for next-word prediction."""
     if task.output_type == "loglikelihood":
+        # The harness's per-document "perplexity" is the log-likelihood its aggregation
+        # turns into exp(-mean).
         (score,) = scores
         return {"acc": float(score.is_greedy), "perplexity": score.loglikelihood}
     lls = np.asarray([s.loglikelihood for s in scores], np.float64)
@@ -151,8 +153,8 @@ SUMMARY_METRICS = ("acc", "acc_norm", "perplexity")
 
 def summary_rows(results: dict[str, TaskResult]) -> list[dict]:
     """One row per task (its metrics with standard errors, docs/s; blank where a task lacks
-    a metric) and a last row, ``mean``, with the mean ``acc`` over the paper tasks among the
-    results (``tasks.PAPER_TASKS``: the papers' mean), or over all when none is."""
+    a metric) and a last row, ``mean of N``, with the mean ``acc`` over the N paper tasks
+    among the results (``tasks.PAPER_TASKS``: the papers' mean), or over all when none is."""
     rows = []
     for result in results.values():
         row = {"task": result.name, "split": result.split, "docs": result.num_docs,
