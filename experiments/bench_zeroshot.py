@@ -100,7 +100,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = common.apply_runlocal(_CONFIG.value, common.command_line_fields())
     with common.usage_errors():
-        names = [n.strip() for n in config.tasks.split(",") if n.strip()]
+        names = common.zeroshot_task_names(config)
         zeroshot.check_request(names, config.limit)
         common.check_int_fields("bench", config, {"batch_size": 1, "hf_batch_size": 1})
     gguf_path = models.packaged_model_path(config.model)

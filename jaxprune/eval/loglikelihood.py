@@ -284,7 +284,6 @@ def score_requests(model, pairs: list[TokenizedRequest], *, batch_size: int = 8,
     Returns:
       One ``Score`` per request, in the order given.
     """
-    check_sizes(batch_size, max_length)
     scored = score_groups(model, context_runs(pairs), batch_size=batch_size,
                           max_length=max_length, progress=progress, unit="group")
     return [score for group in scored for score in group]
