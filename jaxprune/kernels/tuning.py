@@ -44,6 +44,12 @@ def _tuned(path: str = TABLE) -> dict:
         return json.load(f).get("settings", {})
 
 
+def clear_cache() -> None:
+    """Forgets the table read so far: the next ``settings`` call reads the file again (after a
+    tuning run rewrote it in this process)."""
+    _tuned.cache_clear()
+
+
 def default_settings(method: str, m: int) -> dict:
     """``DEFAULTS`` for ``method``; the tiled kernel takes its 128-row tile for 64 < M <= 128."""
     if method == "tiled" and 64 < rows_bucket(m) <= 128:
