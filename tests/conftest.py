@@ -81,6 +81,23 @@ def _one_load_of_each_packaged_model():
     patch.undo()
 
 
+# Test files that compare against torch, transformers or lm-eval, and the tests that run the
+# real model in this process. They run first: pytest-xdist hands each worker a contiguous share
+# of the collected tests and later steals from the end of a queue, so only the first worker
+# imports the references (these files import them lazily, tests/lazy.py) and loads SmolLM2.
+REFERENCE_FILES = ("test_fisher.py", "test_harness.py", "test_llama_parity.py",
+                   "test_smollm2.py")
+
+
+def needs_references(item) -> bool:
+    return item.path.name in REFERENCE_FILES or item.get_closest_marker("real_model") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    del config
+    items.sort(key=lambda item: not needs_references(item))  # stable: file order otherwise
+
+
 def pytest_unconfigure(config):
     del config
     for path in _SCRATCH:

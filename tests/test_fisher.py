@@ -1,12 +1,12 @@
 """Empirical Fisher diagonal against torch autograd on the same tiny Llama."""
 
 import numpy as np
-import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from jaxprune import models, oneshot
+from tests import lazy
 
-from jaxprune import models, oneshot  # noqa: E402
+torch = lazy.LazyModule("torch")
+transformers = lazy.LazyModule("transformers")
 
 
 def test_fisher_diagonal_matches_torch_per_segment_gradients(tmp_path):

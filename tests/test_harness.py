@@ -3,14 +3,16 @@ run through jaxprune's ``LM`` adapter on jaxprune's offline documents, against j
 tasks and scorer on the same documents; and the adapter's rolling log-likelihood against a
 float64 reference written from the harness's window definition."""
 
-import lm_eval.evaluator
 import numpy as np
 import pytest
-from lm_eval.api.instance import Instance
 
 from jaxprune import models
 from jaxprune.eval import tasks, zeroshot
-from jaxprune.eval.harness import JaxpruneLM, hub_rows, offline_tasks
+from tests import lazy
+
+evaluator = lazy.LazyModule("lm_eval.evaluator")
+instance = lazy.LazyModule("lm_eval.api.instance")
+harness = lazy.LazyModule("jaxprune.eval.harness")  # imports lm-eval
 
 DOCS = 2  # per task: the slice CI runs (experiments/harness_parity.py runs every document)
 
@@ -23,8 +25,8 @@ def tiny():
 @pytest.fixture(scope="module")
 def harness_samples(tiny):
     model, tokenizer = tiny
-    lm = JaxpruneLM(model, tokenizer, batch_size=4, progress=False)
-    out = lm_eval.evaluator.evaluate(lm, offline_tasks(sorted(tasks.TASKS), limit=DOCS),
+    lm = harness.JaxpruneLM(model, tokenizer, batch_size=4, progress=False)
+    out = evaluator.evaluate(lm, harness.offline_tasks(sorted(tasks.TASKS), limit=DOCS),
                                      bootstrap_iters=0, log_samples=True, verbosity="ERROR")
     return out["samples"], out["results"]
 
@@ -52,16 +54,17 @@ def test_the_harness_tasks_score_as_jaxprune_does(name, tiny, harness_samples):
 
 
 def test_documents_convert_to_the_hub_columns_the_harness_reads():
-    arc = hub_rows("arc_challenge", limit=1)[0]
+    arc = harness.hub_rows("arc_challenge", limit=1)[0]
     assert arc["choices"]["label"][:2] == ["A", "B"] and arc["answerKey"] in arc["choices"][
         "label"]
     assert not arc["question"].startswith("Question:")
-    assert set(hub_rows("boolq", limit=1)[0]) == {"passage", "question", "label"}
-    assert hub_rows("lambada_openai", limit=1)[0]["text"].endswith("I don't care about signs")
+    assert set(harness.hub_rows("boolq", limit=1)[0]) == {"passage", "question", "label"}
+    lambada = harness.hub_rows("lambada_openai", limit=1)[0]
+    assert lambada["text"].endswith("I don't care about signs")
     with pytest.raises(ValueError, match="unknown zero-shot task 'mmlu'"):
-        offline_tasks(["rte", "mmlu"])
+        harness.offline_tasks(["rte", "mmlu"])
     with pytest.raises(ValueError, match="limit must be a positive integer or None, got 0"):
-        offline_tasks(["rte"], limit=0)
+        harness.offline_tasks(["rte"], limit=0)
 
 
 def reference_rolling(model, tokens, prefix, max_length):
@@ -89,11 +92,11 @@ def test_rolling_loglikelihood_follows_the_harness_windows(tiny):
     texts = ["A short text.", "A longer text, " * 6 + "that spans several windows."]
     assert byte_tokenizer.eos_id is None
     with pytest.raises(ValueError, match="end-of-text token, and this tokenizer has none"):
-        JaxpruneLM(model, byte_tokenizer, max_length=16, progress=False).loglikelihood_rolling(
-            [Instance("loglikelihood_rolling", {}, (texts[0],), 0)])
+        lm = harness.JaxpruneLM(model, byte_tokenizer, max_length=16, progress=False)
+        lm.loglikelihood_rolling([instance.Instance("loglikelihood_rolling", {}, (texts[0],), 0)])
     tokenizer = models.Tokenizer(byte_tokenizer.backend, eos_id=3)
-    lm = JaxpruneLM(model, tokenizer, batch_size=2, max_length=16, progress=False)
-    got = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), i)
+    lm = harness.JaxpruneLM(model, tokenizer, batch_size=2, max_length=16, progress=False)
+    got = lm.loglikelihood_rolling([instance.Instance("loglikelihood_rolling", {}, (text,), i)
                                     for i, text in enumerate(texts)])
     for text, total in zip(texts, got, strict=True):
         tokens = [int(t) for t in tokenizer.encode(text)]
@@ -102,4 +105,4 @@ def test_rolling_loglikelihood_follows_the_harness_windows(tiny):
     with pytest.raises(NotImplementedError, match="generate_until tasks are not supported"):
         lm.generate_until([])
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
-        JaxpruneLM(model, tokenizer, batch_size=0)
+        harness.JaxpruneLM(model, tokenizer, batch_size=0)

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from jaxprune import models
+from jaxprune.eval import perplexity
+from tests import lazy
 
-from jaxprune import models  # noqa: E402
-from jaxprune.eval import perplexity  # noqa: E402
+torch = lazy.LazyModule("torch")
+transformers = lazy.LazyModule("transformers")
 
 TINY = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=5000.0,

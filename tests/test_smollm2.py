@@ -16,9 +16,10 @@ from jaxprune import models
 from jaxprune.eval import greedy_generate
 from jaxprune.models import tokenizer as tokenizer_lib
 from jaxprune.models.gguf_file import read_gguf_file
+from tests import inprocess, lazy
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = lazy.LazyModule("torch")
+transformers = lazy.LazyModule("transformers")
 
 pytestmark = pytest.mark.real_model
 
@@ -305,8 +306,11 @@ def test_the_harness_hf_backend_scores_every_task_as_jaxprune_does(ours, referen
     every task: the shortest of its first 20, scored in one batch (one compiled program); the
     full comparison, 100 documents per task, is experiments/bench_zeroshot.py, whose harness
     side this test runs."""
-    from experiments.bench_zeroshot import harness_hf_samples
     from jaxprune.eval import loglikelihood, tasks, zeroshot
+
+    # A binary's module defines --config: load it as tests/inprocess.py does, whatever other
+    # binary this process ran before.
+    harness_hf_samples = inprocess.load("experiments.bench_zeroshot").harness_hf_samples
 
     model, tokenizer = ours
     names = sorted(tasks.TASKS)
