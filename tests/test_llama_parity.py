@@ -78,6 +78,64 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, kind, tied)
     assert sorted(os.listdir(tmp_path)) == ["export", "ref"]
 
 
+# Context-extension schemes, each with an original context (16) shorter than the test sequences
+# (40 tokens), so the scaled frequencies matter.
+ROPE_SCALINGS = {
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+    "linear": {"rope_type": "linear", "factor": 2.5},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+    "yarn-mscale": {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 16,
+                    "beta_fast": 16.0, "beta_slow": 2.0, "mscale": 0.8, "mscale_all_dim": 0.5,
+                    "truncate": False},
+}
+
+
+def scaled_reference(name: str, seed: int = 7):
+    """A Llama 3.2-style tiny model (tied embeddings, theta 500000) with a RoPE scheme."""
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(**{**TINY, "rope_theta": 500000.0},
+                                      rope_scaling=dict(ROPE_SCALINGS[name]),
+                                      tie_word_embeddings=True)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if param_name.endswith("norm.weight"):
+                param.copy_(1.0 + 0.3 * torch.randn_like(param))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(ROPE_SCALINGS))
+def test_rope_frequencies_and_attention_factor_match_transformers(name):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    reference = scaled_reference(name)
+    config = models.config_from_hf_dict(reference.config.to_dict())
+    assert config.rope_scaling.rope_type == ROPE_SCALINGS[name]["rope_type"]
+    inv_freq, factor = ROPE_INIT_FUNCTIONS[config.rope_scaling.rope_type](reference.config)
+    ours, our_factor = models.inverse_frequencies(config.head_dim, config.rope_theta,
+                                                  config.rope_scaling,
+                                                  config.max_position_embeddings)
+    np.testing.assert_allclose(np.asarray(ours), inv_freq.numpy(), rtol=1e-6)
+    assert our_factor == pytest.approx(factor, rel=1e-12)
+    unscaled, _ = models.inverse_frequencies(config.head_dim, config.rope_theta)
+    assert not np.allclose(np.asarray(ours), np.asarray(unscaled))  # the scheme changes them
+
+
+@pytest.mark.parametrize("name", sorted(ROPE_SCALINGS))
+def test_scaled_rope_models_load_and_export_with_transformers_logits(tmp_path, name):
+    reference = scaled_reference(name)
+    reference.save_pretrained(tmp_path / "ref")
+    model, _ = models.load(str(tmp_path / "ref"))
+    tokens = tokens_for(seed=8, seq=40)
+    ours = np.asarray(model(jnp.asarray(tokens)))
+    assert_close_relative(ours, reference_logits(reference, tokens), 1e-4)
+    models.save_hf_dir(model, str(tmp_path / "export"))
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    assert reloaded.config.rope_parameters["rope_type"] == ROPE_SCALINGS[name]["rope_type"]
+    assert_close_relative(reference_logits(reloaded, tokens), ours, 1e-5)
+
+
 def test_block_by_block_equals_the_full_forward_and_jit():
     reference = reference_model("llama", tied=False)
     tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
@@ -131,7 +189,14 @@ def test_missing_checkpoint_directory_and_files(tmp_path):
     [
         ({"model_type": "gpt2"}, "model_type is 'gpt2'"),
         ({"hidden_act": "gelu"}, "hidden_act is 'gelu'"),
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "RoPE scaling"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 4.0}},
+         r"rope_scaling has rope_type 'dynamic'; supported: \['default', 'linear'"),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0, "low_freq_factor": 1.0}},
+         r"rope_scaling \(linear\) has fields .* not implement: \['low_freq_factor'\]"),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+         "rope_scaling.low_freq_factor is required for rope_type 'llama3'"),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 0.0}},
+         r"rope_scaling.factor must be > 0, got 0.0"),
         ({"attention_bias": True}, "output-projection bias"),
         ({"parallel_residual": True}, r"does not implement: \['parallel_residual'\]"),
     ],

@@ -10,25 +10,30 @@ from jaxprune.models.registry import (
     load,
     packaged_model_path,
 )
+from jaxprune.models.rope import ROPE_TYPES, RopeScaling, inverse_frequencies, rope_tables
 from jaxprune.models.tokenizer import Tokenizer, byte_tokenizer
 from jaxprune.models.weights import hf_tensors_from_model, model_from_hf_tensors
 
 __all__ = [
     "PACKAGED_MODELS",
     "RANDOM_MODELS",
+    "ROPE_TYPES",
     "Llama",
     "LlamaConfig",
+    "RopeScaling",
     "Tokenizer",
     "abstract_llama",
     "byte_tokenizer",
     "config_from_hf_dict",
     "hf_tensors_from_model",
+    "inverse_frequencies",
     "load",
     "load_gguf",
     "load_hf_dir",
     "model_from_hf_tensors",
     "packaged_model_path",
     "read_gguf",
+    "rope_tables",
     "save_hf_dir",
     "unpermute_rotary_rows",
 ]

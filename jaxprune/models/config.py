@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from jaxprune.models.rope import RopeScaling, rope_scaling_from_hf
+
 PerBlock = tuple[int, ...]
 
 
@@ -37,6 +39,8 @@ class LlamaConfig:
       head_dim: width of one attention head (RoPE rotates all of it).
       rms_norm_eps: epsilon of every RMSNorm.
       rope_theta: base of the rotary frequencies.
+      rope_scaling: a context-extension scheme for the rotary frequencies (Llama 3.1's
+        ``llama3``, ``linear``, ``yarn``), or ``None``.
       tie_word_embeddings: whether the LM head reuses the token embedding.
       attention_bias: whether q, k and v projections carry biases (Qwen2 style; the output
         projection never does, unlike Hugging Face Llama's ``attention_bias``).
@@ -59,6 +63,7 @@ class LlamaConfig:
     max_position_embeddings: int = 2048
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    rope_scaling: RopeScaling | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "head_dim"):
@@ -148,6 +153,9 @@ class LlamaConfig:
             "head_dim": self.head_dim,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
+            # The key transformers 4 reads; transformers 5 reads it too.
+            **({"rope_scaling": self.rope_scaling.to_hf_dict(self.rope_theta)}
+               if self.rope_scaling is not None else {}),
             "tie_word_embeddings": self.tie_word_embeddings,
             **({"use_sliding_window": False} if qwen2 else
                {"attention_bias": False, "mlp_bias": False}),
@@ -189,8 +197,8 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
 
     Raises:
       ValueError: for another model type or a field asking for something this decoder does not
-        implement (RoPE scaling, another activation, MLP biases, sliding windows, unknown
-        fields), naming the field and its value.
+        implement (a RoPE type outside ``rope.ROPE_TYPES``, another activation, MLP biases,
+        sliding windows, unknown fields), naming the field and its value.
     """
     model_type = raw.get("model_type")
     if model_type not in _SUPPORTED_MODEL_TYPES:
@@ -206,14 +214,13 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
                          "q/k/v biases are supported: model_type 'qwen2')")
     if raw.get("mlp_bias", False):
         raise ValueError("config.json mlp_bias is true; MLP biases are not supported")
-    rope_theta = raw.get("rope_theta", 10000.0)
+    rope_theta, rope_scaling = raw.get("rope_theta", 10000.0), None
     # transformers 5 writes "rope_parameters"; older versions "rope_scaling" (null if unused).
     for field in ("rope_scaling", "rope_parameters"):
-        rope = raw.get(field) or {}
-        if rope.get("rope_type", rope.get("type", "default")) != "default":
-            raise ValueError(f"config.json {field} asks for RoPE scaling {rope!r}; only the "
-                             "default (unscaled) rotary embedding is supported")
-        rope_theta = rope.get("rope_theta", rope_theta)
+        entry = raw.get(field) or {}
+        rope_theta = entry.get("rope_theta", rope_theta)
+        rope_scaling = rope_scaling_from_hf(entry, field, raw.get(
+            "max_position_embeddings", 2048)) or rope_scaling
     if raw.get("use_sliding_window", False):
         raise ValueError("config.json use_sliding_window is true; sliding-window attention is "
                          "not supported")
@@ -241,6 +248,7 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
         max_position_embeddings=raw.get("max_position_embeddings", 2048),
         bos_token_id=_single_id(raw.get("bos_token_id")),
         eos_token_id=_single_id(raw.get("eos_token_id")),
+        rope_scaling=rope_scaling,
     )
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.models.config import LlamaConfig
+from jaxprune.models.rope import rope_tables
 
 
 class RMSNorm(nnx.Module):
@@ -32,14 +33,6 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
-
-
-def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """Cosine and sine tables ``[..., seq, head_dim]`` for rotate-half rotary embeddings."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq
-    angles = jnp.concatenate([angles, angles], axis=-1)
-    return jnp.cos(angles), jnp.sin(angles)
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
@@ -220,7 +213,9 @@ class Llama(nnx.Module):
 
     def rope_at(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Rotary tables ``[batch, seq, head_dim]`` for explicit positions ``[batch, seq]``."""
-        return rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        c = self.config
+        return rope_tables(positions, c.head_dim, c.rope_theta, c.rope_scaling,
+                           c.max_position_embeddings)
 
     def block(self, index: int, h: jax.Array) -> jax.Array:
         """Runs decoder block ``index`` on the residual stream ``h`` (positions from 0)."""
