@@ -27,6 +27,10 @@ def reference_model(kind: str, tied: bool, seed: int = 0):
         config = transformers.Qwen2Config(**TINY, tie_word_embeddings=tied,
                                           use_sliding_window=False)
         model = transformers.Qwen2ForCausalLM(config)
+    elif kind == "qwen3":
+        config = transformers.Qwen3Config(**TINY, tie_word_embeddings=tied,
+                                          use_sliding_window=False)
+        model = transformers.Qwen3ForCausalLM(config)
     else:
         config = transformers.LlamaConfig(**TINY, tie_word_embeddings=tied)
         model = transformers.LlamaForCausalLM(config)
@@ -53,18 +57,20 @@ def tokens_for(seed=1, batch=2, seq=24):
     return np.random.default_rng(seed).integers(0, TINY["vocab_size"], (batch, seq))
 
 
-@pytest.mark.parametrize("kind, tied", [("llama", False), ("llama", True), ("qwen2", False)])
+@pytest.mark.parametrize("kind, tied", [("llama", False), ("llama", True), ("qwen2", False),
+                                        ("qwen3", True)])
 def test_logits_match_transformers_through_a_saved_checkpoint(tmp_path, kind, tied):
     reference = reference_model(kind, tied)
     reference.save_pretrained(tmp_path / "ref")
     model, _ = models.load(str(tmp_path / "ref"))
     assert model.config.num_kv_heads == (2, 2) and model.config.tie_word_embeddings == tied
     assert model.config.attention_bias == (kind == "qwen2")
+    assert model.config.qk_norm == (kind == "qwen3")
     tokens = tokens_for()
     assert_close_relative(model(jnp.asarray(tokens)), reference_logits(reference, tokens), 1e-4)
 
 
-@pytest.mark.parametrize("kind, tied", [("llama", True), ("qwen2", False)])
+@pytest.mark.parametrize("kind, tied", [("llama", True), ("qwen2", False), ("qwen3", False)])
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path, kind, tied):
     reference = reference_model(kind, tied, seed=3)
     reference.save_pretrained(tmp_path / "ref")
@@ -167,7 +173,7 @@ def test_perplexity_matches_transformers_loss(tmp_path):
 
 
 def test_parameter_count_formula_matches_transformers():
-    for kind, tied in [("llama", False), ("llama", True), ("qwen2", False)]:
+    for kind, tied in [("llama", False), ("llama", True), ("qwen2", False), ("qwen3", True)]:
         reference = reference_model(kind, tied)
         config = models.config_from_hf_dict(reference.config.to_dict())
         assert config.num_params() == reference.num_parameters()
@@ -198,6 +204,8 @@ def test_missing_checkpoint_directory_and_files(tmp_path):
         ({"rope_scaling": {"rope_type": "linear", "factor": 0.0}},
          r"rope_scaling.factor must be > 0, got 0.0"),
         ({"attention_bias": True}, "output-projection bias"),
+        ({"model_type": "qwen3", "attention_bias": True},
+         "qwen3's attention bias includes an output-projection bias"),
         ({"parallel_residual": True}, r"does not implement: \['parallel_residual'\]"),
     ],
 )

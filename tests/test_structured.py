@@ -9,10 +9,17 @@ from flax import nnx
 from jaxprune import models, structured
 
 
-def tiny(seed=0):
+def tiny(seed=0, qk_norm=False):
+    """Three blocks; ``qk_norm``: Qwen3's q/k norms, with random scales (ones would hide a
+    norm cut along the wrong axis)."""
     config = models.RANDOM_MODELS["tiny-llama"].replace(
-        num_layers=3, num_heads=6, num_kv_heads=3, intermediate_size=128)
-    return models.Llama(config, rngs=nnx.Rngs(seed))
+        num_layers=3, num_heads=6, num_kv_heads=3, intermediate_size=128, qk_norm=qk_norm)
+    model = models.Llama(config, rngs=nnx.Rngs(seed))
+    for i, block in enumerate(model.layers if qk_norm else []):
+        for j, norm in enumerate((block.self_attn.q_norm, block.self_attn.k_norm)):
+            key = jax.random.PRNGKey(100 + 2 * i + j)
+            norm.scale[...] = 1.0 + 0.3 * jax.random.normal(key, norm.scale.shape)
+    return model
 
 
 def logits(model):
@@ -28,8 +35,9 @@ def count_params(model):
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def test_cutting_dead_heads_groups_and_channels_keeps_the_logits():
-    model = tiny()
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_cutting_dead_heads_groups_and_channels_keeps_the_logits(qk_norm):
+    model = tiny(qk_norm=qk_norm)
     d = model.config.head_dim
     # KV groups read by heads {0, 1}, {2, 3}, {4, 5}. Block 0: heads 1, 3 and 5 (one per group)
     # write nothing; block 1: KV group 2 (heads 4, 5) writes nothing; block 2: MLP channels 3,
@@ -50,8 +58,9 @@ def test_cutting_dead_heads_groups_and_channels_keeps_the_logits():
     assert count_params(cut) < count_params(model)
 
 
-def test_cutting_dead_hidden_channels_keeps_the_logits():
-    model = tiny()
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_cutting_dead_hidden_channels_keeps_the_logits(qk_norm):
+    model = tiny(qk_norm=qk_norm)
     dead = [5, 17, 40, 63]
     zero(model.embed_tokens.embedding, (slice(None), dead))
     for block in model.layers:

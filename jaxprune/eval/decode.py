@@ -16,8 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprune.models.llama import apply_rope
-
 
 def init_cache(model, batch: int, max_len: int, dtype=None) -> list:
     """Zeroed keys and values ``[batch, max_len, kv_heads, head_dim]`` for every block."""
@@ -29,10 +27,7 @@ def init_cache(model, batch: int, max_len: int, dtype=None) -> list:
 def _attend(attn, x, cache, offset, cos, sin):
     """One block's attention over the cache, after writing this call's keys and values."""
     batch, seq, _ = x.shape
-    q = attn.q_proj(x).reshape(batch, seq, attn.num_heads, attn.head_dim)
-    k = attn.k_proj(x).reshape(batch, seq, attn.num_kv_heads, attn.head_dim)
-    v = attn.v_proj(x).reshape(batch, seq, attn.num_kv_heads, attn.head_dim)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k, v = attn.project(x, cos, sin)
     keys = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, offset, 0, 0))
     values = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, offset, 0, 0))
     positions = offset + jnp.arange(seq)

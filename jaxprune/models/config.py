@@ -44,6 +44,8 @@ class LlamaConfig:
       tie_word_embeddings: whether the LM head reuses the token embedding.
       attention_bias: whether q, k and v projections carry biases (Qwen2 style; the output
         projection never does, unlike Hugging Face Llama's ``attention_bias``).
+      qk_norm: whether each head's query and key pass an RMSNorm (weights ``[head_dim]``,
+        shared by the heads) before RoPE, as in Qwen3.
       max_position_embeddings: context length the model was trained for (informational).
       bos_token_id: beginning-of-sequence token, if any.
       eos_token_id: end-of-sequence token, if any.
@@ -64,6 +66,7 @@ class LlamaConfig:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     rope_scaling: RopeScaling | None = None
+    qk_norm: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "head_dim"):
@@ -113,18 +116,35 @@ class LlamaConfig:
             attn = h * heads * d * 2 + h * kv * d * 2
             if self.attention_bias:
                 attn += heads * d + 2 * kv * d
+            if self.qk_norm:
+                attn += 2 * d
             total += attn + 3 * h * inter + 2 * h
         if include_embeddings:
             total += self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
         return total
 
+    def hf_model_type(self) -> str:
+        """The Hugging Face family with exactly this decoder's attention: Qwen2 has the q/k/v
+        biases (Llama's ``attention_bias`` adds an output-projection bias too), Qwen3 the
+        q/k norms.
+
+        Raises:
+          ValueError: for q/k norms with q/k/v biases, which no Hugging Face family has.
+        """
+        if self.qk_norm and self.attention_bias:
+            raise ValueError("no Hugging Face family has q/k norms with q/k/v biases only "
+                             "(Qwen3's attention_bias also adds an output-projection bias)")
+        return "qwen3" if self.qk_norm else "qwen2" if self.attention_bias else "llama"
+
     def to_hf_dict(self) -> dict[str, Any]:
         """The ``config.json`` of a Hugging Face causal LM with this shape.
 
-        ``LlamaForCausalLM``, or ``Qwen2ForCausalLM`` when the q/k/v projections have biases.
+        ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` when the q/k/v projections have biases, or
+        ``Qwen3ForCausalLM`` with q/k norms (``hf_model_type``).
 
         Raises:
-          ValueError: if blocks differ in width, which a Hugging Face Llama config cannot say.
+          ValueError: if blocks differ in width, which a Hugging Face Llama config cannot say,
+            or for a decoder no family matches.
         """
         if not self.is_uniform:
             raise ValueError(
@@ -138,12 +158,10 @@ class LlamaConfig:
                 f"transformers needs hidden_size ({self.hidden_size}) to be a multiple of the "
                 f"number of attention heads ({self.num_heads[0]}); this model cannot be "
                 "exported as a Hugging Face checkpoint")
-        # Hugging Face Llama's attention_bias also adds an output-projection bias; Qwen2 has
-        # exactly the q/k/v biases of this decoder.
-        qwen2 = self.attention_bias
+        model_type = self.hf_model_type()
         return {
-            "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"],
-            "model_type": "qwen2" if qwen2 else "llama",
+            "architectures": [_ARCHITECTURES[model_type]],
+            "model_type": model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "num_hidden_layers": self.num_layers,
@@ -157,8 +175,7 @@ class LlamaConfig:
             **({"rope_scaling": self.rope_scaling.to_hf_dict(self.rope_theta)}
                if self.rope_scaling is not None else {}),
             "tie_word_embeddings": self.tie_word_embeddings,
-            **({"use_sliding_window": False} if qwen2 else
-               {"attention_bias": False, "mlp_bias": False}),
+            **_FAMILY_FIELDS[model_type],
             "hidden_act": "silu",
             "max_position_embeddings": self.max_position_embeddings,
             "bos_token_id": self.bos_token_id,
@@ -183,11 +200,19 @@ _HF_IGNORED = {
     "tf_legacy_loss", "use_bfloat16", "torchscript", "pruned_heads", "output_scores",
     "return_dict_in_generate",
 }
-_SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+_SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                  "qwen3": "Qwen3ForCausalLM"}
+# Fields each family's export states so that transformers builds exactly this decoder.
+_FAMILY_FIELDS = {
+    "llama": {"attention_bias": False, "mlp_bias": False},
+    "qwen2": {"use_sliding_window": False},
+    "qwen3": {"attention_bias": False, "use_sliding_window": False},
+}
 
 
 def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
-    """Reads a Hugging Face ``config.json`` of a Llama or Qwen2 causal LM.
+    """Reads a Hugging Face ``config.json`` of a Llama, Qwen2 or Qwen3 causal LM.
 
     Args:
       raw: the parsed JSON.
@@ -208,10 +233,10 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
     if raw.get("hidden_act", "silu") != "silu":
         raise ValueError(f"config.json hidden_act is {raw['hidden_act']!r}; only 'silu' is "
                          "supported (SwiGLU)")
-    if model_type == "llama" and raw.get("attention_bias", False):
-        raise ValueError("config.json attention_bias is true; Llama's attention bias includes "
-                         "an output-projection bias, which this decoder lacks (Qwen2-style "
-                         "q/k/v biases are supported: model_type 'qwen2')")
+    if model_type in ("llama", "qwen3") and raw.get("attention_bias", False):
+        raise ValueError(f"config.json attention_bias is true; {model_type}'s attention bias "
+                         "includes an output-projection bias, which this decoder lacks "
+                         "(Qwen2-style q/k/v biases are supported: model_type 'qwen2')")
     if raw.get("mlp_bias", False):
         raise ValueError("config.json mlp_bias is true; MLP biases are not supported")
     rope_theta, rope_scaling = raw.get("rope_theta", 10000.0), None
@@ -245,6 +270,7 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
         rope_theta=float(rope_theta),
         tie_word_embeddings=raw.get("tie_word_embeddings", False),
         attention_bias=model_type == "qwen2",
+        qk_norm=model_type == "qwen3",
         max_position_embeddings=raw.get("max_position_embeddings", 2048),
         bos_token_id=_single_id(raw.get("bos_token_id")),
         eos_token_id=_single_id(raw.get("eos_token_id")),

@@ -60,6 +60,22 @@ class Attention(nnx.Module):
         self.k_proj = linear(h, self.num_kv_heads * d, bias)
         self.v_proj = linear(h, self.num_kv_heads * d, bias)
         self.o_proj = linear(self.num_heads * d, h, False)
+        # Qwen3: one RMSNorm over each head's query (and key) vector, shared by the heads.
+        norm = lambda: RMSNorm(d, config.rms_norm_eps, param_dtype=param_dtype)  # noqa: E731
+        self.q_norm = norm() if config.qk_norm else None
+        self.k_norm = norm() if config.qk_norm else None
+
+    def project(self, x: jax.Array, cos: jax.Array,
+                sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Queries, keys and values per head ``[batch, seq, heads, head_dim]``, the queries and
+        keys normalised (Qwen3) and rotated."""
+        batch, seq, _ = x.shape
+        q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def heads(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
               mask: jax.Array | None = None) -> jax.Array:
@@ -68,10 +84,7 @@ class Attention(nnx.Module):
         ``mask`` (``[batch, 1, seq, seq]``, True where a query may attend a key) replaces the
         causal mask, for sequences that pack several continuations of one prefix."""
         batch, seq, _ = x.shape
-        q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
-        k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.project(x, cos, sin)
         if mask is None:
             out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
         else:

@@ -30,6 +30,8 @@ KeepSpec = Mapping[int, Sequence[int]] | None
 PROJECTIONS_READING_HIDDEN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                               "mlp.gate_proj", "mlp.up_proj")
 PROJECTIONS_WRITING_HIDDEN = ("self_attn.o_proj", "mlp.down_proj")
+# Qwen3's norms of one head's query and key: [head_dim], untouched by head and hidden cuts.
+HEAD_NORMS = ("self_attn.q_norm.weight", "self_attn.k_norm.weight")
 
 
 def _param_dtype(model: Llama):
@@ -174,6 +176,8 @@ def _cut_hidden(tensors: dict, keep: np.ndarray, norm_scale: float) -> None:
     residual stream; RMSNorm scales are multiplied by ``norm_scale``."""
     for key in list(tensors):
         array = tensors[key]
+        if key.endswith(HEAD_NORMS):
+            continue  # Qwen3's q/k norms act on one head's vector, not the residual stream
         if key.endswith("norm.weight"):
             tensors[key] = array[keep] * norm_scale
         elif (key in ("model.embed_tokens.weight", "lm_head.weight")
