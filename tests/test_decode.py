@@ -10,13 +10,14 @@ from jaxprune import models
 from jaxprune.eval import forward_with_cache, greedy_decode, greedy_generate, init_cache
 
 
-@pytest.mark.parametrize("variant", ["llama", "qwen3-llama3-rope"])
+@pytest.mark.parametrize("variant", ["llama", "qwen3-rope-window"])
 def test_cached_logits_equal_the_full_forward_at_every_position(variant):
     model, tokenizer = models.load("tiny-llama")
-    if variant != "llama":  # q/k norms and a scaled RoPE go through the cache path too
+    if variant != "llama":  # q/k norms, a scaled RoPE and a window go through the cache too
         scaling = models.RopeScaling("llama3", factor=8.0, low_freq_factor=1.0,
                                      high_freq_factor=4.0, original_max_position_embeddings=8)
-        model = models.Llama(model.config.replace(qk_norm=True, rope_scaling=scaling),
+        model = models.Llama(model.config.replace(qk_norm=True, rope_scaling=scaling,
+                                                  attention_windows=(5, None)),
                              rngs=nnx.Rngs(1))
     tokens = jnp.asarray(np.stack([tokenizer.encode("Key/value caches"),
                                    tokenizer.encode("save recomputing")]))

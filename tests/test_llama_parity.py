@@ -27,6 +27,14 @@ def reference_model(kind: str, tied: bool, seed: int = 0):
         config = transformers.Qwen2Config(**TINY, tie_word_embeddings=tied,
                                           use_sliding_window=False)
         model = transformers.Qwen2ForCausalLM(config)
+    elif kind == "mistral":  # a window of 8 in every block, under 24-token inputs
+        config = transformers.MistralConfig(**TINY, tie_word_embeddings=tied, sliding_window=8)
+        model = transformers.MistralForCausalLM(config)
+    elif kind == "qwen2-window":  # block 0 full, block 1 a window of 8
+        config = transformers.Qwen2Config(**TINY, tie_word_embeddings=tied,
+                                          use_sliding_window=True, sliding_window=8,
+                                          max_window_layers=1)
+        model = transformers.Qwen2ForCausalLM(config)
     elif kind == "qwen3":
         config = transformers.Qwen3Config(**TINY, tie_word_embeddings=tied,
                                           use_sliding_window=False)
@@ -58,25 +66,30 @@ def tokens_for(seed=1, batch=2, seq=24):
 
 
 @pytest.mark.parametrize("kind, tied", [("llama", False), ("llama", True), ("qwen2", False),
-                                        ("qwen3", True)])
+                                        ("qwen3", True), ("mistral", False),
+                                        ("qwen2-window", True)])
 def test_logits_match_transformers_through_a_saved_checkpoint(tmp_path, kind, tied):
     reference = reference_model(kind, tied)
     reference.save_pretrained(tmp_path / "ref")
     model, _ = models.load(str(tmp_path / "ref"))
     assert model.config.num_kv_heads == (2, 2) and model.config.tie_word_embeddings == tied
-    assert model.config.attention_bias == (kind == "qwen2")
+    assert model.config.attention_bias == kind.startswith("qwen2")
     assert model.config.qk_norm == (kind == "qwen3")
+    windows = {"mistral": (8, 8), "qwen2-window": (None, 8)}.get(kind, (None, None))
+    assert model.config.attention_windows == windows
     tokens = tokens_for()
     assert_close_relative(model(jnp.asarray(tokens)), reference_logits(reference, tokens), 1e-4)
 
 
-@pytest.mark.parametrize("kind, tied", [("llama", True), ("qwen2", False), ("qwen3", False)])
+@pytest.mark.parametrize("kind, tied", [("llama", True), ("qwen2", False), ("qwen3", False),
+                                        ("mistral", True), ("qwen2-window", False)])
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path, kind, tied):
     reference = reference_model(kind, tied, seed=3)
     reference.save_pretrained(tmp_path / "ref")
     model, _ = models.load(str(tmp_path / "ref"))
     models.save_hf_dir(model, str(tmp_path / "export"))
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    assert type(reloaded) is type(reference)  # the same family
     tokens = tokens_for(seed=4)
     ours = np.asarray(model(jnp.asarray(tokens)))
     assert_close_relative(reference_logits(reloaded, tokens), ours, 1e-5)
@@ -204,6 +217,7 @@ def test_missing_checkpoint_directory_and_files(tmp_path):
         ({"rope_scaling": {"rope_type": "linear", "factor": 0.0}},
          r"rope_scaling.factor must be > 0, got 0.0"),
         ({"attention_bias": True}, "output-projection bias"),
+        ({"sliding_window": 8}, "sliding_window is 8 for model_type 'llama'"),
         ({"model_type": "qwen3", "attention_bias": True},
          "qwen3's attention bias includes an output-projection bias"),
         ({"parallel_residual": True}, r"does not implement: \['parallel_residual'\]"),
@@ -236,6 +250,25 @@ def test_export_of_non_uniform_widths_is_refused(tmp_path):
                                          r"of attention heads \(4\)"):
         models.save_hf_dir(odd, str(tmp_path / "odd"))
     assert not (tmp_path / "odd").exists()
+
+
+def test_export_refuses_attention_no_family_has():
+    config = models.LlamaConfig(vocab_size=32, hidden_size=16, num_layers=2, num_heads=4,
+                                num_kv_heads=2, intermediate_size=24, head_dim=4)
+    cases = [({"attention_windows": (4, None)}, "mixes windowed and full blocks"),
+             ({"attention_windows": (4, 6), "attention_bias": True},
+              "one sliding-window size"),
+             ({"qk_norm": True, "attention_bias": True}, "q/k norms with q/k/v biases")]
+    for changes, message in cases:
+        with pytest.raises(ValueError, match=message):
+            config.replace(**changes).to_hf_dict()
+    assert config.replace(attention_windows=4).hf_model_type() == "mistral"
+    assert config.replace(attention_windows=(None, 4), qk_norm=True).hf_model_type() == "qwen3"
+    with pytest.raises(ValueError, match="attention_windows has 3 entries, but num_layers is 2"):
+        config.replace(attention_windows=(1, 2, 3))
+    # A depth cut keeps each kept block's own window (and widths).
+    kept = config.replace(attention_windows=(4, None), num_heads=(4, 2)).select_blocks([1])
+    assert kept.attention_windows == (None,) and kept.num_heads == (2,)
 
 
 @pytest.mark.parametrize("tied, bias", [(True, False), (False, True)])

@@ -123,7 +123,12 @@ def packable_groups(seed):
     ]
 
 
-def test_packed_groups_score_as_each_request_alone(tiny):
+@pytest.mark.parametrize("windows", [None, (4, None)])
+def test_packed_groups_score_as_each_request_alone(tiny, windows):
+    """Also with a sliding window in block 0: the packed masks must follow each request's own
+    positions, as the plain forward's window does."""
+    if windows is not None:
+        tiny = models.Llama(tiny.config.replace(attention_windows=windows), rngs=nnx.Rngs(5))
     groups = packable_groups(4)
     packed = loglikelihood.pack_group(groups[1])
     own = [len(p.continuation) - 1 for p in groups[1]]  # the last token is never an input

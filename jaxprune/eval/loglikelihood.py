@@ -162,13 +162,16 @@ def pack_group(pairs: list[TokenizedRequest], max_length: int = 2048) -> PackedG
 
 def _continuation_scores_fn(model, tokens, positions, segments, reads, targets, owners,
                             num_requests):
-    keys_visible = (positions[:, None, :] <= positions[:, :, None]) & (
+    behind = positions[:, :, None] - positions[:, None, :]  # [B, query, key]
+    keys_visible = (behind >= 0) & (
         (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None]))
-    mask = keys_visible[:, None]  # [B, 1, query, key]
+    # One mask per attention window among the blocks ([B, 1, query, key]).
+    masks = {window: (keys_visible if window is None else keys_visible & (behind < window)
+                      )[:, None] for window in set(model.config.attention_windows)}
     h = model.embed(tokens)
     cos, sin = model.rope_at(positions)
     for layer in model.layers:
-        h = layer(h, cos, sin, mask)
+        h = layer(h, cos, sin, masks[layer.self_attn.window])
     picked = jnp.take_along_axis(h, reads[..., None], axis=1)  # [B, N, hidden]
     logits = model.head(picked).astype(jnp.float32)
     target_logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None],

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jaxprune.models.rope import RopeScaling, rope_scaling_from_hf
 
 PerBlock = tuple[int, ...]
+# The fields that hold one entry per block.
+PER_BLOCK_FIELDS = ("num_heads", "num_kv_heads", "intermediate_size", "attention_windows")
 
 
 def _per_block(name: str, value: int | tuple[int, ...] | list[int], num_layers: int) -> PerBlock:
@@ -18,6 +20,20 @@ def _per_block(name: str, value: int | tuple[int, ...] | list[int], num_layers: 
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must hold positive integers, got {values}")
+    return values
+
+
+def _windows(value, num_layers: int) -> tuple[int | None, ...]:
+    """Per-block attention windows: ``None`` (every block causal over the whole sequence), one
+    window for all blocks, or one entry per block (``None`` for a full-attention block)."""
+    values = (value,) * num_layers if value is None or isinstance(value, int) else tuple(value)
+    if len(values) != num_layers:
+        raise ValueError(f"config.attention_windows has {len(values)} entries, but num_layers "
+                         f"is {num_layers}")
+    for v in values:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError("config.attention_windows must hold positive integers or None, "
+                             f"got {values}")
     return values
 
 
@@ -46,6 +62,10 @@ class LlamaConfig:
         projection never does, unlike Hugging Face Llama's ``attention_bias``).
       qk_norm: whether each head's query and key pass an RMSNorm (weights ``[head_dim]``,
         shared by the heads) before RoPE, as in Qwen3.
+      attention_windows: per block, how many keys each query attends (itself and the ones
+        before it; Hugging Face's ``sliding_window``), or ``None`` for full causal attention.
+        One value (or ``None``) for every block, or one entry per block (Mistral's and Qwen2's
+        sliding windows, Gemma 3's local layers). Stored as a tuple.
       max_position_embeddings: context length the model was trained for (informational).
       bos_token_id: beginning-of-sequence token, if any.
       eos_token_id: end-of-sequence token, if any.
@@ -67,6 +87,7 @@ class LlamaConfig:
     eos_token_id: int | None = None
     rope_scaling: RopeScaling | None = None
     qk_norm: bool = False
+    attention_windows: tuple[int | None, ...] | int | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "head_dim"):
@@ -83,6 +104,8 @@ class LlamaConfig:
                     f"block {i}: config.num_heads ({heads}) must be a multiple of "
                     f"config.num_kv_heads ({kv}) for grouped-query attention"
                 )
+        object.__setattr__(self, "attention_windows",
+                           _windows(self.attention_windows, self.num_layers))
         if not self.rms_norm_eps > 0:
             raise ValueError(f"config.rms_norm_eps must be > 0, got {self.rms_norm_eps}")
         if not self.rope_theta > 0:
@@ -97,7 +120,20 @@ class LlamaConfig:
         )
 
     def replace(self, **changes: Any) -> LlamaConfig:
+        """A copy with ``changes``. When ``num_layers`` changes, a per-block field that is not
+        given and has one value in every block keeps that value in every new block."""
+        if changes.get("num_layers", self.num_layers) != self.num_layers:
+            for name in PER_BLOCK_FIELDS:
+                values = set(getattr(self, name))
+                if name not in changes and len(values) == 1:
+                    changes[name] = values.pop()
         return dataclasses.replace(self, **changes)
+
+    def select_blocks(self, blocks: Sequence[int]) -> LlamaConfig:
+        """The config of a model made of ``blocks`` (indices, in order) of this one: every
+        per-block field follows its block."""
+        return self.replace(num_layers=len(blocks), **{
+            name: tuple(getattr(self, name)[b] for b in blocks) for name in PER_BLOCK_FIELDS})
 
     def num_params(self, *, include_embeddings: bool = True) -> int:
         """Parameter count from the config alone.
@@ -126,15 +162,43 @@ class LlamaConfig:
     def hf_model_type(self) -> str:
         """The Hugging Face family with exactly this decoder's attention: Qwen2 has the q/k/v
         biases (Llama's ``attention_bias`` adds an output-projection bias too), Qwen3 the
-        q/k norms.
+        q/k norms, both any blocks' sliding windows; Mistral one window in every block.
 
         Raises:
-          ValueError: for q/k norms with q/k/v biases, which no Hugging Face family has.
+          ValueError: for a decoder no family matches: q/k norms with q/k/v biases, windows of
+            two sizes, or windowed and full blocks without biases or q/k norms.
         """
         if self.qk_norm and self.attention_bias:
             raise ValueError("no Hugging Face family has q/k norms with q/k/v biases only "
                              "(Qwen3's attention_bias also adds an output-projection bias)")
-        return "qwen3" if self.qk_norm else "qwen2" if self.attention_bias else "llama"
+        windows = set(self.attention_windows)
+        if len(windows - {None}) > 1:
+            raise ValueError("a Hugging Face config has one sliding-window size; this model has "
+                             f"attention_windows={self.attention_windows}")
+        if self.qk_norm or self.attention_bias:
+            return "qwen3" if self.qk_norm else "qwen2"
+        if windows == {None}:
+            return "llama"
+        if None in windows:
+            raise ValueError("Llama and Mistral attend alike in every block; this model mixes "
+                             f"windowed and full blocks (attention_windows="
+                             f"{self.attention_windows})")
+        return "mistral"
+
+    def _window_fields(self, model_type: str) -> dict[str, Any]:
+        """The sliding-window fields of the family's config.json."""
+        window = next((w for w in self.attention_windows if w is not None), None)
+        if model_type == "mistral":
+            return {"sliding_window": window}
+        if model_type == "llama":
+            return {}
+        types = ["full_attention" if w is None else "sliding_attention"
+                 for w in self.attention_windows]
+        # transformers 4 reads no layer_types: its sliding blocks are those from
+        # max_window_layers on, which says the same when the windowed blocks are the last.
+        first = types.index("sliding_attention") if window is not None else self.num_layers
+        return {"use_sliding_window": window is not None, "sliding_window": window,
+                "max_window_layers": first, "layer_types": types}
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The ``config.json`` of a Hugging Face causal LM with this shape.
@@ -176,6 +240,7 @@ class LlamaConfig:
                if self.rope_scaling is not None else {}),
             "tie_word_embeddings": self.tie_word_embeddings,
             **_FAMILY_FIELDS[model_type],
+            **self._window_fields(model_type),
             "hidden_act": "silu",
             "max_position_embeddings": self.max_position_embeddings,
             "bos_token_id": self.bos_token_id,
@@ -200,19 +265,20 @@ _HF_IGNORED = {
     "tf_legacy_loss", "use_bfloat16", "torchscript", "pruned_heads", "output_scores",
     "return_dict_in_generate",
 }
-_SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
-_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                  "qwen3": "Qwen3ForCausalLM"}
+_SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 # Fields each family's export states so that transformers builds exactly this decoder.
 _FAMILY_FIELDS = {
     "llama": {"attention_bias": False, "mlp_bias": False},
-    "qwen2": {"use_sliding_window": False},
-    "qwen3": {"attention_bias": False, "use_sliding_window": False},
+    "mistral": {},
+    "qwen2": {},
+    "qwen3": {"attention_bias": False},
 }
 
 
 def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
-    """Reads a Hugging Face ``config.json`` of a Llama, Qwen2 or Qwen3 causal LM.
+    """Reads a Hugging Face ``config.json`` of a Llama, Mistral, Qwen2 or Qwen3 causal LM.
 
     Args:
       raw: the parsed JSON.
@@ -223,7 +289,7 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
     Raises:
       ValueError: for another model type or a field asking for something this decoder does not
         implement (a RoPE type outside ``rope.ROPE_TYPES``, another activation, MLP biases,
-        sliding windows, unknown fields), naming the field and its value.
+        unknown fields), naming the field and its value.
     """
     model_type = raw.get("model_type")
     if model_type not in _SUPPORTED_MODEL_TYPES:
@@ -246,9 +312,6 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
         rope_theta = entry.get("rope_theta", rope_theta)
         rope_scaling = rope_scaling_from_hf(entry, field, raw.get(
             "max_position_embeddings", 2048)) or rope_scaling
-    if raw.get("use_sliding_window", False):
-        raise ValueError("config.json use_sliding_window is true; sliding-window attention is "
-                         "not supported")
     known = {
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
         "num_key_value_heads", "intermediate_size", "head_dim", "rms_norm_eps", "rope_theta",
@@ -275,7 +338,37 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
         bos_token_id=_single_id(raw.get("bos_token_id")),
         eos_token_id=_single_id(raw.get("eos_token_id")),
         rope_scaling=rope_scaling,
+        attention_windows=_windows_from_hf(raw, model_type),
     )
+
+
+def _windows_from_hf(raw: Mapping[str, Any], model_type: str) -> tuple[int | None, ...]:
+    """Per-block attention windows of a config.json: Mistral's ``sliding_window`` in every
+    block; Qwen2's and Qwen3's (with ``use_sliding_window``) in the blocks ``layer_types``
+    marks ``sliding_attention`` (transformers' rule from ``max_window_layers`` without it).
+
+    Raises:
+      ValueError: for a Llama config with a window, or an unknown layer type.
+    """
+    num_layers = raw["num_hidden_layers"]
+    window = raw.get("sliding_window")
+    if model_type == "mistral":
+        return (window,) * num_layers
+    if model_type == "llama":
+        if window is not None or raw.get("use_sliding_window", False):
+            raise ValueError(f"config.json sliding_window is {window!r} for model_type "
+                             "'llama', which has no sliding windows (model_type 'mistral' does)")
+        return (None,) * num_layers
+    if not raw.get("use_sliding_window", False) or window is None:
+        return (None,) * num_layers
+    first = raw.get("max_window_layers", num_layers)
+    types = raw.get("layer_types") or [
+        "sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
+    unknown = sorted(set(types) - {"sliding_attention", "full_attention"})
+    if unknown or len(types) != num_layers:
+        raise ValueError(f"config.json layer_types must name sliding_attention or "
+                         f"full_attention for each of the {num_layers} layers, got {types}")
+    return tuple(window if t == "sliding_attention" else None for t in types)
 
 
 def _single_id(value: Any) -> int | None:

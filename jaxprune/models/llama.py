@@ -51,6 +51,7 @@ class Attention(nnx.Module):
         self.num_heads = config.num_heads[layer]
         self.num_kv_heads = config.num_kv_heads[layer]
         self.head_dim = d
+        self.window = config.attention_windows[layer]  # None: full causal attention
         bias = config.attention_bias
 
         def linear(n_in, n_out, use_bias):
@@ -82,11 +83,14 @@ class Attention(nnx.Module):
         """Attention output of every head, concatenated: the input of ``o_proj``.
 
         ``mask`` (``[batch, 1, seq, seq]``, True where a query may attend a key) replaces the
-        causal mask, for sequences that pack several continuations of one prefix."""
+        causal mask and the block's window (``self.window``), for sequences that pack several
+        continuations of one prefix: the caller builds it for the window."""
         batch, seq, _ = x.shape
         q, k, v = self.project(x, cos, sin)
         if mask is None:
-            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+            # A query at position i sees the keys at i - window + 1 .. i.
+            local = None if self.window is None else (self.window - 1, 0)
+            out = jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=local)
         else:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask)
         return out.reshape(batch, seq, self.num_heads * self.head_dim)
@@ -267,9 +271,7 @@ def abstract_llama(config: LlamaConfig, *, param_dtype=jnp.float32) -> Llama:
     Returns:
       An abstract ``Llama``: use it with ``nnx.split``; calling it computes nothing.
     """
-    first = config.replace(num_layers=1, num_heads=config.num_heads[:1],
-                           num_kv_heads=config.num_kv_heads[:1],
-                           intermediate_size=config.intermediate_size[:1])
+    first = config.select_blocks([0])
     model = nnx.eval_shape(lambda: Llama(first, rngs=nnx.Rngs(0), param_dtype=param_dtype))
     model.layers = nnx.List([
         nnx.eval_shape(lambda i=i: Block(config, i, rngs=nnx.Rngs(0), param_dtype=param_dtype))

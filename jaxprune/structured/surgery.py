@@ -219,18 +219,16 @@ def remove_blocks(model: Llama, blocks: Sequence[int]) -> Llama:
                 continue
             key = f"model.layers.{keep.index(int(index))}.{rest}"
         tensors[key] = array
-    new_config = config.replace(
-        num_layers=len(keep), num_heads=tuple(config.num_heads[b] for b in keep),
-        num_kv_heads=tuple(config.num_kv_heads[b] for b in keep),
-        intermediate_size=tuple(config.intermediate_size[b] for b in keep))
-    return model_from_hf_tensors(new_config, tensors, param_dtype=_param_dtype(model))
+    return model_from_hf_tensors(config.select_blocks(keep), tensors,
+                                 param_dtype=_param_dtype(model))
 
 
 def fuse_blocks(model: Llama, first: int, *, weight: float = 0.5) -> Llama:
     """Merges blocks ``first`` and ``first + 1`` into one block by interpolating their weights.
 
     A baseline for layer fusion: every parameter of the merged block is
-    ``weight * first + (1 - weight) * second``, so the model keeps one block less. Neighbouring
+    ``weight * first + (1 - weight) * second``, so the model keeps one block less; it attends
+    as block ``first`` does (its attention window, if the two differ). Neighbouring
     blocks of a trained model are often similar enough for this to cost less than dropping
     one; docs/structured.md has the measured cost.
 
