@@ -438,23 +438,31 @@ def check_zeroshot_data(settings) -> None:
 
 def zeroshot_metrics(model, tokenizer, settings, suffix: str = "") -> dict:
     """Zero-shot figures of ``model`` for a results row: ``{}`` when no task is named, else
-    ``"zeroshot <task> <metric>"`` for each task's metrics and ``"zeroshot mean"`` (the mean
-    ``acc`` of the paper tasks among them), each key followed by ``suffix``."""
+    ``"zeroshot <task> <metric>"`` for each task's metrics, its standard error under
+    ``"zeroshot <task> <metric> stderr"``, the documents scored under ``"zeroshot <task>
+    documents"``, and ``"zeroshot mean"`` (the mean ``acc`` of the paper tasks among them),
+    each key followed by ``suffix``."""
     names = zeroshot_task_names(settings)
     if not names:
         return {}
     results = zeroshot.evaluate_zeroshot(model, tokenizer, names, limit=settings.limit,
                                          batch_size=settings.batch_size,
                                          max_length=settings.max_length)
-    out = {f"zeroshot {name} {metric}{suffix}": value
-           for name, result in results.items() for metric, value in result.metrics.items()}
+    out = {}
+    for name, result in results.items():
+        for metric, value in result.metrics.items():
+            out[f"zeroshot {name} {metric}{suffix}"] = value
+            out[f"zeroshot {name} {metric} stderr{suffix}"] = result.stderr[metric]
+        out[f"zeroshot {name} documents{suffix}"] = result.num_docs
     out[f"zeroshot mean{suffix}"] = zeroshot.summary_rows(results)[-1]["acc"]
     return out
 
 
 def zeroshot_columns(rows: list[dict]) -> list[str]:
-    """The zero-shot keys of results rows, for their tables."""
-    return [key for key in (rows[-1] if rows else {}) if key.startswith("zeroshot ")]
+    """The zero-shot keys of results rows for their tables (the figures; their standard errors
+    and document counts stay in the JSON)."""
+    return [key for key in (rows[-1] if rows else {}) if key.startswith("zeroshot ")
+            and " stderr" not in key and " documents" not in key]
 
 
 def load_model(config):

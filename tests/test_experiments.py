@@ -150,10 +150,19 @@ def test_the_prune_job_reports_zero_shot_accuracy(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
     figures = {k: v for k, v in row.items() if k.startswith("zeroshot ")}
-    assert sorted(figures) == ["zeroshot lambada_openai acc", "zeroshot lambada_openai perplexity",
-                               "zeroshot mean", "zeroshot rte acc"]
+    assert sorted(figures) == [
+        "zeroshot lambada_openai acc", "zeroshot lambada_openai acc stderr",
+        "zeroshot lambada_openai documents", "zeroshot lambada_openai perplexity",
+        "zeroshot lambada_openai perplexity stderr", "zeroshot mean", "zeroshot rte acc",
+        "zeroshot rte acc stderr", "zeroshot rte documents"]
     assert figures["zeroshot mean"] == figures["zeroshot rte acc"] in (0.0, 0.5, 1.0)
     assert figures["zeroshot lambada_openai perplexity"] > 1.0
+    assert figures["zeroshot rte documents"] == figures["zeroshot lambada_openai documents"] == 2
+    # Two documents with outcomes a, b: the sample standard error of their mean.
+    acc = figures["zeroshot rte acc"]
+    assert figures["zeroshot rte acc stderr"] == pytest.approx(0.5 if acc == 0.5 else 0.0)
+    table = (tmp_path / "results.md").read_text()
+    assert "stderr" not in table and "documents" not in table  # those stay in the JSON
     assert "| zeroshot rte acc |" in (tmp_path / "results.md").read_text().replace(
         " | zeroshot lambada_openai acc", "").replace(" | zeroshot lambada_openai perplexity", "")
 
