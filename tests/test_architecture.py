@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = {"core": 0, "models": 1, "kernels": 1, "data": 2, "eval": 3,
           "oneshot": 4, "training": 4, "structured": 4}
 EXTRAS = ("gguf", "tokenizers", "safetensors", "matplotlib", "torch", "transformers", "pyarrow",
-          "lm_eval", "datasets")
+          "lm_eval", "datasets", "huggingface_hub")
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -102,6 +102,10 @@ def test_every_subpackage_imports_without_the_extras():
         "try:\n"
         "    import jaxprune.eval.harness\n"
         "except ImportError as err:\n"
+        "    print(err)\n"
+        "try:\n"
+        "    models.load('owner/model')\n"
+        "except ImportError as err:\n"
         "    print(err)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=ROOT, check=False)
@@ -109,6 +113,8 @@ def test_every_subpackage_imports_without_the_extras():
     assert "pip install 'jaxprune[models]'" in out.stdout
     assert "pip install 'jaxprune[zeroshot]'" in out.stdout
     assert "pip install 'jaxprune[harness]'" in out.stdout
+    assert "a Hugging Face Hub id needs huggingface_hub: pip install 'jaxprune[models]'" in (
+        out.stdout)
 
 
 def test_no_function_in_the_library_is_longer_than_60_lines():

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -250,6 +252,42 @@ def test_export_of_non_uniform_widths_is_refused(tmp_path):
                                          r"of attention heads \(4\)"):
         models.save_hf_dir(odd, str(tmp_path / "odd"))
     assert not (tmp_path / "odd").exists()
+
+
+HUB_LOAD = """
+import sys
+import numpy as np
+from jaxprune import models
+model, _ = models.load("jaxprune-tests/tiny-qwen3")
+np.save(sys.argv[1], np.asarray(model(np.asarray(sys.argv[2].split(","), np.int32)[None])))
+try:
+    models.load("jaxprune-tests/absent")
+except FileNotFoundError as err:
+    print(err)
+"""
+
+
+def test_a_hub_id_loads_from_the_local_cache_with_the_network_disabled(tmp_path):
+    """The cache laid out as huggingface_hub writes it (refs/main -> snapshots/<commit>), read
+    in a process started with HF_HOME and HF_HUB_OFFLINE=1, as a user on an offline machine."""
+    reference = reference_model("qwen3", tied=True, seed=9)
+    repo = tmp_path / "hf" / "hub" / "models--jaxprune-tests--tiny-qwen3"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    reference.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    tokens = tokens_for(seed=10)[0]
+    out = subprocess.run(
+        [sys.executable, "-c", HUB_LOAD, str(tmp_path / "logits.npy"),
+         ",".join(map(str, tokens))], capture_output=True, text=True, check=False,
+        env=dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1",
+                 JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_close_relative(np.load(tmp_path / "logits.npy"),
+                          reference_logits(reference, tokens[None]), 1e-4)
+    assert "'jaxprune-tests/absent' is not a local path" in out.stdout
+    assert "not in the local Hugging Face cache" in out.stdout and "HF_HUB_OFFLINE" in out.stdout
+    assert str(tmp_path / "hf" / "hub") in out.stdout
 
 
 def test_export_refuses_attention_no_family_has():

@@ -11,6 +11,7 @@ from flax import nnx
 from jaxprune.models.config import LlamaConfig
 from jaxprune.models.gguf_io import load_gguf
 from jaxprune.models.hf_io import load_hf_dir
+from jaxprune.models.hub import hub_snapshot, is_hub_id
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer, byte_tokenizer
 
@@ -68,18 +69,21 @@ def packaged_model_path(name: str) -> str:
 
 
 def load(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenizer | None]:
-    """Loads a model by name (``"smollm2-135m"``), GGUF file or Hugging Face directory.
+    """Loads a model by name (``"smollm2-135m"``), GGUF file, Hugging Face directory or Hub id.
 
     Args:
       name_or_path: a key of ``PACKAGED_MODELS`` or ``RANDOM_MODELS``, a path to a ``.gguf``
-        file, or a directory holding ``config.json`` and safetensors weights.
+        file, a directory holding ``config.json`` and safetensors weights, or a Hugging Face
+        Hub id (``"owner/name"``, not an existing path), fetched into (or, with
+        ``HF_HUB_OFFLINE``, found in) the Hugging Face cache.
       param_dtype: dtype of the model's parameters (GGUF weights are dequantized to it).
 
     Returns:
       ``(model, tokenizer)``.
 
     Raises:
-      FileNotFoundError: for a missing file, directory or packaged model, saying how to get it.
+      FileNotFoundError: for a missing file, directory, packaged model or Hub model, saying
+        how to get it.
       ValueError: for an unsupported architecture or config.
     """
     if name_or_path in RANDOM_MODELS:
@@ -91,8 +95,15 @@ def load(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenize
         return load_hf_dir(name_or_path, param_dtype=param_dtype)
     if name_or_path.endswith(".gguf") or os.path.isfile(name_or_path):
         return load_gguf(name_or_path, param_dtype=param_dtype)
+    if is_hub_id(name_or_path):
+        try:
+            directory = hub_snapshot(name_or_path)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{name_or_path!r} is not a local path; as a Hugging Face "
+                                    f"Hub id: {err}") from err
+        return load_hf_dir(directory, param_dtype=param_dtype)
     raise FileNotFoundError(
         f"{name_or_path!r} is neither a known model "
-        f"({sorted(PACKAGED_MODELS) + sorted(RANDOM_MODELS)}), a .gguf file "
-        "nor a Hugging Face checkpoint directory"
+        f"({sorted(PACKAGED_MODELS) + sorted(RANDOM_MODELS)}), a .gguf file, a Hugging Face "
+        "checkpoint directory nor a Hub id (owner/name)"
     )
