@@ -22,27 +22,29 @@ TINY = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_laye
             rms_norm_eps=1e-5, max_position_embeddings=128)
 
 
-def reference_model(kind: str, tied: bool, seed: int = 0):
-    """A transformers model with random weights, norm scales and biases included."""
+def reference_model(kind: str, tied: bool, seed: int = 0, **overrides):
+    """A transformers model with random weights, norm scales and biases included; ``overrides``
+    change fields of ``TINY``."""
     torch.manual_seed(seed)
+    shape = {**TINY, **overrides}
     if kind == "qwen2":
-        config = transformers.Qwen2Config(**TINY, tie_word_embeddings=tied,
+        config = transformers.Qwen2Config(**shape, tie_word_embeddings=tied,
                                           use_sliding_window=False)
         model = transformers.Qwen2ForCausalLM(config)
     elif kind == "mistral":  # a window of 8 in every block, under 24-token inputs
-        config = transformers.MistralConfig(**TINY, tie_word_embeddings=tied, sliding_window=8)
+        config = transformers.MistralConfig(**shape, tie_word_embeddings=tied, sliding_window=8)
         model = transformers.MistralForCausalLM(config)
     elif kind == "qwen2-window":  # block 0 full, block 1 a window of 8
-        config = transformers.Qwen2Config(**TINY, tie_word_embeddings=tied,
+        config = transformers.Qwen2Config(**shape, tie_word_embeddings=tied,
                                           use_sliding_window=True, sliding_window=8,
                                           max_window_layers=1)
         model = transformers.Qwen2ForCausalLM(config)
     elif kind == "qwen3":
-        config = transformers.Qwen3Config(**TINY, tie_word_embeddings=tied,
+        config = transformers.Qwen3Config(**shape, tie_word_embeddings=tied,
                                           use_sliding_window=False)
         model = transformers.Qwen3ForCausalLM(config)
     else:
-        config = transformers.LlamaConfig(**TINY, tie_word_embeddings=tied)
+        config = transformers.LlamaConfig(**shape, tie_word_embeddings=tied)
         model = transformers.LlamaForCausalLM(config)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -252,6 +254,82 @@ def test_export_of_non_uniform_widths_is_refused(tmp_path):
                                          r"of attention heads \(4\)"):
         models.save_hf_dir(odd, str(tmp_path / "odd"))
     assert not (tmp_path / "odd").exists()
+
+
+# llama.cpp's names for the tensors of a block, from Hugging Face's.
+GGUF_BLOCK = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+              "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+              "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+              "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def llama_cpp_permute(weight: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's converter's q/k row order for the llama architecture (pairs interleaved)."""
+    return (weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def write_gguf(reference, arch: str, path) -> None:
+    """A float32 GGUF of ``reference`` as llama.cpp's converter lays it out (without a
+    vocabulary): its metadata keys, tensor names and, for llama, the permuted q/k rows."""
+    import gguf
+
+    config = reference.config
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_vocab_size(config.vocab_size)
+    if arch == "qwen3":  # llama.cpp states Qwen3's head width, which is not hidden / heads
+        writer.add_key_length(config.head_dim)
+        writer.add_value_length(config.head_dim)
+    for name, tensor in reference.state_dict().items():
+        array = tensor.numpy().astype(np.float32)
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        if name.startswith("model.layers."):
+            layer, rest = name[len("model.layers."):].split(".", 1)
+            module, suffix = rest.rsplit(".", 1)
+            if arch == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
+                heads = (config.num_attention_heads if module.endswith("q_proj")
+                         else config.num_key_value_heads)
+                array = llama_cpp_permute(array, heads)
+            name = f"blk.{layer}.{GGUF_BLOCK[module]}.{suffix}"
+        else:
+            name = {"model.embed_tokens.weight": "token_embd.weight",
+                    "model.norm.weight": "output_norm.weight",
+                    "lm_head.weight": "output.weight"}[name]
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("arch, kind, tied", [("llama", "llama", False),
+                                              ("qwen2", "qwen2", True),
+                                              ("qwen3", "qwen3", False)])
+def test_gguf_of_each_architecture_loads_as_transformers_reads_it(tmp_path, arch, kind, tied):
+    """transformers' own GGUF reader is the independent reference for names, row order and
+    metadata; the original model checks that the file says what it should."""
+    # transformers' Qwen3 reader ignores the stated head width and takes Qwen3's 128.
+    reference = reference_model(kind, tied, seed=11, **({"head_dim": 128} if arch == "qwen3"
+                                                         else {}))
+    write_gguf(reference, arch, tmp_path / "model.gguf")
+    model, tokenizer = models.load(str(tmp_path / "model.gguf"))
+    assert tokenizer is None and model.config.qk_norm == (arch == "qwen3")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file="model.gguf", dtype=torch.float32).eval()
+    tokens = tokens_for(seed=12)
+    ours = np.asarray(model(jnp.asarray(tokens)))
+    assert_close_relative(ours, reference_logits(theirs, tokens), 1e-4)
+    assert_close_relative(ours, reference_logits(reference, tokens), 1e-4)
 
 
 HUB_LOAD = """

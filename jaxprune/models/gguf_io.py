@@ -1,9 +1,11 @@
-"""Loading Llama-architecture GGUF files (llama.cpp's format) into the NNX model.
+"""Loading GGUF files (llama.cpp's format) of the ``llama``, ``qwen2`` and ``qwen3``
+architectures into the NNX model.
 
-Every tensor is dequantized to float32 with the ``gguf`` package. llama.cpp's converter permutes
-the rows of the q and k projections so that its rotary kernel can rotate adjacent pairs; the
-permutation is undone here, so that the weights equal the Hugging Face checkpoint and the
-standard rotate-half RoPE applies.
+Every tensor is dequantized to float32 with the ``gguf`` package. For ``llama``, llama.cpp's
+converter permutes the rows of the q and k projections so that its rotary kernel can rotate
+adjacent pairs; the permutation is undone here, so that the weights equal the Hugging Face
+checkpoint and the standard rotate-half RoPE applies. Qwen2 and Qwen3 files keep Hugging Face's
+row order.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer, tokenizer_from_gguf_fields
 from jaxprune.models.weights import check_finite, model_from_hf_tensors
 
-SUPPORTED_ARCHITECTURES = ("llama",)
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+# Architectures whose q/k rows llama.cpp's converter permutes.
+_PERMUTED_ROTARY = ("llama",)
 
 _BLOCK_NAMES = {
     "attn_q": "self_attn.q_proj",
@@ -30,6 +34,8 @@ _BLOCK_NAMES = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
@@ -67,8 +73,7 @@ def unpermute_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
     )
 
 
-def _config_from_metadata(metadata: dict, path: str, has_output: bool,
-                          has_bias: bool) -> LlamaConfig:
+def _config_from_metadata(metadata: dict, path: str, names: set[str]) -> LlamaConfig:
     arch = metadata.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ValueError(
@@ -93,6 +98,8 @@ def _config_from_metadata(metadata: dict, path: str, has_output: bool,
     inter = need("feed_forward_length")
     inter = tuple(int(i) for i in inter) if isinstance(inter, list) else int(inter)
     first_heads = heads if isinstance(heads, int) else heads[0]
+    head_dim = metadata.get(f"{arch}.attention.key_length",
+                            metadata.get(f"{arch}.rope.dimension_count", hidden // first_heads))
     tokens = metadata.get("tokenizer.ggml.tokens")
     return LlamaConfig(
         vocab_size=int(metadata.get(f"{arch}.vocab_size", len(tokens or []))),
@@ -101,11 +108,12 @@ def _config_from_metadata(metadata: dict, path: str, has_output: bool,
         num_heads=heads,
         num_kv_heads=kv,
         intermediate_size=inter,
-        head_dim=int(metadata.get(f"{arch}.rope.dimension_count", hidden // first_heads)),
+        head_dim=int(head_dim),
         rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
         rope_theta=float(metadata.get(f"{arch}.rope.freq_base", 10000.0)),
-        tie_word_embeddings=not has_output,
-        attention_bias=has_bias,
+        tie_word_embeddings="output.weight" not in names,
+        attention_bias=any(n.endswith("attn_q.bias") for n in names),
+        qk_norm=any(n.endswith("attn_q_norm.weight") for n in names),
         max_position_embeddings=int(metadata.get(f"{arch}.context_length", 2048)),
         bos_token_id=_maybe_int(metadata.get("tokenizer.ggml.bos_token_id")),
         eos_token_id=_maybe_int(metadata.get("tokenizer.ggml.eos_token_id")),
@@ -120,10 +128,11 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
     """Reads config, float32 tensors in Hugging Face names and layout, and the tokenizer.
 
     Args:
-      path: a ``.gguf`` file of a Llama-architecture model.
+      path: a ``.gguf`` file of a ``SUPPORTED_ARCHITECTURES`` model.
 
     Returns:
-      ``(config, tensors, tokenizer)``.
+      ``(config, tensors, tokenizer)``; the tokenizer is ``None`` when the file has no
+      vocabulary.
 
     Raises:
       FileNotFoundError: if ``path`` does not exist.
@@ -138,10 +147,8 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
     except ValueError as err:  # UnicodeDecodeError (a corrupt string) included
         raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
     metadata = gguf_file.metadata
-    names = {t.name for t in gguf_file.tensors}
-    has_output = "output.weight" in names
-    has_bias = any(n.endswith("attn_q.bias") for n in names)
-    config = _config_from_metadata(metadata, path, has_output, has_bias)
+    config = _config_from_metadata(metadata, path, {t.name for t in gguf_file.tensors})
+    permuted = metadata["general.architecture"] in _PERMUTED_ROTARY
     tensors = {}
     for tensor in gguf_file.tensors:
         hf = hf_name_of_gguf_tensor(tensor.name)
@@ -150,11 +157,13 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
         array = gguf.quants.dequantize(tensor.data, tensor.ggml_type).astype(np.float32)
         check_finite(f"{tensor.name} ({hf}) in {path}", array)
         match = _BLOCK_RE.match(tensor.name)
-        if match and match.group(2) in ("attn_q", "attn_k"):
+        if permuted and match and match.group(2) in ("attn_q", "attn_k"):
             layer = int(match.group(1))
             heads = (config.num_heads if match.group(2) == "attn_q" else config.num_kv_heads)
             array = unpermute_rotary_rows(array, heads[layer])
         tensors[hf] = array
+    if metadata.get("tokenizer.ggml.tokens") is None:
+        return config, tensors, None  # weights only (a converter may leave the vocabulary out)
     tokenizer = tokenizer_from_gguf_fields(
         model=metadata.get("tokenizer.ggml.model"),
         pre=metadata.get("tokenizer.ggml.pre", "gpt2"),
@@ -168,14 +177,15 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
 
 
 def load_gguf(path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenizer]:
-    """Loads a Llama-architecture GGUF into the NNX model, dequantized to ``param_dtype``.
+    """Loads a GGUF (``SUPPORTED_ARCHITECTURES``) into the NNX model, dequantized to
+    ``param_dtype``.
 
     Args:
       path: the ``.gguf`` file.
       param_dtype: dtype of the model's parameters.
 
     Returns:
-      ``(model, tokenizer)``.
+      ``(model, tokenizer)`` (``None`` without a vocabulary).
 
     Raises:
       FileNotFoundError, ValueError: see ``read_gguf``.
