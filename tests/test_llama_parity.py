@@ -129,11 +129,15 @@ def scaled_reference(name: str, seed: int = 7):
 
 
 @pytest.mark.parametrize("name", sorted(ROPE_SCALINGS))
-def test_rope_frequencies_and_attention_factor_match_transformers(name):
+def test_scaled_rope_models_match_transformers_through_load_and_export(tmp_path, name):
+    """The frequencies and YaRN's attention factor against transformers' ROPE_INIT_FUNCTIONS,
+    then the logits of the saved model, and of jaxprune's export loaded back by transformers."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     reference = scaled_reference(name)
-    config = models.config_from_hf_dict(reference.config.to_dict())
+    reference.save_pretrained(tmp_path / "ref")
+    model, _ = models.load(str(tmp_path / "ref"))
+    config = model.config
     assert config.rope_scaling.rope_type == ROPE_SCALINGS[name]["rope_type"]
     inv_freq, factor = ROPE_INIT_FUNCTIONS[config.rope_scaling.rope_type](reference.config)
     ours, our_factor = models.inverse_frequencies(config.head_dim, config.rope_theta,
@@ -143,20 +147,13 @@ def test_rope_frequencies_and_attention_factor_match_transformers(name):
     assert our_factor == pytest.approx(factor, rel=1e-12)
     unscaled, _ = models.inverse_frequencies(config.head_dim, config.rope_theta)
     assert not np.allclose(np.asarray(ours), np.asarray(unscaled))  # the scheme changes them
-
-
-@pytest.mark.parametrize("name", sorted(ROPE_SCALINGS))
-def test_scaled_rope_models_load_and_export_with_transformers_logits(tmp_path, name):
-    reference = scaled_reference(name)
-    reference.save_pretrained(tmp_path / "ref")
-    model, _ = models.load(str(tmp_path / "ref"))
     tokens = tokens_for(seed=8, seq=40)
-    ours = np.asarray(model(jnp.asarray(tokens)))
-    assert_close_relative(ours, reference_logits(reference, tokens), 1e-4)
+    logits = np.asarray(model(jnp.asarray(tokens)))
+    assert_close_relative(logits, reference_logits(reference, tokens), 1e-4)
     models.save_hf_dir(model, str(tmp_path / "export"))
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
     assert reloaded.config.rope_parameters["rope_type"] == ROPE_SCALINGS[name]["rope_type"]
-    assert_close_relative(reference_logits(reloaded, tokens), ours, 1e-5)
+    assert_close_relative(reference_logits(reloaded, tokens), logits, 1e-5)
 
 
 def test_block_by_block_equals_the_full_forward_and_jit():

@@ -253,7 +253,8 @@ def test_bad_gguf_files(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(ValueError, match=r"architecture is 'gpt2'; supported: \['llama'\]"):
+    with pytest.raises(ValueError, match=r"architecture is 'gpt2'; supported: "
+                                         r"\['llama', 'qwen2', 'qwen3'\]"):
         models.load(str(tmp_path / "gpt2.gguf"))
 
 
