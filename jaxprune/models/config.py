@@ -203,8 +203,9 @@ class LlamaConfig:
     def to_hf_dict(self) -> dict[str, Any]:
         """The ``config.json`` of a Hugging Face causal LM with this shape.
 
-        ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` when the q/k/v projections have biases, or
-        ``Qwen3ForCausalLM`` with q/k norms (``hf_model_type``).
+        ``LlamaForCausalLM``, ``MistralForCausalLM`` with one window in every block,
+        ``Qwen2ForCausalLM`` when the q/k/v projections have biases, or ``Qwen3ForCausalLM``
+        with q/k norms (``hf_model_type``).
 
         Raises:
           ValueError: if blocks differ in width, which a Hugging Face Llama config cannot say,
