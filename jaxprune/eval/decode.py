@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.models.llama import visible_keys
+
 
 def init_cache(model, batch: int, max_len: int, dtype=None) -> list:
     """Zeroed keys and values ``[batch, max_len, kv_heads, head_dim]`` for every block."""
@@ -31,10 +33,7 @@ def _attend(attn, x, cache, offset, cos, sin):
     keys = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, offset, 0, 0))
     values = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, offset, 0, 0))
     positions = offset + jnp.arange(seq)
-    behind = positions[:, None] - jnp.arange(keys.shape[1])[None, :]
-    mask = behind >= 0  # causal, cache-wide
-    if attn.window is not None:
-        mask &= behind < attn.window
+    mask = visible_keys(positions[:, None] - jnp.arange(keys.shape[1])[None, :], attn.window)
     out = jax.nn.dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype),
                                        mask=mask[None, None])
     return attn.o_proj(out.reshape(batch, seq, -1)), (keys, values)

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.eval.tasks import Request
+from jaxprune.models.llama import visible_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,11 +164,10 @@ def pack_group(pairs: list[TokenizedRequest], max_length: int = 2048) -> PackedG
 def _continuation_scores_fn(model, tokens, positions, segments, reads, targets, owners,
                             num_requests):
     behind = positions[:, :, None] - positions[:, None, :]  # [B, query, key]
-    keys_visible = (behind >= 0) & (
-        (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None]))
+    own_request = (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None])
     # One mask per attention window among the blocks ([B, 1, query, key]).
-    masks = {window: (keys_visible if window is None else keys_visible & (behind < window)
-                      )[:, None] for window in set(model.config.attention_windows)}
+    masks = {window: (visible_keys(behind, window) & own_request)[:, None]
+             for window in set(model.config.attention_windows)}
     h = model.embed(tokens)
     cos, sin = model.rope_at(positions)
     for layer in model.layers:

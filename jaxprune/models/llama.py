@@ -35,6 +35,14 @@ class RMSNorm(nnx.Module):
         return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
+def visible_keys(behind: jax.Array, window: int | None) -> jax.Array:
+    """Which keys a query may attend, from ``behind`` (query position minus key position): the
+    earlier ones and itself, and for a windowed block only the ``window`` latest of them (the
+    rule of ``Attention.window``, for callers that build their own masks)."""
+    visible = behind >= 0
+    return visible if window is None else visible & (behind < window)
+
+
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """Rotates ``x`` of shape ``[batch, seq, heads, head_dim]`` (rotate-half convention)."""
     half = x.shape[-1] // 2
@@ -62,9 +70,9 @@ class Attention(nnx.Module):
         self.v_proj = linear(h, self.num_kv_heads * d, bias)
         self.o_proj = linear(self.num_heads * d, h, False)
         # Qwen3: one RMSNorm over each head's query (and key) vector, shared by the heads.
-        norm = lambda: RMSNorm(d, config.rms_norm_eps, param_dtype=param_dtype)  # noqa: E731
-        self.q_norm = norm() if config.qk_norm else None
-        self.k_norm = norm() if config.qk_norm else None
+        eps = config.rms_norm_eps
+        self.q_norm = RMSNorm(d, eps, param_dtype=param_dtype) if config.qk_norm else None
+        self.k_norm = RMSNorm(d, eps, param_dtype=param_dtype) if config.qk_norm else None
 
     def project(self, x: jax.Array, cos: jax.Array,
                 sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -30,6 +30,10 @@ _FIELDS = {
              "attention_factor", "mscale", "mscale_all_dim", "truncate"),
 }
 
+# The fields a type cannot do without (YaRN's factor defaults to context / original context).
+_REQUIRED = {"linear": ("factor",), "llama3": _FIELDS["llama3"],
+             "yarn": ("original_max_position_embeddings",)}
+
 
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
@@ -65,11 +69,7 @@ class RopeScaling:
             raise ValueError(f"config.rope_scaling.rope_type is {self.rope_type!r}; supported: "
                              f"{list(ROPE_TYPES)} (dynamic and longrope change with the sequence "
                              "length and are not implemented)")
-        needed = {"linear": ("factor",),
-                  "llama3": ("factor", "low_freq_factor", "high_freq_factor",
-                             "original_max_position_embeddings"),
-                  "yarn": ("original_max_position_embeddings",)}.get(self.rope_type, ())
-        for name in needed:
+        for name in _REQUIRED.get(self.rope_type, ()):
             if getattr(self, name) is None:
                 raise ValueError(f"config.rope_scaling.{name} is required for rope_type "
                                  f"{self.rope_type!r}")
