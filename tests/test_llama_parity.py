@@ -43,6 +43,12 @@ def reference_model(kind: str, tied: bool, seed: int = 0, **overrides):
         config = transformers.Qwen3Config(**shape, tie_word_embeddings=tied,
                                           use_sliding_window=False)
         model = transformers.Qwen3ForCausalLM(config)
+    elif kind == "gemma3":  # block 0 a window of 8 with its own RoPE base, block 1 full
+        config = transformers.Gemma3TextConfig(
+            **shape, tie_word_embeddings=tied, sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=24,
+            rope_local_base_freq=300.0, rope_scaling={"rope_type": "linear", "factor": 2.0})
+        model = transformers.Gemma3ForCausalLM(config)
     else:
         config = transformers.LlamaConfig(**shape, tie_word_embeddings=tied)
         model = transformers.LlamaForCausalLM(config)
@@ -71,22 +77,26 @@ def tokens_for(seed=1, batch=2, seq=24):
 
 @pytest.mark.parametrize("kind, tied", [("llama", False), ("llama", True), ("qwen2", False),
                                         ("qwen3", True), ("mistral", False),
-                                        ("qwen2-window", True)])
+                                        ("qwen2-window", True), ("gemma3", True),
+                                        ("gemma3", False)])
 def test_logits_match_transformers_through_a_saved_checkpoint(tmp_path, kind, tied):
     reference = reference_model(kind, tied)
     reference.save_pretrained(tmp_path / "ref")
     model, _ = models.load(str(tmp_path / "ref"))
     assert model.config.num_kv_heads == (2, 2) and model.config.tie_word_embeddings == tied
     assert model.config.attention_bias == kind.startswith("qwen2")
-    assert model.config.qk_norm == (kind == "qwen3")
-    windows = {"mistral": (8, 8), "qwen2-window": (None, 8)}.get(kind, (None, None))
+    assert model.config.qk_norm == (kind in ("qwen3", "gemma3"))
+    assert model.config.sandwich_norms == model.config.norm_plus_one == (kind == "gemma3")
+    windows = {"mistral": (8, 8), "qwen2-window": (None, 8),
+               "gemma3": (8, None)}.get(kind, (None, None))
     assert model.config.attention_windows == windows
     tokens = tokens_for()
     assert_close_relative(model(jnp.asarray(tokens)), reference_logits(reference, tokens), 1e-4)
 
 
 @pytest.mark.parametrize("kind, tied", [("llama", True), ("qwen2", False), ("qwen3", False),
-                                        ("mistral", True), ("qwen2-window", False)])
+                                        ("mistral", True), ("qwen2-window", False),
+                                        ("gemma3", True)])
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path, kind, tied):
     reference = reference_model(kind, tied, seed=3)
     reference.save_pretrained(tmp_path / "ref")

@@ -50,8 +50,8 @@ def forward_with_cache(model, tokens: jax.Array, cache: list, offset) -> tuple:
     for block, layer_cache in zip(model.layers, cache, strict=True):
         attended, layer_cache = _attend(block.self_attn, block.input_layernorm(h), layer_cache,
                                         offset, cos, sin)
-        h = h + attended
-        h = h + block.mlp(block.post_attention_layernorm(h))
+        h = block.add_attention(h, attended)
+        h = block.add_mlp(h, block.mlp(block.mlp_input(h)))
         new_cache.append(layer_cache)
     return model.head(h), new_cache
 

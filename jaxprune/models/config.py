@@ -11,6 +11,10 @@ from jaxprune.models.rope import RopeScaling, rope_scaling_from_hf
 PerBlock = tuple[int, ...]
 # The fields that hold one entry per block.
 PER_BLOCK_FIELDS = ("num_heads", "num_kv_heads", "intermediate_size", "attention_windows")
+# MLP activations by config name (Hugging Face's ``hidden_act`` / ``hidden_activation``).
+ACTIVATIONS = ("silu", "gelu_tanh")
+# The Gemma 3 decoder's fields, each of which no other family has.
+_GEMMA_FEATURES = ("norm_plus_one", "sandwich_norms", "scale_embeddings")
 
 
 def _per_block(name: str, value: int | tuple[int, ...] | list[int], num_layers: int) -> PerBlock:
@@ -66,6 +70,19 @@ class LlamaConfig:
         before it; Hugging Face's ``sliding_window``), or ``None`` for full causal attention.
         One value (or ``None``) for every block, or one entry per block (Mistral's and Qwen2's
         sliding windows, Gemma 3's local layers). Stored as a tuple.
+      hidden_act: the MLP's gate activation: ``"silu"`` (SwiGLU) or ``"gelu_tanh"`` (GeGLU with
+        the tanh approximation of GELU, Gemma's ``gelu_pytorch_tanh``).
+      norm_plus_one: every RMSNorm scales by ``1 + w`` instead of ``w`` (Gemma; the stored
+        weight is ``w``, zero at initialisation).
+      sandwich_norms: each block also normalises the attention's and the MLP's outputs before
+        adding them to the residual stream (Gemma 2 and 3: ``post_attention_layernorm`` is that
+        output norm, ``pre_feedforward_layernorm`` the MLP's input norm).
+      scale_embeddings: the token embedding is multiplied by ``sqrt(hidden_size)`` on input (not
+        in the tied LM head), as in Gemma.
+      query_pre_attn_scalar: attention logits are scaled by ``query_pre_attn_scalar ** -0.5``
+        instead of ``head_dim ** -0.5`` (Gemma), or ``None``.
+      rope_local_theta: RoPE base of the windowed blocks (Gemma 3's ``rope_local_base_freq``,
+        never scaled), or ``None`` for one RoPE in every block.
       max_position_embeddings: context length the model was trained for (informational).
       bos_token_id: beginning-of-sequence token, if any.
       eos_token_id: end-of-sequence token, if any.
@@ -88,6 +105,12 @@ class LlamaConfig:
     rope_scaling: RopeScaling | None = None
     qk_norm: bool = False
     attention_windows: tuple[int | None, ...] | int | None = None
+    hidden_act: str = "silu"
+    norm_plus_one: bool = False
+    sandwich_norms: bool = False
+    scale_embeddings: bool = False
+    query_pre_attn_scalar: float | None = None
+    rope_local_theta: float | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "head_dim"):
@@ -108,8 +131,24 @@ class LlamaConfig:
                            _windows(self.attention_windows, self.num_layers))
         if not self.rms_norm_eps > 0:
             raise ValueError(f"config.rms_norm_eps must be > 0, got {self.rms_norm_eps}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"config.rope_theta must be > 0, got {self.rope_theta}")
+        for name in ("rope_theta", "rope_local_theta", "query_pre_attn_scalar"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"config.{name} must be > 0, got {value}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"config.hidden_act is {self.hidden_act!r}; allowed: "
+                             f"{list(ACTIVATIONS)}")
+
+    @property
+    def rope_tables(self) -> int:
+        """How many RoPE tables the model computes: 2 with a local base for windowed blocks."""
+        return 1 if self.rope_local_theta is None else 2
+
+    def rope_table(self, block: int) -> int:
+        """The index of block ``block``'s RoPE table: 1 (local) for a windowed block of a
+        model with ``rope_local_theta``, else 0."""
+        local = self.rope_local_theta is not None and self.attention_windows[block] is not None
+        return int(local)
 
     @property
     def is_uniform(self) -> bool:
@@ -154,7 +193,7 @@ class LlamaConfig:
                 attn += heads * d + 2 * kv * d
             if self.qk_norm:
                 attn += 2 * d
-            total += attn + 3 * h * inter + 2 * h
+            total += attn + 3 * h * inter + (4 if self.sandwich_norms else 2) * h
         if include_embeddings:
             total += self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
         return total
@@ -162,19 +201,33 @@ class LlamaConfig:
     def hf_model_type(self) -> str:
         """The Hugging Face family with exactly this decoder's attention: Qwen2 has the q/k/v
         biases (Llama's ``attention_bias`` adds an output-projection bias too), Qwen3 the
-        q/k norms, both any blocks' sliding windows; Mistral one window in every block.
+        q/k norms, both any blocks' sliding windows; Mistral one window in every block; Gemma 3
+        (``gemma3_text``) the (1 + w) norms, sandwich norms, GeGLU and scaled embeddings.
 
         Raises:
           ValueError: for a decoder no family matches: q/k norms with q/k/v biases, windows of
-            two sizes, or windowed and full blocks without biases or q/k norms.
+            two sizes, windowed and full blocks without biases or q/k norms, or some of Gemma's
+            features without the others.
         """
-        if self.qk_norm and self.attention_bias:
-            raise ValueError("no Hugging Face family has q/k norms with q/k/v biases only "
-                             "(Qwen3's attention_bias also adds an output-projection bias)")
         windows = set(self.attention_windows)
         if len(windows - {None}) > 1:
             raise ValueError("a Hugging Face config has one sliding-window size; this model has "
                              f"attention_windows={self.attention_windows}")
+        gemma = {name: getattr(self, name) for name in _GEMMA_FEATURES}
+        gemma.update(qk_norm=self.qk_norm, gelu_tanh=self.hidden_act == "gelu_tanh",
+                     no_attention_bias=not self.attention_bias)
+        if any(getattr(self, name) for name in _GEMMA_FEATURES):
+            lacking = sorted(name for name, value in gemma.items() if not value)
+            if lacking:
+                raise ValueError(f"Gemma 3 (the one family with {list(_GEMMA_FEATURES)}) also "
+                                 f"needs {lacking}; no Hugging Face family has this decoder")
+            return "gemma3_text"
+        if self.hidden_act != "silu" or self.rope_local_theta is not None:
+            raise ValueError("only Gemma 3 has hidden_act='gelu_tanh' or rope_local_theta, and "
+                             f"this model lacks its {list(_GEMMA_FEATURES)}")
+        if self.qk_norm and self.attention_bias:
+            raise ValueError("no Hugging Face family has q/k norms with q/k/v biases only "
+                             "(Qwen3's attention_bias also adds an output-projection bias)")
         if self.qk_norm or self.attention_bias:
             return "qwen3" if self.qk_norm else "qwen2"
         if windows == {None}:
@@ -194,11 +247,29 @@ class LlamaConfig:
             return {}
         types = ["full_attention" if w is None else "sliding_attention"
                  for w in self.attention_windows]
+        if model_type == "gemma3_text":
+            return {"sliding_window": window, "layer_types": types}
         # transformers 4 reads no layer_types: its sliding blocks are those from
         # max_window_layers on, which says the same when the windowed blocks are the last.
         first = types.index("sliding_attention") if window is not None else self.num_layers
         return {"use_sliding_window": window is not None, "sliding_window": window,
                 "max_window_layers": first, "layer_types": types}
+
+    def _gemma3_fields(self) -> dict[str, Any]:
+        """The fields of a ``gemma3_text`` config.json beyond the shared ones."""
+        if self.rope_local_theta is None and self.rope_scaling is not None and any(
+                w is not None for w in self.attention_windows):
+            raise ValueError("Gemma 3's windowed blocks rotate by an unscaled local RoPE; this "
+                             "model has rope_scaling in every block (rope_local_theta is None)")
+        return {
+            "hidden_activation": "gelu_pytorch_tanh",
+            # transformers' strict config takes an int: the value is one in every release.
+            "query_pre_attn_scalar": _int_if_whole(self.query_pre_attn_scalar or self.head_dim),
+            "rope_local_base_freq": self.rope_local_theta or self.rope_theta,
+            "final_logit_softcapping": None,
+            "attn_logit_softcapping": None,
+            "use_bidirectional_attention": False,
+        }
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The ``config.json`` of a Hugging Face causal LM with this shape.
@@ -242,7 +313,7 @@ class LlamaConfig:
             "tie_word_embeddings": self.tie_word_embeddings,
             **_FAMILY_FIELDS[model_type],
             **self._window_fields(model_type),
-            "hidden_act": "silu",
+            **(self._gemma3_fields() if model_type == "gemma3_text" else {"hidden_act": "silu"}),
             "max_position_embeddings": self.max_position_embeddings,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
@@ -266,20 +337,23 @@ _HF_IGNORED = {
     "tf_legacy_loss", "use_bfloat16", "torchscript", "pruned_heads", "output_scores",
     "return_dict_in_generate",
 }
-_SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+_SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                  "gemma3_text": "Gemma3ForCausalLM"}
 # Fields each family's export states so that transformers builds exactly this decoder.
 _FAMILY_FIELDS = {
     "llama": {"attention_bias": False, "mlp_bias": False},
     "mistral": {},
     "qwen2": {},
     "qwen3": {"attention_bias": False},
+    "gemma3_text": {"attention_bias": False},
 }
 
 
 def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
-    """Reads a Hugging Face ``config.json`` of a Llama, Mistral, Qwen2 or Qwen3 causal LM.
+    """Reads a Hugging Face ``config.json`` of a Llama, Mistral, Qwen2, Qwen3 or Gemma 3 (text)
+    causal LM.
 
     Args:
       raw: the parsed JSON.
@@ -290,34 +364,30 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
     Raises:
       ValueError: for another model type or a field asking for something this decoder does not
         implement (a RoPE type outside ``rope.ROPE_TYPES``, another activation, MLP biases,
-        unknown fields), naming the field and its value.
+        logit soft-capping, unknown fields), naming the field and its value.
     """
     model_type = raw.get("model_type")
+    if model_type == "gemma3":
+        raise ValueError("config.json model_type is 'gemma3' (Gemma 3 with its vision tower); "
+                         "jaxprune loads the text model alone: model_type 'gemma3_text' "
+                         "(Gemma3ForCausalLM, e.g. gemma-3-270m and gemma-3-1b)")
     if model_type not in _SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"config.json model_type is {model_type!r}; supported: {list(_SUPPORTED_MODEL_TYPES)}"
         )
-    if raw.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"config.json hidden_act is {raw['hidden_act']!r}; only 'silu' is "
-                         "supported (SwiGLU)")
-    if model_type in ("llama", "qwen3") and raw.get("attention_bias", False):
+    if model_type in ("llama", "qwen3", "gemma3_text") and raw.get("attention_bias", False):
         raise ValueError(f"config.json attention_bias is true; {model_type}'s attention bias "
                          "includes an output-projection bias, which this decoder lacks "
                          "(Qwen2-style q/k/v biases are supported: model_type 'qwen2')")
     if raw.get("mlp_bias", False):
         raise ValueError("config.json mlp_bias is true; MLP biases are not supported")
-    rope_theta, rope_scaling = raw.get("rope_theta", 10000.0), None
-    # transformers 5 writes "rope_parameters"; older versions "rope_scaling" (null if unused).
-    for field in ("rope_scaling", "rope_parameters"):
-        entry = raw.get(field) or {}
-        rope_theta = entry.get("rope_theta", rope_theta)
-        rope_scaling = rope_scaling_from_hf(entry, field, raw.get(
-            "max_position_embeddings", 2048)) or rope_scaling
+    family, family_known = (_gemma3_from_hf(raw) if model_type == "gemma3_text"
+                            else _llama_family_from_hf(raw, model_type))
     known = {
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "intermediate_size", "head_dim", "rms_norm_eps", "rope_theta",
+        "num_key_value_heads", "intermediate_size", "head_dim", "rms_norm_eps",
         "tie_word_embeddings", "attention_bias", "max_position_embeddings",
-    }
+    } | family_known
     unknown = sorted(set(raw) - known - _HF_IGNORED)
     if unknown:
         raise ValueError(f"config.json has fields this decoder does not implement: {unknown}")
@@ -331,16 +401,111 @@ def config_from_hf_dict(raw: Mapping[str, Any]) -> LlamaConfig:
         intermediate_size=raw["intermediate_size"],
         head_dim=raw.get("head_dim") or raw["hidden_size"] // heads,
         rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
-        rope_theta=float(rope_theta),
-        tie_word_embeddings=raw.get("tie_word_embeddings", False),
-        attention_bias=model_type == "qwen2",
-        qk_norm=model_type == "qwen3",
+        tie_word_embeddings=raw.get("tie_word_embeddings", model_type == "gemma3_text"),
         max_position_embeddings=raw.get("max_position_embeddings", 2048),
         bos_token_id=_single_id(raw.get("bos_token_id")),
         eos_token_id=_single_id(raw.get("eos_token_id")),
-        rope_scaling=rope_scaling,
-        attention_windows=_windows_from_hf(raw, model_type),
+        **family,
     )
+
+
+def _llama_family_from_hf(raw: Mapping[str, Any], model_type: str) -> tuple[dict, set]:
+    """The fields of a Llama, Mistral, Qwen2 or Qwen3 config.json that differ between them, as
+    ``LlamaConfig`` arguments, and the config.json fields read.
+
+    Raises:
+      ValueError: for another activation or an unsupported RoPE type.
+    """
+    if raw.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"config.json hidden_act is {raw['hidden_act']!r}; {model_type} "
+                         "supports only 'silu' (SwiGLU)")
+    rope_theta, rope_scaling = raw.get("rope_theta", 10000.0), None
+    # transformers 5 writes "rope_parameters"; older versions "rope_scaling" (null if unused).
+    for field in ("rope_scaling", "rope_parameters"):
+        entry = raw.get(field) or {}
+        rope_theta = entry.get("rope_theta", rope_theta)
+        rope_scaling = rope_scaling_from_hf(entry, field, raw.get(
+            "max_position_embeddings", 2048)) or rope_scaling
+    return {
+        "rope_theta": float(rope_theta),
+        "rope_scaling": rope_scaling,
+        "attention_bias": model_type == "qwen2",
+        "qk_norm": model_type == "qwen3",
+        "attention_windows": _windows_from_hf(raw, model_type),
+    }, {"rope_theta"}
+
+
+# Gemma 3's RoPE bases when config.json names none (transformers' defaults).
+_GEMMA3_THETA = {"full_attention": 1_000_000.0, "sliding_attention": 10_000.0}
+
+
+def _gemma3_from_hf(raw: Mapping[str, Any]) -> tuple[dict, set]:
+    """The Gemma 3 fields of a ``gemma3_text`` config.json as ``LlamaConfig`` arguments, and
+    the config.json fields read. Both RoPE spellings are read: transformers 4's ``rope_theta``,
+    ``rope_local_base_freq`` and ``rope_scaling``, and transformers 5's ``rope_parameters`` with
+    one entry per layer type.
+
+    Raises:
+      ValueError: for logit soft-capping, bidirectional attention, another activation, a
+        scaled local RoPE, or unknown layer types, naming the field.
+    """
+    for field in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if raw.get(field) is not None:
+            raise ValueError(f"config.json {field} is {raw[field]!r}; soft-capping (Gemma 2) "
+                             "is not implemented: Gemma 3 sets it to null")
+    if raw.get("use_bidirectional_attention"):
+        raise ValueError("config.json use_bidirectional_attention is true (an encoder); "
+                         "jaxprune's decoders are causal")
+    act = raw.get("hidden_activation") or raw.get("hidden_act") or "gelu_pytorch_tanh"
+    if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise ValueError(f"config.json hidden_activation is {act!r}; Gemma 3 supports only "
+                         "'gelu_pytorch_tanh'")
+    per_type = dict(raw.get("rope_parameters") or {})
+    if per_type and not set(per_type) <= set(_GEMMA3_THETA):
+        raise ValueError("config.json rope_parameters must have an entry per layer type "
+                         f"{sorted(_GEMMA3_THETA)}, got {sorted(per_type)}")
+    full = dict(per_type.get("full_attention") or raw.get("rope_scaling") or {})
+    full.setdefault("rope_theta", raw.get("rope_theta", _GEMMA3_THETA["full_attention"]))
+    local = dict(per_type.get("sliding_attention") or {})
+    local.setdefault("rope_theta", raw.get("rope_local_base_freq",
+                                           _GEMMA3_THETA["sliding_attention"]))
+    if rope_scaling_from_hf(local, "rope_parameters.sliding_attention", 0) is not None:
+        raise ValueError("config.json rope_parameters.sliding_attention asks for RoPE scaling "
+                         f"{local}; Gemma 3's local RoPE is unscaled")
+    max_pos = raw.get("max_position_embeddings", 2048)
+    return {
+        "rope_theta": float(full["rope_theta"]),
+        "rope_scaling": rope_scaling_from_hf(full, "rope_parameters.full_attention", max_pos),
+        "rope_local_theta": float(local["rope_theta"]),
+        "qk_norm": True,
+        "hidden_act": "gelu_tanh",
+        "norm_plus_one": True,
+        "sandwich_norms": True,
+        "scale_embeddings": True,
+        "query_pre_attn_scalar": float(raw.get("query_pre_attn_scalar", 256)),
+        "attention_windows": _gemma3_windows(raw),
+    }, {"rope_theta", "rope_local_base_freq", "hidden_activation", "query_pre_attn_scalar",
+        "final_logit_softcapping", "attn_logit_softcapping", "use_bidirectional_attention",
+        "sliding_window_pattern", "_sliding_window_pattern", "cache_implementation"}
+
+
+def _gemma3_windows(raw: Mapping[str, Any]) -> tuple[int | None, ...]:
+    """Gemma 3's per-block windows: ``layer_types``, or one global block after every
+    ``sliding_window_pattern - 1`` local ones (6 by default) as transformers derives them.
+
+    Raises:
+      ValueError: for unknown layer types or a count that is not one per block.
+    """
+    num_layers = raw["num_hidden_layers"]
+    pattern = raw.get("sliding_window_pattern", raw.get("_sliding_window_pattern", 6))
+    types = raw.get("layer_types") or [
+        "sliding_attention" if (i + 1) % pattern else "full_attention"
+        for i in range(num_layers)]
+    if set(types) - set(_GEMMA3_THETA) or len(types) != num_layers:
+        raise ValueError(f"config.json layer_types must name sliding_attention or "
+                         f"full_attention for each of the {num_layers} layers, got {types}")
+    window = raw.get("sliding_window")
+    return tuple(window if t == "sliding_attention" else None for t in types)
 
 
 def _windows_from_hf(raw: Mapping[str, Any], model_type: str) -> tuple[int | None, ...]:
@@ -370,6 +535,10 @@ def _windows_from_hf(raw: Mapping[str, Any], model_type: str) -> tuple[int | Non
         raise ValueError(f"config.json layer_types must name sliding_attention or "
                          f"full_attention for each of the {num_layers} layers, got {types}")
     return tuple(window if t == "sliding_attention" else None for t in types)
+
+
+def _int_if_whole(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
 
 def _single_id(value: Any) -> int | None:

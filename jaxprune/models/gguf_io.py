@@ -1,11 +1,16 @@
-"""Loading GGUF files (llama.cpp's format) of the ``llama``, ``qwen2`` and ``qwen3``
+"""Loading GGUF files (llama.cpp's format) of the ``llama``, ``qwen2``, ``qwen3`` and ``gemma3``
 architectures into the NNX model.
 
 Every tensor is dequantized to float32 with the ``gguf`` package. For ``llama``, llama.cpp's
 converter permutes the rows of the q and k projections so that its rotary kernel can rotate
 adjacent pairs; the permutation is undone here, so that the weights equal the Hugging Face
-checkpoint and the standard rotate-half RoPE applies. Qwen2 and Qwen3 files keep Hugging Face's
-row order.
+checkpoint and the standard rotate-half RoPE applies. Qwen2, Qwen3 and Gemma 3 files keep
+Hugging Face's row order. Gemma's converter stores every norm weight as ``1 + w`` (llama.cpp
+scales by the stored weight); ``w`` is restored here.
+
+What a Gemma 3 GGUF leaves out, llama.cpp fixes in code, and so does this loader: one global
+block after every five local ones, the local blocks' RoPE base 10,000, and the attention scale
+``head_dim ** -0.5`` (``(hidden / heads) ** -0.5`` for the 62-block 27B model).
 """
 
 from __future__ import annotations
@@ -17,14 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.config import LlamaConfig
-from jaxprune.models.gguf_file import import_gguf, read_gguf_file
+from jaxprune.models.gguf_file import dequantize, import_gguf, read_gguf_file
 from jaxprune.models.llama import Llama
+from jaxprune.models.rope import RopeScaling
 from jaxprune.models.tokenizer import Tokenizer, tokenizer_from_gguf_fields
 from jaxprune.models.weights import check_finite, model_from_hf_tensors
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
 # Architectures whose q/k rows llama.cpp's converter permutes.
 _PERMUTED_ROTARY = ("llama",)
+# Architectures whose converter writes norm weights as 1 + w.
+_NORMS_PLUS_ONE = ("gemma3",)
+# llama.cpp's Gemma 3 constants (src/llama-model.cpp): the local/global pattern and local base.
+_GEMMA3_PATTERN, _GEMMA3_LOCAL_THETA, _GEMMA3_27B_BLOCKS = 6, 10_000.0, 62
 
 _BLOCK_NAMES = {
     "attn_q": "self_attn.q_proj",
@@ -39,6 +49,14 @@ _BLOCK_NAMES = {
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
+# Gemma's four norms per block: ffn_norm is the MLP's input norm, which Hugging Face's Gemma
+# calls pre_feedforward_layernorm (its post_attention_layernorm is the attention output's norm).
+_GEMMA_BLOCK_NAMES = {
+    **_BLOCK_NAMES,
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -47,14 +65,16 @@ _GLOBAL_NAMES = {
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
-def hf_name_of_gguf_tensor(name: str) -> str | None:
-    """Hugging Face name of a GGUF tensor, or ``None`` for tensors the model does not use."""
+def hf_name_of_gguf_tensor(name: str, architecture: str = "llama") -> str | None:
+    """Hugging Face name of a GGUF tensor of ``architecture``, or ``None`` for tensors the
+    model does not use."""
     if name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[name]
+    names = _GEMMA_BLOCK_NAMES if architecture == "gemma3" else _BLOCK_NAMES
     match = _BLOCK_RE.match(name)
-    if match and match.group(2) in _BLOCK_NAMES:
+    if match and match.group(2) in names:
         layer, kind, suffix = match.groups()
-        return f"model.layers.{layer}.{_BLOCK_NAMES[kind]}.{suffix}"
+        return f"model.layers.{layer}.{names[kind]}.{suffix}"
     return None
 
 
@@ -80,10 +100,6 @@ def _config_from_metadata(metadata: dict, path: str, names: set[str]) -> LlamaCo
             f"{path}: GGUF general.architecture is {arch!r}; supported: "
             f"{list(SUPPORTED_ARCHITECTURES)}"
         )
-    scaling = metadata.get(f"{arch}.rope.scaling.type")
-    if scaling not in (None, "none"):
-        raise ValueError(f"{path}: GGUF asks for RoPE scaling {scaling!r}; not supported")
-
     def need(key):
         value = metadata.get(f"{arch}.{key}")
         if value is None:
@@ -101,6 +117,8 @@ def _config_from_metadata(metadata: dict, path: str, names: set[str]) -> LlamaCo
     head_dim = metadata.get(f"{arch}.attention.key_length",
                             metadata.get(f"{arch}.rope.dimension_count", hidden // first_heads))
     tokens = metadata.get("tokenizer.ggml.tokens")
+    family = (_gemma3_fields(metadata, int(need("block_count")), hidden, first_heads,
+                             int(head_dim)) if arch == "gemma3" else {})
     return LlamaConfig(
         vocab_size=int(metadata.get(f"{arch}.vocab_size", len(tokens or []))),
         hidden_size=hidden,
@@ -111,13 +129,44 @@ def _config_from_metadata(metadata: dict, path: str, names: set[str]) -> LlamaCo
         head_dim=int(head_dim),
         rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
         rope_theta=float(metadata.get(f"{arch}.rope.freq_base", 10000.0)),
+        rope_scaling=_rope_scaling(metadata, arch, path),
         tie_word_embeddings="output.weight" not in names,
         attention_bias=any(n.endswith("attn_q.bias") for n in names),
         qk_norm=any(n.endswith("attn_q_norm.weight") for n in names),
         max_position_embeddings=int(metadata.get(f"{arch}.context_length", 2048)),
         bos_token_id=_maybe_int(metadata.get("tokenizer.ggml.bos_token_id")),
         eos_token_id=_maybe_int(metadata.get("tokenizer.ggml.eos_token_id")),
+        **family,
     )
+
+
+def _rope_scaling(metadata: dict, arch: str, path: str) -> RopeScaling | None:
+    """The RoPE scaling a GGUF states: none, or ``linear`` with its factor (Gemma 3 1B and up).
+
+    Raises:
+      ValueError: for another scaling type.
+    """
+    kind = metadata.get(f"{arch}.rope.scaling.type")
+    if kind in (None, "none"):
+        return None
+    if kind != "linear":
+        raise ValueError(f"{path}: GGUF {arch}.rope.scaling.type is {kind!r}; supported: "
+                         "'none', 'linear'")
+    return RopeScaling(rope_type="linear",
+                       factor=float(metadata[f"{arch}.rope.scaling.factor"]))
+
+
+def _gemma3_fields(metadata: dict, num_layers: int, hidden: int, heads: int,
+                   head_dim: int) -> dict:
+    """The Gemma 3 ``LlamaConfig`` fields llama.cpp derives rather than reads."""
+    window = metadata.get("gemma3.attention.sliding_window")
+    windows = tuple(None if window is None or (i + 1) % _GEMMA3_PATTERN == 0 else int(window)
+                    for i in range(num_layers))
+    scalar = hidden // heads if num_layers == _GEMMA3_27B_BLOCKS else head_dim
+    return {"hidden_act": "gelu_tanh", "norm_plus_one": True,
+            "sandwich_norms": True, "scale_embeddings": True,
+            "query_pre_attn_scalar": float(scalar), "rope_local_theta": _GEMMA3_LOCAL_THETA,
+            "attention_windows": windows}
 
 
 def _maybe_int(value) -> int | None:
@@ -141,23 +190,25 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    gguf = import_gguf()
+    import_gguf()  # a clear ImportError before any work
     try:
         gguf_file = read_gguf_file(path)
     except ValueError as err:  # UnicodeDecodeError (a corrupt string) included
         raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
     metadata = gguf_file.metadata
     config = _config_from_metadata(metadata, path, {t.name for t in gguf_file.tensors})
-    permuted = metadata["general.architecture"] in _PERMUTED_ROTARY
+    arch = metadata["general.architecture"]
     tensors = {}
     for tensor in gguf_file.tensors:
-        hf = hf_name_of_gguf_tensor(tensor.name)
+        hf = hf_name_of_gguf_tensor(tensor.name, arch)
         if hf is None:
             continue
-        array = gguf.quants.dequantize(tensor.data, tensor.ggml_type).astype(np.float32)
+        array = dequantize(tensor)
         check_finite(f"{tensor.name} ({hf}) in {path}", array)
+        if arch in _NORMS_PLUS_ONE and hf.endswith("norm.weight"):
+            array = array - 1.0
         match = _BLOCK_RE.match(tensor.name)
-        if permuted and match and match.group(2) in ("attn_q", "attn_k"):
+        if arch in _PERMUTED_ROTARY and match and match.group(2) in ("attn_q", "attn_k"):
             layer = int(match.group(1))
             heads = (config.num_heads if match.group(2) == "attn_q" else config.num_kv_heads)
             array = unpermute_rotary_rows(array, heads[layer])
@@ -172,6 +223,7 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
         merges=metadata.get("tokenizer.ggml.merges"),
         bos_id=config.bos_token_id,
         eos_id=config.eos_token_id,
+        architecture=arch,
     )
     return config, tensors, tokenizer
 

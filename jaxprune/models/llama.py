@@ -1,4 +1,6 @@
-"""A Flax NNX decoder for the Llama family (Llama, SmolLM2, Qwen2-style q/k/v biases).
+"""A Flax NNX decoder for the Llama family: Llama 1-3, SmolLM2, Mistral, Qwen2 (q/k/v biases),
+Qwen3 (q/k norms) and Gemma 3 (sandwich norms with a (1 + w) scale, GeGLU, scaled embeddings,
+local blocks with their own RoPE base), each a setting of ``LlamaConfig``.
 
 Parameter names follow Hugging Face (``layers/3/self_attn/q_proj/kernel``), with Flax layouts:
 linear kernels are ``[in, out]``, the embedding is ``[vocab, hidden]``. The model exposes
@@ -23,16 +25,32 @@ from jaxprune.models.rope import rope_tables
 
 
 class RMSNorm(nnx.Module):
-    """Root-mean-square normalisation with a learned scale, computed in float32."""
+    """Root-mean-square normalisation with a learned scale, computed in float32.
 
-    def __init__(self, dim: int, eps: float, *, param_dtype=jnp.float32):
-        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+    Args:
+      dim: width of the normalised axis.
+      eps: added to the mean square.
+      plus_one: scale by ``1 + w`` (Gemma, ``w`` zero at initialisation) instead of ``w``.
+      param_dtype: dtype of ``w``.
+    """
+
+    def __init__(self, dim: int, eps: float, *, plus_one: bool = False,
+                 param_dtype=jnp.float32):
+        self.scale = nnx.Param((jnp.zeros if plus_one else jnp.ones)((dim,), param_dtype))
         self.eps = eps
+        self.plus_one = plus_one
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        scale = self.scale[...].astype(jnp.float32)
+        return (normed * (1.0 + scale if self.plus_one else scale)).astype(x.dtype)
+
+
+def norm_for(config: LlamaConfig, dim: int, param_dtype) -> RMSNorm:
+    """An RMSNorm of the config's kind (epsilon, ``1 + w`` scale) over ``dim`` channels."""
+    return RMSNorm(dim, config.rms_norm_eps, plus_one=config.norm_plus_one,
+                   param_dtype=param_dtype)
 
 
 def visible_keys(behind: jax.Array, window: int | None) -> jax.Array:
@@ -52,7 +70,11 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 class Attention(nnx.Module):
-    """Causal grouped-query self-attention with rotary position embeddings."""
+    """Causal grouped-query self-attention with rotary position embeddings.
+
+    ``cos`` and ``sin`` arrive as every RoPE table of the model stacked
+    (``[tables, batch, seq, head_dim]``, ``Llama.rope_at``); the block rotates by its own
+    (``config.rope_table``: Gemma 3's local blocks have another base)."""
 
     def __init__(self, config: LlamaConfig, layer: int, *, rngs: nnx.Rngs, param_dtype):
         h, d = config.hidden_size, config.head_dim
@@ -60,6 +82,9 @@ class Attention(nnx.Module):
         self.num_kv_heads = config.num_kv_heads[layer]
         self.head_dim = d
         self.window = config.attention_windows[layer]  # None: full causal attention
+        self.rope_table = config.rope_table(layer)
+        scalar = config.query_pre_attn_scalar
+        self.scale = None if scalar is None else float(scalar) ** -0.5  # None: head_dim ** -0.5
         bias = config.attention_bias
 
         def linear(n_in, n_out, use_bias):
@@ -69,16 +94,16 @@ class Attention(nnx.Module):
         self.k_proj = linear(h, self.num_kv_heads * d, bias)
         self.v_proj = linear(h, self.num_kv_heads * d, bias)
         self.o_proj = linear(self.num_heads * d, h, False)
-        # Qwen3: one RMSNorm over each head's query (and key) vector, shared by the heads.
-        eps = config.rms_norm_eps
-        self.q_norm = RMSNorm(d, eps, param_dtype=param_dtype) if config.qk_norm else None
-        self.k_norm = RMSNorm(d, eps, param_dtype=param_dtype) if config.qk_norm else None
+        # Qwen3, Gemma 3: one RMSNorm over each head's query (and key), shared by the heads.
+        self.q_norm = norm_for(config, d, param_dtype) if config.qk_norm else None
+        self.k_norm = norm_for(config, d, param_dtype) if config.qk_norm else None
 
     def project(self, x: jax.Array, cos: jax.Array,
                 sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Queries, keys and values per head ``[batch, seq, heads, head_dim]``, the queries and
-        keys normalised (Qwen3) and rotated."""
+        keys normalised (Qwen3, Gemma 3) and rotated by this block's RoPE table."""
         batch, seq, _ = x.shape
+        cos, sin = cos[self.rope_table], sin[self.rope_table]
         q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
@@ -98,9 +123,10 @@ class Attention(nnx.Module):
         if mask is None:
             # A query at position i sees the keys at i - window + 1 .. i.
             local = None if self.window is None else (self.window - 1, 0)
-            out = jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=local)
+            out = jax.nn.dot_product_attention(q, k, v, scale=self.scale, is_causal=True,
+                                               local_window_size=local)
         else:
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale)
         return out.reshape(batch, seq, self.num_heads * self.head_dim)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
@@ -108,8 +134,13 @@ class Attention(nnx.Module):
         return self.o_proj(self.heads(x, cos, sin, mask))
 
 
+# The gate activations of ``LlamaConfig.ACTIVATIONS``; Gemma's ``gelu_pytorch_tanh`` is the tanh
+# approximation of GELU.
+_ACTIVATION_FNS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True)}
+
+
 class MLP(nnx.Module):
-    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+    """Gated feed-forward: ``down(act(gate(x)) * up(x))``, SwiGLU (``silu``) or GeGLU."""
 
     def __init__(self, config: LlamaConfig, layer: int, *, rngs: nnx.Rngs, param_dtype):
         h, inter = config.hidden_size, config.intermediate_size[layer]
@@ -120,10 +151,11 @@ class MLP(nnx.Module):
         self.gate_proj = linear(h, inter)
         self.up_proj = linear(h, inter)
         self.down_proj = linear(inter, h)
+        self.hidden_act = config.hidden_act
 
     def hidden(self, x: jax.Array) -> jax.Array:
-        """The gated activation ``silu(gate(x)) * up(x)``: the input of ``down_proj``."""
-        return jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)
+        """The gated activation ``act(gate(x)) * up(x)``: the input of ``down_proj``."""
+        return _ACTIVATION_FNS[self.hidden_act](self.gate_proj(x)) * self.up_proj(x)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down_proj(self.hidden(x))
@@ -162,22 +194,47 @@ LINEAR_INPUTS = {
 
 
 class Block(nnx.Module):
-    """One pre-norm decoder block: attention then MLP, each with a residual connection."""
+    """One pre-norm decoder block: attention then MLP, each with a residual connection.
+
+    Norm names follow Hugging Face, whose ``post_attention_layernorm`` means two things: in
+    Llama it normalises the MLP's input; with ``sandwich_norms`` (Gemma) it normalises the
+    attention's output, ``pre_feedforward_layernorm`` the MLP's input and
+    ``post_feedforward_layernorm`` the MLP's output. ``add_attention``, ``mlp_input`` and
+    ``add_mlp`` say which applies, for callers that run a block in pieces.
+    """
 
     LINEAR_INPUTS = LINEAR_INPUTS
 
     def __init__(self, config: LlamaConfig, layer: int, *, rngs: nnx.Rngs, param_dtype):
-        eps, h = config.rms_norm_eps, config.hidden_size
-        self.input_layernorm = RMSNorm(h, eps, param_dtype=param_dtype)
+        h = config.hidden_size
+        self.input_layernorm = norm_for(config, h, param_dtype)
         self.self_attn = Attention(config, layer, rngs=rngs, param_dtype=param_dtype)
-        self.post_attention_layernorm = RMSNorm(h, eps, param_dtype=param_dtype)
+        self.post_attention_layernorm = norm_for(config, h, param_dtype)
+        self.sandwich_norms = config.sandwich_norms
+        if config.sandwich_norms:
+            self.pre_feedforward_layernorm = norm_for(config, h, param_dtype)
+            self.post_feedforward_layernorm = norm_for(config, h, param_dtype)
         self.mlp = MLP(config, layer, rngs=rngs, param_dtype=param_dtype)
+
+    def add_attention(self, h: jax.Array, attended: jax.Array) -> jax.Array:
+        """The residual stream ``h`` plus the attention's output (after ``o_proj``)."""
+        return h + (self.post_attention_layernorm(attended) if self.sandwich_norms else attended)
+
+    def mlp_input(self, h: jax.Array) -> jax.Array:
+        """The normalised residual stream the MLP reads."""
+        if self.sandwich_norms:
+            return self.pre_feedforward_layernorm(h)
+        return self.post_attention_layernorm(h)
+
+    def add_mlp(self, h: jax.Array, out: jax.Array) -> jax.Array:
+        """The residual stream ``h`` plus the MLP's output."""
+        return h + (self.post_feedforward_layernorm(out) if self.sandwich_norms else out)
 
     def __call__(self, h: jax.Array, cos: jax.Array, sin: jax.Array,
                  mask: jax.Array | None = None) -> jax.Array:
         """The block's output; ``mask`` as ``Attention.heads`` takes it (None: causal)."""
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask)
-        return h + self.mlp(self.post_attention_layernorm(h))
+        h = self.add_attention(h, self.self_attn(self.input_layernorm(h), cos, sin, mask))
+        return self.add_mlp(h, self.mlp(self.mlp_input(h)))
 
     def forward_with_inputs(
         self, h: jax.Array, cos: jax.Array, sin: jax.Array
@@ -191,10 +248,10 @@ class Block(nnx.Module):
         """
         x_attn = self.input_layernorm(h)
         heads = self.self_attn.heads(x_attn, cos, sin)
-        h = h + self.self_attn.o_proj(heads)
-        x_mlp = self.post_attention_layernorm(h)
+        h = self.add_attention(h, self.self_attn.o_proj(heads))
+        x_mlp = self.mlp_input(h)
         hidden = self.mlp.hidden(x_mlp)
-        h = h + self.mlp.down_proj(hidden)
+        h = self.add_mlp(h, self.mlp.down_proj(hidden))
         return h, {"attn": x_attn, "o": heads, "mlp": x_mlp, "down": hidden}
 
 
@@ -215,7 +272,7 @@ class Llama(nnx.Module):
         self.layers = nnx.List([
             Block(config, i, rngs=rngs, param_dtype=param_dtype) for i in range(config.num_layers)
         ])
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=param_dtype)
+        self.norm = norm_for(config, config.hidden_size, param_dtype)
         if not config.tie_word_embeddings:
             self.lm_head = nnx.Linear(
                 config.hidden_size, config.vocab_size, use_bias=False, param_dtype=param_dtype,
@@ -229,18 +286,31 @@ class Llama(nnx.Module):
                 for name, group in type(block).LINEAR_INPUTS.items()]
 
     def embed(self, tokens: jax.Array) -> jax.Array:
-        """Token ids ``[batch, seq]`` to the residual stream ``[batch, seq, hidden]``."""
-        return self.embed_tokens(tokens)
+        """Token ids ``[batch, seq]`` to the residual stream ``[batch, seq, hidden]`` (times
+        ``sqrt(hidden_size)`` with ``scale_embeddings``, rounded to the embedding's dtype as
+        Gemma does)."""
+        h = self.embed_tokens(tokens)
+        if self.config.scale_embeddings:
+            h = h * jnp.asarray(self.config.hidden_size ** 0.5, h.dtype)
+        return h
 
     def rope(self, seq_len: int, offset: int = 0) -> tuple[jax.Array, jax.Array]:
-        """Rotary tables ``[1, seq, head_dim]`` for positions ``offset .. offset + seq - 1``."""
+        """Rotary tables ``[tables, 1, seq, head_dim]`` for positions ``offset .. offset + seq
+        - 1`` (see ``rope_at``)."""
         return self.rope_at(jnp.arange(offset, offset + seq_len)[None, :])
 
     def rope_at(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Rotary tables ``[batch, seq, head_dim]`` for explicit positions ``[batch, seq]``."""
+        """Every RoPE table of the model, stacked, ``[tables, batch, seq, head_dim]``, for
+        explicit positions ``[batch, seq]``: the global table, then the local one (unscaled,
+        base ``rope_local_theta``) if the config has it. Blocks pick theirs."""
         c = self.config
-        return rope_tables(positions, c.head_dim, c.rope_theta, c.rope_scaling,
-                           c.max_position_embeddings)
+        tables = [rope_tables(positions, c.head_dim, c.rope_theta, c.rope_scaling,
+                              c.max_position_embeddings)]
+        if c.rope_local_theta is not None:
+            tables.append(rope_tables(positions, c.head_dim, c.rope_local_theta, None,
+                                      c.max_position_embeddings))
+        cos, sin = zip(*tables, strict=True)
+        return jnp.stack(cos), jnp.stack(sin)
 
     def block(self, index: int, h: jax.Array) -> jax.Array:
         """Runs decoder block ``index`` on the residual stream ``h`` (positions from 0)."""

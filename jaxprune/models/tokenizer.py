@@ -2,7 +2,9 @@
 
 A GGUF file carries the vocabulary, the merges, the token types and the name of its
 pre-tokenizer (``tokenizer.ggml.pre``); llama.cpp defines what each name means. The table
-``GGUF_PRE_TOKENIZERS`` rebuilds those definitions with ``tokenizers`` components.
+``GGUF_PRE_TOKENIZERS`` rebuilds those definitions with ``tokenizers`` components for byte-level
+BPE (``tokenizer.ggml.model`` ``gpt2``). Gemma's SentencePiece BPE (``llama``) stores no merges:
+``sentencepiece_merges`` derives them from the vocabulary's order.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ def _tokenizers():
 
 # llama.cpp token types (gguf.TokenType): 3 is CONTROL, 4 USER_DEFINED: never split.
 _SPECIAL_TOKEN_TYPES = (3, 4)
+_CONTROL, _USER_DEFINED = 3, 4
+# SentencePiece's spelling of a space.
+_SPM_SPACE = "\u2581"
+# Architectures whose SentencePiece vocabulary is Gemma's: no space prefix, spaces spelled "▁"
+# by the normaliser, merge order given by the vocabulary's order (not its scores).
+GEMMA_SENTENCEPIECE_ARCHITECTURES = ("gemma", "gemma2", "gemma3")
 
 
 def _gpt2_byte_level():
@@ -103,30 +111,37 @@ def tokenizer_from_gguf_fields(
     pre: str,
     tokens: Sequence[str],
     token_types: Sequence[int],
-    merges: Sequence[str],
+    merges: Sequence[str] | None,
     bos_id: int | None,
     eos_id: int | None,
+    architecture: str = "llama",
 ) -> Tokenizer:
-    """Rebuilds a byte-level BPE tokenizer from the ``tokenizer.ggml.*`` fields of a GGUF.
+    """Rebuilds a tokenizer from the ``tokenizer.ggml.*`` fields of a GGUF.
 
     Args:
-      model: ``tokenizer.ggml.model``; only ``"gpt2"`` (byte-level BPE) is supported.
-      pre: ``tokenizer.ggml.pre``, a key of ``GGUF_PRE_TOKENIZERS``.
+      model: ``tokenizer.ggml.model``: ``"gpt2"`` (byte-level BPE) or ``"llama"``
+        (SentencePiece BPE, for the ``GEMMA_SENTENCEPIECE_ARCHITECTURES``).
+      pre: ``tokenizer.ggml.pre``, a key of ``GGUF_PRE_TOKENIZERS`` (byte-level BPE only).
       tokens: the vocabulary, by id.
       token_types: llama.cpp token type per id (3 control and 4 user-defined are special).
-      merges: BPE merges as ``"left right"`` strings, by priority.
+      merges: BPE merges as ``"left right"`` strings, by priority (byte-level BPE).
       bos_id: BOS token id.
       eos_id: EOS token id.
+      architecture: ``general.architecture``, which says how a SentencePiece vocabulary reads.
 
     Returns:
       The tokenizer.
 
     Raises:
-      ValueError: for another tokenizer model or an unknown pre-tokenizer name.
+      ValueError: for another tokenizer model, a SentencePiece vocabulary of another
+        architecture, or an unknown pre-tokenizer name.
     """
+    if model == "llama" and architecture in GEMMA_SENTENCEPIECE_ARCHITECTURES:
+        return gemma_tokenizer(tokens, token_types, bos_id=bos_id, eos_id=eos_id)
     if model != "gpt2":
-        raise ValueError(f"GGUF tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') "
-                         "is supported")
+        raise ValueError(f"GGUF tokenizer.ggml.model is {model!r} for architecture "
+                         f"{architecture!r}; supported: byte-level BPE ('gpt2'), and "
+                         f"SentencePiece ('llama') for {list(GEMMA_SENTENCEPIECE_ARCHITECTURES)}")
     if pre not in GGUF_PRE_TOKENIZERS:
         raise ValueError(f"GGUF tokenizer.ggml.pre is {pre!r}; supported: "
                          f"{sorted(GGUF_PRE_TOKENIZERS)}")
@@ -141,6 +156,62 @@ def tokenizer_from_gguf_fields(
         for i, kind in enumerate(token_types) if kind in _SPECIAL_TOKEN_TYPES
     ]
     backend.add_special_tokens(special)
+    return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id)
+
+
+def sentencepiece_merges(tokens: Sequence[str]) -> list[tuple[str, str]]:
+    """The BPE merges a SentencePiece vocabulary implies, best first.
+
+    A merge joins two vocabulary pieces into a third; the merges producing an earlier token of
+    the vocabulary come first (Gemma's vocabulary is in merge order; its scores are not), and
+    among the merges producing one token, the one with the longer left piece.
+
+    Args:
+      tokens: the vocabulary, by id, spaces spelled ``"▁"``.
+
+    Returns:
+      ``(left, right)`` pairs by priority.
+    """
+    ids = {token: i for i, token in enumerate(tokens)}
+    merges = []
+    for token in tokens:
+        splits = [(token[:cut], token[cut:]) for cut in range(len(token) - 1, 0, -1)]
+        merges.extend(pair for pair in splits if pair[0] in ids and pair[1] in ids)
+    return merges
+
+
+def gemma_tokenizer(tokens: Sequence[str], token_types: Sequence[int], *,
+                    bos_id: int | None, eos_id: int | None) -> Tokenizer:
+    """Gemma's SentencePiece BPE from a GGUF vocabulary: spaces become ``"▁"`` (no prefix
+    space), text splits after each space, unknown characters fall back to byte tokens
+    (``<0x41>``), control tokens are special and user-defined ones (``"\\n\\n"``,
+    ``"<table>"``) are matched whole.
+
+    Args:
+      tokens: the vocabulary, by id (runs of spaces written with spaces, as llama.cpp's
+        converter leaves them).
+      token_types: llama.cpp token type per id.
+      bos_id: BOS token id.
+      eos_id: EOS token id.
+
+    Returns:
+      The tokenizer.
+    """
+    tk = _tokenizers()
+    spelled = [_SPM_SPACE * len(t) if t and not t.strip(" ") else t for t in tokens]
+    vocab = {token: i for i, token in enumerate(spelled)}
+    backend = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=sentencepiece_merges(spelled),
+                                         unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    backend.normalizer = tk.normalizers.Replace(" ", _SPM_SPACE)
+    backend.pre_tokenizer = tk.pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    backend.decoder = tk.decoders.Sequence([tk.decoders.Replace(_SPM_SPACE, " "),
+                                            tk.decoders.ByteFallback(), tk.decoders.Fuse()])
+    backend.add_special_tokens([tk.AddedToken(t, special=True, normalized=False)
+                                for t, kind in zip(tokens, token_types, strict=True)
+                                if kind == _CONTROL])
+    backend.add_tokens([tk.AddedToken(t, special=False, normalized=False)
+                        for t, kind in zip(tokens, token_types, strict=True)
+                        if kind == _USER_DEFINED and t in vocab])
     return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id)
 
 

@@ -11,7 +11,11 @@ The coupled dimensions of the Llama family, as (tensor, axis) pairs in Hugging F
   ``down_proj``;
 * a hidden channel ``j``: column ``j`` of the embedding, of the LM head and of every projection
   that reads the residual stream (q, k, v, gate, up), row ``j`` of every projection that writes
-  it (o, down), entry ``j`` of every RMSNorm scale.
+  it (o, down), entry ``j`` of every RMSNorm scale (Gemma's four norms per block included).
+
+Gemma multiplies the embedding by ``sqrt(hidden_size)`` on input; a hidden cut shrinks that
+factor, so the kept embedding columns are scaled up to make up for it, and a tied head, which
+reads the same matrix, gets the inverse factor in the final norm's (``1 + w``) scale.
 
 The head dimension and RoPE are never cut. Surgery returns a new model whose config has
 per-block widths; the forward pass needs nothing else.
@@ -117,7 +121,9 @@ def prune_width(model: Llama, *, heads: KeepSpec = None, kv_groups: KeepSpec = N
         hidden_size = int(keep.size)
         ratio = config.hidden_size / hidden_size if rescale_norms else 1.0
         eps = eps * ratio
-        _cut_hidden(tensors, keep, math.sqrt(ratio))
+        _cut_hidden(tensors, keep, math.sqrt(ratio), config.norm_plus_one)
+        if config.scale_embeddings:
+            _keep_embedding_input(tensors, math.sqrt(config.hidden_size / hidden_size), config)
     new_config = config.replace(hidden_size=hidden_size, rms_norm_eps=eps,
                                 num_heads=tuple(new_heads),
                                 num_kv_heads=tuple(new_kv), intermediate_size=tuple(new_inter))
@@ -171,15 +177,30 @@ def _cut_block(tensors: dict, prefix: str, kept_heads, groups, channels, d: int)
     tensors[key] = tensors[key][:, channels]
 
 
-def _cut_hidden(tensors: dict, keep: np.ndarray, norm_scale: float) -> None:
+def _scaled_norm(weight: np.ndarray, factor: float, plus_one: bool) -> np.ndarray:
+    """An RMSNorm weight whose effective scale (``w``, or ``1 + w`` for Gemma) is multiplied by
+    ``factor``."""
+    return (1.0 + weight) * factor - 1.0 if plus_one else weight * factor
+
+
+def _keep_embedding_input(tensors: dict, factor: float, config) -> None:
+    """Multiplies the embedding by ``factor`` (the old over the new ``sqrt(hidden_size)``), so the
+    residual stream starts as before the cut; a tied head's final norm takes ``1 / factor``."""
+    tensors["model.embed_tokens.weight"] = tensors["model.embed_tokens.weight"] * factor
+    if config.tie_word_embeddings:
+        tensors["model.norm.weight"] = _scaled_norm(tensors["model.norm.weight"], 1 / factor,
+                                                    config.norm_plus_one)
+
+
+def _cut_hidden(tensors: dict, keep: np.ndarray, norm_scale: float, plus_one: bool) -> None:
     """Keeps, in place, the hidden channels ``keep`` of every tensor that reads or writes the
-    residual stream; RMSNorm scales are multiplied by ``norm_scale``."""
+    residual stream; RMSNorm effective scales are multiplied by ``norm_scale``."""
     for key in list(tensors):
         array = tensors[key]
         if key.endswith(HEAD_NORMS):
-            continue  # Qwen3's q/k norms act on one head's vector, not the residual stream
+            continue  # q/k norms act on one head's vector, not the residual stream
         if key.endswith("norm.weight"):
-            tensors[key] = array[keep] * norm_scale
+            tensors[key] = _scaled_norm(array[keep], norm_scale, plus_one)
         elif (key in ("model.embed_tokens.weight", "lm_head.weight")
               or any(f".{p}.weight" in key for p in PROJECTIONS_READING_HIDDEN)):
             tensors[key] = array[:, keep]
