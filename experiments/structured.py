@@ -57,8 +57,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     with common.job(_CONFIG.value, structured_job) as (config, resources, _):
-        dense = common.evaluate(resources.model(config)[0], resources.evaluation_tokens(config),
-                                config.eval)
+        teacher, tokenizer = resources.model(config)
+        dense = common.evaluate(teacher, resources.evaluation_tokens(config), config.eval,
+                                tokenizer)
         outcome = structured_job.run_point(config, resources, workdir=config.workdir)
         metrics = {**outcome["metrics"], "dense_perplexity": dense.perplexity,
                    "dense_tokens_per_second": dense.tokens_per_second}

@@ -172,7 +172,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
       evaluation throughput in tokens/s, and the zero-shot figures of
       ``config.eval.zeroshot`` (``common.zeroshot_metrics``; " before" for the cut model).
     """
-    teacher, _ = resources.model(config)
+    teacher, tokenizer = resources.model(config)
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
     start = time.perf_counter()
@@ -181,7 +181,8 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
     # The distilled point of a sweep follows its cut-only twin: the cut model's evaluation
     # is the same computation, so it is kept rather than repeated.
     before = resources.cached(("cut-eval", _fields_key(config, _CUT_FIELDS + ("eval",))),
-                              lambda: common.evaluate(student, eval_tokens, config.eval))
+                              lambda: common.evaluate(student, eval_tokens, config.eval,
+                                                              tokenizer))
     tokenizer = resources.model(config)[1]
     zeroshot_before = resources.cached(
         ("cut-zeroshot", _fields_key(config, _CUT_FIELDS + ("eval",))),
@@ -207,7 +208,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
         student = trainer.model()
         metrics["distill_tokens"] = (config.train.steps * config.train.batch_size
                                      * config.train.seq_len)
-        after = common.evaluate(student, eval_tokens, config.eval)
+        after = common.evaluate(student, eval_tokens, config.eval, tokenizer)
         metrics.update(common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot))
     metrics["perplexity"] = after.perplexity
     return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,

@@ -117,7 +117,8 @@ def evaluate(trainer: training.Trainer, config, resources: common.Resources) -> 
     """Perplexity of the trained model by ``config.eval``, its measured sparsity and its
     zero-shot figures (``config.eval.zeroshot``)."""
     model = trainer.model()
-    result = common.evaluate(model, resources.evaluation_tokens(config), config.eval)
+    result = common.evaluate(model, resources.evaluation_tokens(config), config.eval,
+                             resources.model(config)[1])
     return {"perplexity": result.perplexity, "mean_nll": result.mean_nll,
             "sparsity": trainer.sparsity(),
             **common.zeroshot_metrics(model, resources.model(config)[1], config.eval.zeroshot)}

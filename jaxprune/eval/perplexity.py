@@ -4,6 +4,10 @@ The test text is tokenized as one stream (no BOS), cut into non-overlapping wind
 (the remainder is dropped), and every window is scored independently: each of its L - 1 next
 tokens contributes its negative log-likelihood. Perplexity is exp of the mean NLL, which equals
 the papers' exp(sum of per-window mean NLL * L / (windows * L)).
+
+A model trained to always see a BOS token first (Gemma: 72.3 without it against 27.9 with it on
+16 windows of WikiText-2) gets windows of BOS and L - 1 text tokens instead (``bos_id``): the
+same L positions and L - 1 predictions per window, every one of them a text token.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ class PerplexityResult:
         return self.num_windows * self.window / self.seconds if self.seconds else float("nan")
 
 
-def evaluation_windows(tokens: np.ndarray, window: int, max_windows: int | None = None
-                       ) -> np.ndarray:
-    """Non-overlapping windows ``[n, window]`` of a token stream, remainder dropped.
+def evaluation_windows(tokens: np.ndarray, window: int, max_windows: int | None = None, *,
+                       bos_id: int | None = None) -> np.ndarray:
+    """Non-overlapping windows ``[n, window]`` of a token stream, remainder dropped; with
+    ``bos_id``, each window is that token then the next ``window - 1`` tokens of the stream.
 
     Raises:
       ValueError: if the stream is shorter than one window or the arguments are not positive.
@@ -51,13 +56,17 @@ def evaluation_windows(tokens: np.ndarray, window: int, max_windows: int | None 
     if max_windows is not None and (not isinstance(max_windows, (int, np.integer))
                                     or max_windows < 1):
         raise ValueError(f"max_windows must be a positive integer or None, got {max_windows!r}")
-    count = tokens.size // window
+    text = window - (bos_id is not None)
+    count = tokens.size // text
     if count == 0:
         raise ValueError(f"the evaluation text has {tokens.size} tokens, fewer than one window "
                          f"of {window}")
     if max_windows is not None:
         count = min(count, max_windows)
-    return tokens[: count * window].reshape(count, window).astype(np.int32)
+    windows = tokens[: count * text].reshape(count, text).astype(np.int32)
+    if bos_id is None:
+        return windows
+    return np.concatenate([np.full((count, 1), bos_id, np.int32), windows], axis=1)
 
 
 def _nll_sums(model, batch: jax.Array) -> jax.Array:
@@ -73,7 +82,8 @@ def _batch_nll(graphdef, state, batch: jax.Array) -> jax.Array:
 
 
 def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int = 8,
-               max_windows: int | None = None, progress: bool = True) -> PerplexityResult:
+               max_windows: int | None = None, progress: bool = True,
+               bos_id: int | None = None) -> PerplexityResult:
     """Evaluates perplexity of a causal LM on a token stream.
 
     Args:
@@ -83,6 +93,7 @@ def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int 
       batch_size: windows per forward pass.
       max_windows: evaluate only the first windows (the papers use all of them).
       progress: show a progress bar with tokens/s.
+      bos_id: start every window with this token (for models that always see one first).
 
     Returns:
       A ``PerplexityResult``.
@@ -92,7 +103,7 @@ def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int 
     """
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    windows = evaluation_windows(tokens, window, max_windows)
+    windows = evaluation_windows(tokens, window, max_windows, bos_id=bos_id)
     graphdef, state = nnx.split(model)
     total = 0.0
     start = time.perf_counter()

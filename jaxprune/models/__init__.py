@@ -7,7 +7,9 @@ from jaxprune.models.llama import Llama, abstract_llama
 from jaxprune.models.registry import (
     PACKAGED_MODELS,
     RANDOM_MODELS,
+    PackagedModel,
     load,
+    model_cache_dir,
     packaged_model_path,
 )
 from jaxprune.models.rope import ROPE_TYPES, RopeScaling, inverse_frequencies, rope_tables
@@ -20,6 +22,7 @@ __all__ = [
     "ROPE_TYPES",
     "Llama",
     "LlamaConfig",
+    "PackagedModel",
     "RopeScaling",
     "Tokenizer",
     "abstract_llama",
@@ -30,6 +33,7 @@ __all__ = [
     "load",
     "load_gguf",
     "load_hf_dir",
+    "model_cache_dir",
     "model_from_hf_tensors",
     "packaged_model_path",
     "read_gguf",

@@ -224,6 +224,9 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
         bos_id=config.bos_token_id,
         eos_id=config.eos_token_id,
         architecture=arch,
+        # llama.cpp adds BOS to a SentencePiece vocabulary that does not say otherwise.
+        add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token",
+                                  metadata.get("tokenizer.ggml.model") == "llama")),
     )
     return config, tensors, tokenizer
 

@@ -79,9 +79,19 @@ def load_hf_dir(directory: str, *, param_dtype=jnp.float32) -> tuple[Llama, Toke
     tokenizer = None
     if os.path.isfile(tokenizer_path):
         tokenizer = Tokenizer.from_file(
-            tokenizer_path, bos_id=config.bos_token_id, eos_id=config.eos_token_id
+            tokenizer_path, bos_id=config.bos_token_id, eos_id=config.eos_token_id,
+            add_bos=_adds_bos(directory) and config.bos_token_id is not None,
         )
     return model, tokenizer
+
+
+def _adds_bos(directory: str) -> bool:
+    """``add_bos_token`` of the directory's ``tokenizer_config.json`` (False without one)."""
+    path = os.path.join(directory, "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return bool(json.load(f).get("add_bos_token", False))
 
 
 def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = None) -> None:

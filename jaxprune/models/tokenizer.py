@@ -60,13 +60,24 @@ class Tokenizer:
       backend: a ``tokenizers.Tokenizer``.
       bos_id: the beginning-of-sequence id, or ``None``.
       eos_id: the end-of-sequence id, or ``None``.
+      add_bos: whether the model expects every sequence to start with ``bos_id`` (GGUF's
+        ``tokenizer.ggml.add_bos_token``; Gemma does, SmolLM2 does not).
     """
 
     def __init__(self, backend, *, bos_id: int | None = None,
-                 eos_id: int | None = None):
+                 eos_id: int | None = None, add_bos: bool = False):
+        if add_bos and bos_id is None:
+            raise ValueError("add_bos=True needs a bos_id")
         self.backend = backend
         self.bos_id = bos_id
         self.eos_id = eos_id
+        self.add_bos = add_bos
+
+    @property
+    def sequence_start(self) -> int | None:
+        """The token every sequence starts with (``bos_id`` when ``add_bos``), else ``None``:
+        what evaluation windows and calibration segments put first."""
+        return self.bos_id if self.add_bos else None
 
     @property
     def vocab_size(self) -> int:
@@ -100,9 +111,10 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path: str, *, bos_id: int | None = None,
-                  eos_id: int | None = None) -> Tokenizer:
+                  eos_id: int | None = None, add_bos: bool = False) -> Tokenizer:
         """Loads a Hugging Face ``tokenizer.json``."""
-        return cls(_tokenizers().Tokenizer.from_file(path), bos_id=bos_id, eos_id=eos_id)
+        return cls(_tokenizers().Tokenizer.from_file(path), bos_id=bos_id, eos_id=eos_id,
+                   add_bos=add_bos)
 
 
 def tokenizer_from_gguf_fields(
@@ -115,6 +127,7 @@ def tokenizer_from_gguf_fields(
     bos_id: int | None,
     eos_id: int | None,
     architecture: str = "llama",
+    add_bos: bool = False,
 ) -> Tokenizer:
     """Rebuilds a tokenizer from the ``tokenizer.ggml.*`` fields of a GGUF.
 
@@ -128,6 +141,7 @@ def tokenizer_from_gguf_fields(
       bos_id: BOS token id.
       eos_id: EOS token id.
       architecture: ``general.architecture``, which says how a SentencePiece vocabulary reads.
+      add_bos: ``tokenizer.ggml.add_bos_token``.
 
     Returns:
       The tokenizer.
@@ -137,7 +151,8 @@ def tokenizer_from_gguf_fields(
         architecture, or an unknown pre-tokenizer name.
     """
     if model == "llama" and architecture in GEMMA_SENTENCEPIECE_ARCHITECTURES:
-        return gemma_tokenizer(tokens, token_types, bos_id=bos_id, eos_id=eos_id)
+        return gemma_tokenizer(tokens, token_types, bos_id=bos_id, eos_id=eos_id,
+                               add_bos=add_bos)
     if model != "gpt2":
         raise ValueError(f"GGUF tokenizer.ggml.model is {model!r} for architecture "
                          f"{architecture!r}; supported: byte-level BPE ('gpt2'), and "
@@ -156,7 +171,7 @@ def tokenizer_from_gguf_fields(
         for i, kind in enumerate(token_types) if kind in _SPECIAL_TOKEN_TYPES
     ]
     backend.add_special_tokens(special)
-    return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id)
+    return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id, add_bos=add_bos)
 
 
 def sentencepiece_merges(tokens: Sequence[str]) -> list[tuple[str, str]]:
@@ -181,7 +196,8 @@ def sentencepiece_merges(tokens: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def gemma_tokenizer(tokens: Sequence[str], token_types: Sequence[int], *,
-                    bos_id: int | None, eos_id: int | None) -> Tokenizer:
+                    bos_id: int | None, eos_id: int | None,
+                    add_bos: bool = True) -> Tokenizer:
     """Gemma's SentencePiece BPE from a GGUF vocabulary: spaces become ``"▁"`` (no prefix
     space), text splits after each space, unknown characters fall back to byte tokens
     (``<0x41>``), control tokens are special and user-defined ones (``"\\n\\n"``,
@@ -193,6 +209,7 @@ def gemma_tokenizer(tokens: Sequence[str], token_types: Sequence[int], *,
       token_types: llama.cpp token type per id.
       bos_id: BOS token id.
       eos_id: EOS token id.
+      add_bos: whether sequences start with BOS (Gemma's always do).
 
     Returns:
       The tokenizer.
@@ -212,7 +229,7 @@ def gemma_tokenizer(tokens: Sequence[str], token_types: Sequence[int], *,
     backend.add_tokens([tk.AddedToken(t, special=False, normalized=False)
                         for t, kind in zip(tokens, token_types, strict=True)
                         if kind == _USER_DEFINED and t in vocab])
-    return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id)
+    return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id, add_bos=add_bos)
 
 
 def byte_tokenizer() -> Tokenizer:
