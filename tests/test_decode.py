@@ -8,12 +8,16 @@ from flax import nnx
 import jaxprune as jp
 from jaxprune import models
 from jaxprune.eval import forward_with_cache, greedy_decode, greedy_generate, init_cache
+from tests.families import GEMMA3
 
 
-@pytest.mark.parametrize("variant", ["llama", "qwen3-rope-window"])
+@pytest.mark.parametrize("variant", ["llama", "qwen3-rope-window", "gemma3"])
 def test_cached_logits_equal_the_full_forward_at_every_position(variant):
     model, tokenizer = models.load("tiny-llama")
-    if variant != "llama":  # q/k norms, a scaled RoPE and a window go through the cache too
+    if variant == "gemma3":  # sandwich norms, and block 0's window with its own RoPE table
+        model = models.Llama(model.config.replace(**{**GEMMA3, "attention_windows": (5, None)}),
+                             rngs=nnx.Rngs(2))
+    elif variant != "llama":  # q/k norms, a scaled RoPE and a window go through the cache too
         scaling = models.RopeScaling("llama3", factor=8.0, low_freq_factor=1.0,
                                      high_freq_factor=4.0, original_max_position_embeddings=8)
         model = models.Llama(model.config.replace(qk_norm=True, rope_scaling=scaling,

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from jaxprune import models, structured
+from tests.families import tiny_model
 
 
 def tiny(seed=0, qk_norm=False):
@@ -75,6 +76,24 @@ def test_cutting_dead_hidden_channels_keeps_the_logits(qk_norm):
     unscaled = structured.prune_width(model, hidden=[j for j in range(64) if j not in dead],
                                       rescale_norms=False)
     assert not np.allclose(logits(unscaled), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cutting_dead_hidden_channels_of_gemma3_keeps_the_logits():
+    """Gemma's four (1 + w) norms per block are rescaled in their effective scale, and its
+    input embedding multiplier sqrt(hidden) shrinks with the width: the embedding makes up for
+    it, and the tied head's final norm takes the inverse."""
+    model = tiny_model("gemma3")
+    dead = [3, 11, 30]
+    zero(model.embed_tokens.embedding, (slice(None), dead))
+    for block in model.layers:
+        zero(block.self_attn.o_proj.kernel, (slice(None), dead))
+        zero(block.mlp.down_proj.kernel, (slice(None), dead))
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 24), 0, 64)
+    expected = np.asarray(model(tokens))
+    cut = structured.prune_width(model, hidden=[j for j in range(32) if j not in dead])
+    assert cut.config.hidden_size == 29 and cut.config.scale_embeddings
+    np.testing.assert_allclose(np.asarray(cut(tokens)), expected, rtol=1e-5, atol=1e-5)
+    assert count_params(cut) == cut.config.num_params()
 
 
 def test_removing_a_block_equals_skipping_it():

@@ -11,6 +11,7 @@ from flax import nnx
 from jaxprune import models
 from jaxprune.eval import loglikelihood, tasks, zeroshot
 from jaxprune.eval.tasks import Document, Request
+from tests.families import tiny_model
 
 
 class WordTokenizer:
@@ -123,11 +124,14 @@ def packable_groups(seed):
     ]
 
 
-@pytest.mark.parametrize("windows", [None, (4, None)])
+@pytest.mark.parametrize("windows", [None, (4, None), "gemma3"])
 def test_packed_groups_score_as_each_request_alone(tiny, windows):
     """Also with a sliding window in block 0: the packed masks must follow each request's own
-    positions, as the plain forward's window does."""
-    if windows is not None:
+    positions, as the plain forward's window does (for Gemma 3, with that block's own RoPE
+    table)."""
+    if windows == "gemma3":
+        tiny = tiny_model("gemma3", seed=5)
+    elif windows is not None:
         tiny = models.Llama(tiny.config.replace(attention_windows=windows), rngs=nnx.Rngs(5))
     groups = packable_groups(4)
     packed = loglikelihood.pack_group(groups[1])

@@ -35,7 +35,7 @@ def _attend(attn, x, cache, offset, cos, sin):
     positions = offset + jnp.arange(seq)
     mask = visible_keys(positions[:, None] - jnp.arange(keys.shape[1])[None, :], attn.window)
     out = jax.nn.dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype),
-                                       mask=mask[None, None])
+                                       mask=mask[None, None], scale=attn.scale)
     return attn.o_proj(out.reshape(batch, seq, -1)), (keys, values)
 
 
