@@ -49,6 +49,11 @@ def reference_model(kind: str, tied: bool, seed: int = 0, **overrides):
             layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=24,
             rope_local_base_freq=300.0, rope_scaling={"rope_type": "linear", "factor": 2.0})
         model = transformers.Gemma3ForCausalLM(config)
+    elif kind == "gemma3-gguf":  # what a Gemma 3 GGUF can say: llama.cpp's fixed choices
+        config = transformers.Gemma3TextConfig(
+            **{**shape, "head_dim": 256}, tie_word_embeddings=tied, sliding_window=8,
+            query_pre_attn_scalar=256, rope_local_base_freq=10000.0)
+        model = transformers.Gemma3ForCausalLM(config)
     else:
         config = transformers.LlamaConfig(**shape, tie_word_embeddings=tied)
         model = transformers.LlamaForCausalLM(config)
@@ -232,6 +237,19 @@ def test_missing_checkpoint_directory_and_files(tmp_path):
         ({"model_type": "qwen3", "attention_bias": True},
          "qwen3's attention bias includes an output-projection bias"),
         ({"parallel_residual": True}, r"does not implement: \['parallel_residual'\]"),
+        ({"model_type": "gemma3"}, "loads the text model alone: model_type 'gemma3_text'"),
+        ({"model_type": "gemma3_text", "final_logit_softcapping": 30.0},
+         "final_logit_softcapping is 30.0; soft-capping"),
+        ({"model_type": "gemma3_text", "hidden_activation": "relu"},
+         "hidden_activation is 'relu'; Gemma 3 supports only 'gelu_pytorch_tanh'"),
+        ({"model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
+          "layer_types": ["sliding_attention", "chunked"]},
+         "layer_types must name sliding_attention or full_attention"),
+        ({"model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
+          "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}},
+         "Gemma 3's local RoPE is unscaled"),
     ],
 )
 def test_config_with_unsupported_fields_is_refused(tmp_path, change, message):
@@ -277,9 +295,16 @@ def llama_cpp_permute(weight: np.ndarray, heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
+# Gemma's norms: llama.cpp's names, and its converter stores each weight as 1 + w.
+GEMMA_GGUF_BLOCK = {**GGUF_BLOCK, "post_attention_layernorm": "post_attention_norm",
+                    "pre_feedforward_layernorm": "ffn_norm",
+                    "post_feedforward_layernorm": "post_ffw_norm"}
+
+
 def write_gguf(reference, arch: str, path) -> None:
     """A float32 GGUF of ``reference`` as llama.cpp's converter lays it out (without a
-    vocabulary): its metadata keys, tensor names and, for llama, the permuted q/k rows."""
+    vocabulary): its metadata keys, tensor names and, for llama, the permuted q/k rows; for
+    gemma3 the norms stored as 1 + w."""
     import gguf
 
     config = reference.config
@@ -291,15 +316,21 @@ def write_gguf(reference, arch: str, path) -> None:
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    rope = config.rope_parameters  # Gemma 3: one entry per layer type; the file has the global
+    writer.add_rope_freq_base(rope.get("full_attention", rope)["rope_theta"])
     writer.add_vocab_size(config.vocab_size)
-    if arch == "qwen3":  # llama.cpp states Qwen3's head width, which is not hidden / heads
+    if arch in ("qwen3", "gemma3"):  # llama.cpp states the head width (not hidden / heads)
         writer.add_key_length(config.head_dim)
         writer.add_value_length(config.head_dim)
+    if arch == "gemma3":
+        writer.add_sliding_window(config.sliding_window)
+    names = GEMMA_GGUF_BLOCK if arch == "gemma3" else GGUF_BLOCK
     for name, tensor in reference.state_dict().items():
         array = tensor.numpy().astype(np.float32)
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            array = array + 1.0
         if name.startswith("model.layers."):
             layer, rest = name[len("model.layers."):].split(".", 1)
             module, suffix = rest.rsplit(".", 1)
@@ -307,7 +338,7 @@ def write_gguf(reference, arch: str, path) -> None:
                 heads = (config.num_attention_heads if module.endswith("q_proj")
                          else config.num_key_value_heads)
                 array = llama_cpp_permute(array, heads)
-            name = f"blk.{layer}.{GGUF_BLOCK[module]}.{suffix}"
+            name = f"blk.{layer}.{names[module]}.{suffix}"
         else:
             name = {"model.embed_tokens.weight": "token_embd.weight",
                     "model.norm.weight": "output_norm.weight",
@@ -321,7 +352,8 @@ def write_gguf(reference, arch: str, path) -> None:
 
 @pytest.mark.parametrize("arch, kind, tied", [("llama", "llama", False),
                                               ("qwen2", "qwen2", True),
-                                              ("qwen3", "qwen3", False)])
+                                              ("qwen3", "qwen3", False),
+                                              ("gemma3", "gemma3-gguf", True)])
 def test_gguf_of_each_architecture_loads_as_transformers_reads_it(tmp_path, arch, kind, tied):
     """transformers' own GGUF reader is the independent reference for names, row order and
     metadata; the original model checks that the file says what it should."""
@@ -330,7 +362,7 @@ def test_gguf_of_each_architecture_loads_as_transformers_reads_it(tmp_path, arch
                                                          else {}))
     write_gguf(reference, arch, tmp_path / "model.gguf")
     model, tokenizer = models.load(str(tmp_path / "model.gguf"))
-    assert tokenizer is None and model.config.qk_norm == (arch == "qwen3")
+    assert tokenizer is None and model.config.qk_norm == (arch in ("qwen3", "gemma3"))
     theirs = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path, gguf_file="model.gguf", dtype=torch.float32).eval()
     tokens = tokens_for(seed=12)

@@ -254,8 +254,26 @@ def test_bad_gguf_files(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
     with pytest.raises(ValueError, match=r"architecture is 'gpt2'; supported: "
-                                         r"\['llama', 'qwen2', 'qwen3'\]"):
+                                         r"\['llama', 'qwen2', 'qwen3', 'gemma3'\]"):
         models.load(str(tmp_path / "gpt2.gguf"))
+    for extra, message in (("rope_freqs.weight", "load the model's Hugging Face directory"),
+                           ("blk.0.attn_sinks.weight", r"no llama model parameter maps to: "
+                                                       r"\['blk.0.attn_sinks.weight'\]")):
+        writer = gguf.GGUFWriter(str(tmp_path / "extra.gguf"), "llama")
+        for key, value in (("block_count", 1), ("embedding_length", 4),
+                           ("feed_forward_length", 8), ("attention.head_count", 1),
+                           ("attention.layer_norm_rms_epsilon", 1e-5)):
+            writer.add_key_value(f"llama.{key}", value, gguf.GGUFValueType.UINT32
+                                 if isinstance(value, int) else gguf.GGUFValueType.FLOAT32)
+        writer.add_tensor("token_embd.weight", np.ones((8, 4), np.float32))
+        writer.add_tensor(extra, np.ones((2,), np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        with pytest.raises(ValueError, match=message):
+            models.load(str(tmp_path / "extra.gguf"))
+        (tmp_path / "extra.gguf").unlink()
 
 
 def test_structured_surgery_on_smollm2_exports_to_transformers(ours, tmp_path):

@@ -94,12 +94,7 @@ def unpermute_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
 
 
 def _config_from_metadata(metadata: dict, path: str, names: set[str]) -> LlamaConfig:
-    arch = metadata.get("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ValueError(
-            f"{path}: GGUF general.architecture is {arch!r}; supported: "
-            f"{list(SUPPORTED_ARCHITECTURES)}"
-        )
+    arch = metadata["general.architecture"]
     def need(key):
         value = metadata.get(f"{arch}.{key}")
         if value is None:
@@ -169,6 +164,25 @@ def _gemma3_fields(metadata: dict, num_layers: int, hidden: int, heads: int,
             "attention_windows": windows}
 
 
+def _check_every_tensor_maps(tensors, arch: str, path: str) -> None:
+    """Refuses, before any dequantization, a file with tensors the model would not use.
+
+    Raises:
+      ValueError: naming the tensors; for Llama 3.1's ``rope_freqs.weight`` (its llama3 RoPE
+        scaling as per-frequency factors, whose parameters the file does not state), saying
+        to load the Hugging Face checkpoint instead.
+    """
+    unmapped = [t.name for t in tensors if hf_name_of_gguf_tensor(t.name, arch) is None]
+    if "rope_freqs.weight" in unmapped:
+        raise ValueError(f"{path}: GGUF tensor rope_freqs.weight holds per-frequency RoPE "
+                         "factors (llama.cpp's form of Llama 3.1's 'llama3' scaling) without "
+                         "the parameters jaxprune's RoPE needs; load the model's Hugging Face "
+                         "directory (config.json with rope_scaling) instead")
+    if unmapped:
+        raise ValueError(f"{path}: GGUF tensors that no {arch} model parameter maps to: "
+                         f"{unmapped[:6]}{' ...' if len(unmapped) > 6 else ''}")
+
+
 def _maybe_int(value) -> int | None:
     return None if value is None else int(value)
 
@@ -196,13 +210,15 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
     except ValueError as err:  # UnicodeDecodeError (a corrupt string) included
         raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
     metadata = gguf_file.metadata
+    arch = metadata.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(f"{path}: GGUF general.architecture is {arch!r}; supported: "
+                         f"{list(SUPPORTED_ARCHITECTURES)}")
+    _check_every_tensor_maps(gguf_file.tensors, arch, path)
     config = _config_from_metadata(metadata, path, {t.name for t in gguf_file.tensors})
-    arch = metadata["general.architecture"]
     tensors = {}
     for tensor in gguf_file.tensors:
         hf = hf_name_of_gguf_tensor(tensor.name, arch)
-        if hf is None:
-            continue
         array = dequantize(tensor)
         check_finite(f"{tensor.name} ({hf}) in {path}", array)
         if arch in _NORMS_PLUS_ONE and hf.endswith("norm.weight"):
