@@ -461,6 +461,8 @@ def _gemma3_from_hf(raw: Mapping[str, Any]) -> tuple[dict, set]:
         raise ValueError(f"config.json hidden_activation is {act!r}; Gemma 3 supports only "
                          "'gelu_pytorch_tanh'")
     per_type = dict(raw.get("rope_parameters") or {})
+    if "rope_type" in per_type or "rope_theta" in per_type:
+        per_type = {"full_attention": per_type}  # one entry: the global blocks'
     if per_type and not set(per_type) <= set(_GEMMA3_THETA):
         raise ValueError("config.json rope_parameters must have an entry per layer type "
                          f"{sorted(_GEMMA3_THETA)}, got {sorted(per_type)}")
