@@ -72,7 +72,8 @@ def make_trainer(config, resources: common.Resources, *, model=None, teacher=Non
     model = initial_model(config, resources) if model is None else model
     return training.Trainer(model, resources.text_tokens(config, config.train),
                             train_settings(config), rule=make_rule(config), teacher=teacher,
-                            temperature=temperature)
+                            temperature=temperature,
+                            bos_id=resources.model(config)[1].sequence_start)
 
 
 def check_rule_fits_model(config, model) -> None:

@@ -75,6 +75,24 @@ def test_other_sweeps_resolve_in_their_smoke_size(name):
         assert len(full.points) == 33
 
 
+def test_the_gemma3_sweeps_resolve_on_gemma3():
+    from configs.sweeps import structured_gemma3
+
+    for config, count in ((oneshot_table.get_config("gemma3"), 10),
+                          (structured_gemma3.get_config(), 4)):
+        config.base.calibration.path = "calibration.txt"  # as the launch commands set them
+        config.base.eval.path = "wikitext-2-raw"
+        if "train" in config.base:
+            config.base.train.path = "calibration.txt"
+        resolved = sweep.resolve_points(config)
+        assert len({fingerprint for _, _, fingerprint in resolved}) == len(resolved) == count
+        assert all(cfg.model == "gemma3-270m" for _, cfg, _ in resolved)
+    small = sweep.resolve_points(common.apply_runlocal(structured_gemma3.get_config("runlocal")))
+    assert [cfg.cut.blocks or cfg.cut.mlp_channels for _, cfg, _ in small] == [1, 1, 96, 96]
+    with pytest.raises(ValueError, match="takes 'runlocal' or 'gemma3', got 'gemma2'"):
+        oneshot_table.get_config("gemma2")
+
+
 def test_sparsity_curve_points():
     config = sparsity_curve.get_config()
     assert config.points[0] == {"method": "dense"}
@@ -160,7 +178,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 21  # 11 job configs, 4 benchmarks, a parity check and 5 sweeps
+    assert checked == 22  # 11 job configs, 4 benchmarks, a parity check and 6 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():

@@ -66,11 +66,17 @@ class TrainSettings:
 
 
 def batch_at(tokens: np.ndarray, step: int, batch_size: int, seq_len: int,
-             seed: int) -> np.ndarray:
-    """Batch ``step``: ``batch_size`` windows of ``seq_len + 1`` tokens at seeded offsets."""
+             seed: int, bos_id: int | None = None) -> np.ndarray:
+    """Batch ``step``: ``batch_size`` windows of ``seq_len + 1`` tokens at seeded offsets; with
+    ``bos_id``, each window is that token then ``seq_len`` tokens of the text (for models that
+    always see a BOS first, as evaluation gives them)."""
     rng = np.random.default_rng([seed, step])
+    text = seq_len + (bos_id is None)
     starts = rng.integers(0, tokens.size - seq_len - 1, size=batch_size)
-    return np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int32)
+    windows = np.stack([tokens[s:s + text] for s in starts]).astype(np.int32)
+    if bos_id is None:
+        return windows
+    return np.concatenate([np.full((batch_size, 1), bos_id, np.int32), windows], axis=1)
 
 
 def make_optimizer(settings: TrainSettings, rule: MaskRule | None = None):
@@ -117,13 +123,15 @@ class Trainer:
       rule: a ``MaskRule`` applied by ``sparse_training``, or ``None`` (dense).
       teacher: a model whose logits the student learns to match.
       temperature: the distillation temperature.
+      bos_id: start every window with this token (``Tokenizer.sequence_start``).
 
     Raises:
       ValueError: for a text shorter than one window.
     """
 
     def __init__(self, model, tokens: np.ndarray, settings: TrainSettings, *,
-                 rule: MaskRule | None = None, teacher=None, temperature: float = 1.0):
+                 rule: MaskRule | None = None, teacher=None, temperature: float = 1.0,
+                 bos_id: int | None = None):
         tokens = np.asarray(tokens)
         if tokens.size < settings.seq_len + 2:
             raise ValueError(f"the training text has {tokens.size} tokens, fewer than seq_len + "
@@ -132,6 +140,7 @@ class Trainer:
         self.graphdef, params, self.rest = nnx.split(nnx.clone(model), nnx.Param, ...)
         self.teacher = nnx.split(teacher) if teacher is not None else None
         self.temperature = temperature
+        self.bos_id = bos_id
         self.tx = make_optimizer(settings, rule)
         self.state = {"params": params, "opt_state": self.tx.init(params),
                       "step": jnp.zeros((), jnp.int32)}
@@ -191,7 +200,8 @@ class Trainer:
         start = time.perf_counter()
         first = int(self.state["step"])
         for step in range(first, until):
-            batch = jnp.asarray(batch_at(self.tokens, step, t.batch_size, t.seq_len, t.seed))
+            batch = jnp.asarray(batch_at(self.tokens, step, t.batch_size, t.seq_len, t.seed,
+                                         self.bos_id))
             teacher_state = self.teacher[1] if self.teacher else None
             self.state, loss = self._step(self.state, batch, teacher_state, bool(self.teacher))
             self.window.append(loss)
@@ -273,7 +283,8 @@ def train_with_checkpoints(trainer: Trainer, directory: str = "") -> list:
 
 
 def distill(student, teacher, tokens: np.ndarray, settings: TrainSettings, *,
-            temperature: float = 1.0, checkpoint_dir: str = "") -> tuple:
+            temperature: float = 1.0, checkpoint_dir: str = "",
+            bos_id: int | None = None) -> tuple:
     """Logit distillation of ``student`` from ``teacher`` on ``tokens``.
 
     Args:
@@ -283,6 +294,7 @@ def distill(student, teacher, tokens: np.ndarray, settings: TrainSettings, *,
       settings: steps, batches, optimizer.
       temperature: the distillation temperature.
       checkpoint_dir: where orbax checkpoints go (resumed from if present); empty: none.
+      bos_id: start every window with this token (``Tokenizer.sequence_start``).
 
     Returns:
       ``(distilled student, curve [(step, mean loss)])``.
@@ -291,6 +303,7 @@ def distill(student, teacher, tokens: np.ndarray, settings: TrainSettings, *,
       Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"; Muralidharan et al.
       2024 (Minitron) for distillation after structured pruning.
     """
-    trainer = Trainer(student, tokens, settings, teacher=teacher, temperature=temperature)
+    trainer = Trainer(student, tokens, settings, teacher=teacher, temperature=temperature,
+                      bos_id=bos_id)
     curve = train_with_checkpoints(trainer, checkpoint_dir)
     return trainer.model(), curve
