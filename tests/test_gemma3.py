@@ -96,14 +96,14 @@ def test_a_model_in_part_packages_is_assembled_once_with_its_digest_checked(
     pieces = [b"GGUF-first-piece-", b"second", b"-third"]
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     parts = fake_part_packages(tmp_path / "site", pieces)
-    monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("JAXPRUNE_CACHE_DIR", str(tmp_path / "cache"))
     digest = hashlib.sha256(b"".join(pieces)).hexdigest()
     entry = registry.PackagedModel(parts=parts, filename="fake.gguf",
                                    install="pip install fakepart0 fakepart1 fakepart2",
                                    sha256=digest)
     monkeypatch.setitem(registry.PACKAGED_MODELS, "fake", entry)
     path = models.packaged_model_path("fake")
-    assert path == str(tmp_path / "cache" / "fake.gguf")
+    assert path == str(tmp_path / "cache" / "models" / "fake.gguf")
     assert Path(path).read_bytes() == b"".join(pieces)
     before = os.stat(path).st_mtime_ns
     assert models.packaged_model_path("fake") == path  # reused: the stamp says it was checked
@@ -113,7 +113,8 @@ def test_a_model_in_part_packages_is_assembled_once_with_its_digest_checked(
         parts=parts, filename="other.gguf", install=entry.install, sha256="0" * 64))
     with pytest.raises(ValueError, match=f"SHA-256 {digest}, not the pinned 0000"):
         models.packaged_model_path("fake")
-    assert sorted(os.listdir(tmp_path / "cache")) == ["fake.gguf", "fake.gguf.sha256"]
+    assert sorted(os.listdir(tmp_path / "cache" / "models")) == ["fake.gguf",
+                                                                  "fake.gguf.sha256"]
     # A missing piece names its package and how to install it.
     monkeypatch.setitem(registry.PACKAGED_MODELS, "fake", entry.__class__(
         parts=(*parts, ("fakepart_missing", "data/x")), filename="fake2.gguf",

@@ -17,6 +17,7 @@ from jaxprune.models.hf_io import load_hf_dir
 from jaxprune.models.hub import hub_snapshot, is_hub_id
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer, byte_tokenizer
+from jaxprune.workdir import chmod_as_created
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +83,11 @@ RANDOM_MODELS = {
 
 
 def model_cache_dir() -> str:
-    """Where models assembled from several packages are written: ``$JAXPRUNE_CACHE``, else
-    ``$XDG_CACHE_HOME/jaxprune``, else ``~/.cache/jaxprune``."""
-    if os.environ.get("JAXPRUNE_CACHE"):
-        return os.environ["JAXPRUNE_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jaxprune")
+    """Where models assembled from several packages are written: ``$JAXPRUNE_CACHE_DIR/models``
+    (beside the token cache, ``data.tokens``), by default ``~/.cache/jaxprune/models``."""
+    root = os.environ.get("JAXPRUNE_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxprune")
+    return os.path.join(root, "models")
 
 
 def _part_path(package: str, relative: str, name: str, install: str) -> str:
@@ -134,6 +134,7 @@ def _assemble(entry: PackagedModel, pieces: list[str], name: str) -> str:
         if digest != entry.sha256:
             raise ValueError(f"model {name!r}: the pieces assemble to SHA-256 {digest}, not the "
                              f"pinned {entry.sha256}; reinstall with: {entry.install}")
+        chmod_as_created(staging)  # mkstemp's 0600 would keep other users from the cache
         os.replace(staging, target)
     except BaseException:
         if os.path.exists(staging):
