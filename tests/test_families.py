@@ -1,8 +1,9 @@
 """Every job on every family: one-shot pruning (every method, N:M, OWL), structured surgery,
-distillation, sparse training, evaluation and export, on tiny random Llama 3.2 (llama3 RoPE,
-tied), Mistral (windows), Qwen2 (q/k/v biases), Qwen3 (q/k norms) and Gemma 3 models. Parity
-with transformers, family by family, is in tests/test_llama_parity.py; the cached decoder and
-the zero-shot scorer have their own per-family tests (test_decode.py, test_zeroshot.py)."""
+distillation, sparse training and evaluation, on tiny random Llama 3.2 (llama3 RoPE, tied),
+Mistral (windows), Qwen2 (q/k/v biases), Qwen3 (q/k norms) and Gemma 3 models. Parity with
+transformers, family by family, and the exports of pruned and cut models are in
+tests/test_llama_parity.py; the cached decoder and the zero-shot scorer have their own
+per-family tests (test_decode.py, test_zeroshot.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -11,14 +12,10 @@ import pytest
 from flax import nnx
 
 import jaxprune as jp
-from jaxprune import models, oneshot, structured, training
+from jaxprune import oneshot, structured, training
 from jaxprune.eval import perplexity
-from tests import lazy
 from tests.families import FAMILIES, tiny_model
 from tests.test_oneshot import settings
-
-torch = lazy.LazyModule("torch")
-transformers = lazy.LazyModule("transformers")
 
 SEGMENTS = np.random.default_rng(0).integers(0, 64, (4, 12))
 
@@ -41,10 +38,12 @@ def kernel_masks_hold(result, pattern):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_one_shot_methods_patterns_and_owl(family):
     model = tiny_model(family)
+    # Calibration (each block's inputs, Gram matrices, OWL's outlier ratios) is what differs by
+    # family; the methods' scores and solves see only a kernel and its statistics. The Fisher
+    # variant of OBD also back-propagates through the model: on Gemma, through its extra norms.
     runs = [("sparsegpt", "2:4", "uniform"), ("wanda", "per_output", "owl")]
-    if family == "gemma3":  # every method on the family furthest from Llama
-        runs += [(m, "4:8", "uniform") for m in oneshot.registry.METHODS
-                 if m not in ("sparsegpt", "wanda")]
+    if family == "gemma3":
+        runs.append(("obd_fisher", "4:8", "uniform"))
     for method, pattern, allocation in runs:
         config = settings(method=method, pattern=pattern, allocation=allocation, sparsity=0.5,
                           batch_size=2, blocksize=16)
@@ -76,7 +75,9 @@ def test_structured_cuts_by_every_criterion_kind(family):
     assert depth.config.num_layers == 1 and removed is not None
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+# The trainer sees a model only through its forward pass and parameter tree: Gemma 3 (the
+# furthest from Llama) and the tied, llama3-scaled Llama 3.2 stand for the others here.
+@pytest.mark.parametrize("family", ["gemma3", "llama3.2"])
 def test_distillation_and_sparse_training_steps(family):
     model = tiny_model(family)
     tokens = np.random.default_rng(1).integers(0, 64, 400)
@@ -97,29 +98,3 @@ def _sparsity_section():
     return ml_collections.ConfigDict({"final": 0.5, "begin": 0, "end": 2, "update_every": 1,
                                       "drop_fraction": 0.3, "allocation": "uniform",
                                       "pattern": "unstructured"})
-
-
-@pytest.mark.parametrize("family", ["gemma3", "qwen3"])
-def test_pruned_and_cut_exports_keep_zeros_and_shapes_in_transformers(tmp_path, family):
-    """A 2:4 model and a uniform structured cut, exported and read by transformers: the same
-    logits, every zero still zero, the cut shapes in transformers' config."""
-    model = tiny_model(family)
-    config = settings(method="wanda", pattern="2:4", sparsity=0.5, batch_size=2)
-    pruned = oneshot.prune_oneshot(model, SEGMENTS, config, progress=False).model
-    cut = structured.prune_width(model, kv_groups={0: [1], 1: [0]},
-                                 mlp_channels={b: list(range(0, 48, 2)) for b in range(2)})
-    tokens = np.random.default_rng(2).integers(0, 64, (2, 14))
-    for name, net in (("pruned", pruned), ("cut", cut)):
-        models.save_hf_dir(net, str(tmp_path / name))
-        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name).eval()
-        with torch.no_grad():
-            logits = theirs(torch.as_tensor(tokens)).logits.numpy()
-        ours = np.asarray(net(jnp.asarray(tokens)))
-        np.testing.assert_allclose(logits, ours, rtol=1e-5, atol=1e-5 * np.abs(ours).max())
-        state = dict(jp.paths.leaves_with_paths(nnx.state(net, nnx.Param)))
-        for key, weight in theirs.state_dict().items():
-            if key.endswith("proj.weight"):
-                path = key.replace("model.", "", 1).replace(".", "/").replace("weight", "kernel")
-                np.testing.assert_array_equal(weight.numpy() == 0,
-                                              np.asarray(state[path]).T == 0)
-    assert theirs.config.num_key_value_heads == 1 and theirs.config.intermediate_size == 24

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxprune import models
+import jaxprune as jp
+from jaxprune import models, oneshot, structured
 from jaxprune.eval import perplexity
 from tests import lazy
+from tests.families import tiny_model
+from tests.test_oneshot import settings
 
 torch = lazy.LazyModule("torch")
 transformers = lazy.LazyModule("transformers")
@@ -443,3 +446,29 @@ def test_abstract_model_built_by_blocks_equals_the_whole_constructor_traced(tied
     for (path, leaf), (other_path, other) in zip(*shapes, strict=True):
         assert path == other_path and (leaf.shape, leaf.dtype) == (other.shape, other.dtype)
     assert by_blocks[1]["layers"][2]["mlp"]["up_proj"]["kernel"].shape == (24, 8)
+
+
+def test_pruned_and_cut_gemma3_exports_keep_zeros_and_shapes_in_transformers(tmp_path):
+    """A 2:4 model and a uniform structured cut, exported and read by transformers: the same
+    logits, every zero still zero, the cut shapes in transformers' config."""
+    model = tiny_model("gemma3")
+    config = settings(method="wanda", pattern="2:4", sparsity=0.5, batch_size=2)
+    segments = np.random.default_rng(0).integers(0, 64, (4, 12))
+    pruned = oneshot.prune_oneshot(model, segments, config, progress=False).model
+    cut = structured.prune_width(model, kv_groups={0: [1], 1: [0]},
+                                 mlp_channels={b: list(range(0, 48, 2)) for b in range(2)})
+    tokens = np.random.default_rng(2).integers(0, 64, (2, 14))
+    for name, net in (("pruned", pruned), ("cut", cut)):
+        models.save_hf_dir(net, str(tmp_path / name))
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name).eval()
+        with torch.no_grad():
+            logits = theirs(torch.as_tensor(tokens)).logits.numpy()
+        ours = np.asarray(net(jnp.asarray(tokens)))
+        np.testing.assert_allclose(logits, ours, rtol=1e-5, atol=1e-5 * np.abs(ours).max())
+        state = dict(jp.paths.leaves_with_paths(nnx.state(net, nnx.Param)))
+        for key, weight in theirs.state_dict().items():
+            if key.endswith("proj.weight"):
+                path = key.replace("model.", "", 1).replace(".", "/").replace("weight", "kernel")
+                np.testing.assert_array_equal(weight.numpy() == 0,
+                                              np.asarray(state[path]).T == 0)
+    assert theirs.config.num_key_value_heads == 1 and theirs.config.intermediate_size == 24
