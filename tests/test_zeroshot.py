@@ -19,6 +19,7 @@ class WordTokenizer:
     so a continuation's first token depends on the context's last characters."""
 
     eos_id = 0
+    sequence_start = None  # no BOS first (SmolLM2); Gemma's tokenizer says its BOS
 
     def __init__(self):
         self.vocab = {}
@@ -48,6 +49,13 @@ def test_requests_are_split_where_the_harness_splits_them():
     tok.eos_id = None
     with pytest.raises(ValueError, match="empty context needs the tokenizer's end-of-text"):
         loglikelihood.encode_request(tok, Request("", " yes"))
+    # A model whose sequences start with BOS (id 99 here): contexts start with it, as the
+    # harness's Hugging Face tokenizer adds it, and an empty context is BOS alone.
+    tok.sequence_start = 99
+    bos = loglikelihood.encode_request(tok, Request("Question: why?\nAnswer:", " yes it is"))
+    assert bos.context.tolist() == [99, *pair.context.tolist()]
+    assert bos.continuation.tolist() == pair.continuation.tolist()
+    assert loglikelihood.encode_request(tok, Request("", " yes")).context.tolist() == [99]
     with pytest.raises(ValueError, match="has no tokens of its own"):
         loglikelihood.encode_request(tok, Request("Answer:", ""))
 

@@ -66,13 +66,24 @@ class JaxpruneLM(TemplateLM):
         return int(self.tokenizer.eos_id)
 
     @property
+    def prefix_token_id(self) -> int:
+        """What an empty context is: BOS for a model whose sequences start with it (the
+        harness's Hugging Face model uses the tokenizer's BOS), else the end-of-text token."""
+        start = self.tokenizer.sequence_start
+        return self.eot_token_id if start is None else int(start)
+
+    @property
     def max_length(self) -> int:
         return self._max_length
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None,
                    **kwargs) -> list[int]:
-        del add_special_tokens, kwargs  # jaxprune's tokenizers add no special tokens
-        return [int(t) for t in self.tokenizer.encode(string)]
+        """Token ids, BOS first by default for a model whose sequences start with it (as a
+        Hugging Face tokenizer adds it unless ``add_special_tokens=False``)."""
+        del kwargs
+        ids = [int(t) for t in self.tokenizer.encode(string)]
+        start = self.tokenizer.sequence_start
+        return ids if start is None or add_special_tokens is False else [int(start), *ids]
 
     def _score(self, groups, disable_tqdm: bool):
         return loglikelihood.score_groups(self.model, groups, batch_size=self.batch_size,

@@ -49,29 +49,34 @@ class Score:
 
 
 def encode_request(tokenizer, request: Request) -> TokenizedRequest:
-    """Token ids of a request, split where the harness splits them.
+    """Token ids of a request, split where the harness splits them. For a model whose sequences
+    start with BOS (``tokenizer.sequence_start``: Gemma), the context starts with it, as the
+    harness's Hugging Face tokenizer adds it, and an empty context is BOS alone.
 
     Raises:
       ValueError: when the continuation has no tokens of its own, or the context is empty and
         the tokenizer has no end-of-text token.
     """
     context, continuation = request.context, request.continuation
+    start = tokenizer.sequence_start
     if not context:
-        if tokenizer.eos_id is None:
+        prefix = tokenizer.eos_id if start is None else start
+        if prefix is None:
             raise ValueError("a request with an empty context needs the tokenizer's end-of-text "
                              "token, and this tokenizer has none")
         ids = np.asarray(tokenizer.encode(continuation), np.int32)
-        # A continuation that itself starts with the end-of-text token is its own context.
-        starts_with_eos = ids.size > 0 and ids[0] == tokenizer.eos_id
-        pair = (TokenizedRequest(ids[:1], ids[1:]) if starts_with_eos else
-                TokenizedRequest(np.asarray([tokenizer.eos_id], np.int32), ids))
+        # A continuation that itself starts with that token is its own context.
+        starts_with_prefix = ids.size > 0 and ids[0] == prefix
+        pair = (TokenizedRequest(ids[:1], ids[1:]) if starts_with_prefix else
+                TokenizedRequest(np.asarray([prefix], np.int32), ids))
     else:
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
         whole = np.asarray(tokenizer.encode(context + continuation), np.int32)
         own = np.asarray(tokenizer.encode(context), np.int32)
-        pair = TokenizedRequest(own, whole[len(own):])
+        first = own if start is None else np.concatenate([[start], own]).astype(np.int32)
+        pair = TokenizedRequest(first, whole[len(own):])
     if pair.continuation.size == 0:
         raise ValueError(f"the continuation {request.continuation!r} has no tokens of its own "
                          f"after the context {request.context[-40:]!r}")
