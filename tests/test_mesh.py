@@ -14,12 +14,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_sparsegpt_and_wanda_on_8_devices_match_one_device():
+    """Wanda on a Llama, SparseGPT on a Gemma 3 layout (tests/mesh_equivalence.py)."""
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "tests", "mesh_equivalence.py")], cwd=REPO,
         capture_output=True, text=True, timeout=600, check=False,
         env=dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu"))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    assert result.stdout.count(" ok") == 2
+    assert result.stdout.count(" ok") == 2 and "gemma3 sparsegpt 2:4 mesh 1x8" in result.stdout
 
 
 @pytest.fixture(scope="module")
