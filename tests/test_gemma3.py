@@ -79,6 +79,27 @@ def test_tokenizer_equals_transformers_on_prose_code_and_scripts(gemma):
         assert tokenizer.decode(ids) == text
 
 
+@pytest.mark.real_model
+def test_an_export_keeps_the_bos_convention(gemma, tmp_path):
+    """A Gemma export says its sequences start with BOS: jaxprune's loader reads it back, and
+    the tokenizer.json adds BOS for readers that use the tokenizer's defaults."""
+    import tokenizers
+    from flax import nnx
+
+    _, tokenizer = gemma
+    config = models.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, num_layers=1,
+                                num_heads=2, num_kv_heads=1, intermediate_size=8, head_dim=4,
+                                tie_word_embeddings=True, bos_token_id=2, eos_token_id=1)
+    models.save_hf_dir(models.Llama(config, rngs=nnx.Rngs(0)), str(tmp_path / "hf"),
+                       tokenizer=tokenizer)
+    _, reloaded = models.load(str(tmp_path / "hf"))
+    assert reloaded.sequence_start == 2
+    text = "Gemma starts with BOS"
+    np.testing.assert_array_equal(reloaded.encode(text), tokenizer.encode(text))
+    plain = tokenizers.Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
+    assert plain.encode(text).ids == [2, *tokenizer.encode(text).tolist()]
+
+
 def fake_part_packages(root, pieces: list[bytes]) -> tuple:
     """Packages ``fakepart0``, ``fakepart1``... each holding one piece under data/."""
     parts = []

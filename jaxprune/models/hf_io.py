@@ -103,7 +103,8 @@ def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = N
     Args:
       model: the model; its blocks must all have the same widths.
       directory: destination; must not exist yet.
-      tokenizer: written as ``tokenizer.json`` when given.
+      tokenizer: written as ``tokenizer.json`` when given (with a ``tokenizer_config.json``
+        saying ``add_bos_token`` when its model's sequences start with BOS).
 
     Raises:
       ValueError: if the blocks differ in width (a Hugging Face Llama config cannot say so).
@@ -124,6 +125,11 @@ def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = N
                   metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(os.path.join(staging, "tokenizer.json"))
+            if tokenizer.add_bos:  # Gemma: say so, as its own tokenizer_config.json does
+                with open(os.path.join(staging, "tokenizer_config.json"), "w") as f:
+                    json.dump({"add_bos_token": True, "add_eos_token": False,
+                               "bos_token": tokenizer.backend.id_to_token(tokenizer.bos_id)},
+                              f, indent=2)
         # mkdtemp makes the directory private (0700); an export is for others to read.
         chmod_as_created(staging, directory=True)
         os.replace(staging, directory)

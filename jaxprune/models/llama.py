@@ -134,7 +134,7 @@ class Attention(nnx.Module):
         return self.o_proj(self.heads(x, cos, sin, mask))
 
 
-# The gate activations of ``LlamaConfig.ACTIVATIONS``; Gemma's ``gelu_pytorch_tanh`` is the tanh
+# The gate activations of ``config.ACTIVATIONS``; Gemma's ``gelu_pytorch_tanh`` is the tanh
 # approximation of GELU.
 _ACTIVATION_FNS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True)}
 

@@ -229,6 +229,10 @@ def gemma_tokenizer(tokens: Sequence[str], token_types: Sequence[int], *,
     backend.add_tokens([tk.AddedToken(t, special=False, normalized=False)
                         for t, kind in zip(tokens, token_types, strict=True)
                         if kind == _USER_DEFINED and t in vocab])
+    if add_bos:  # what the saved tokenizer.json does for other readers (encode adds none)
+        bos = spelled[bos_id]
+        backend.post_processor = tk.processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
     return Tokenizer(backend, bos_id=bos_id, eos_id=eos_id, add_bos=add_bos)
 
 
