@@ -139,11 +139,6 @@ class LlamaConfig:
             raise ValueError(f"config.hidden_act is {self.hidden_act!r}; allowed: "
                              f"{list(ACTIVATIONS)}")
 
-    @property
-    def rope_tables(self) -> int:
-        """How many RoPE tables the model computes: 2 with a local base for windowed blocks."""
-        return 1 if self.rope_local_theta is None else 2
-
     def rope_table(self, block: int) -> int:
         """The index of block ``block``'s RoPE table: 1 (local) for a windowed block of a
         model with ``rope_local_theta``, else 0."""
