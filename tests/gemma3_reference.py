@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from tests.corpora import mixed_documents
+
 PROMPT = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, "
           "France. It is named after the engineer Gustave Eiffel, whose company designed and "
           "built the tower from 1887 to 1889 for the World's Fair. Locally nicknamed \"La dame "
@@ -43,16 +45,9 @@ def tokenizer_corpus() -> list[str]:
     documents += [inspect.getsource(json.decoder), inspect.getsource(difflib)[:6000]]
     scripts = "".join(chr(c) for c in list(range(0x391, 0x3A9)) + list(range(0x410, 0x44F))
                       + list(range(0x4E00, 0x4E40)) + list(range(0x1F600, 0x1F620)))
-    rng = np.random.default_rng(1)
     pieces = ["  ", "\t", "\n", "\n\n", "   \n", "2024", "3.14159", " 42", "café", "naïve",
               "\u00a0", "<start_of_turn>", "<eos>", "<table>", "    def"]
-    for _ in range(60):
-        words = [scripts[i:i + int(rng.integers(1, 6))]
-                 for i in rng.integers(0, len(scripts) - 6, 12)]
-        words += [pieces[i] for i in rng.integers(0, len(pieces), 8)]
-        rng.shuffle(words)
-        documents.append(" ".join(words))
-    return documents
+    return documents + mixed_documents(scripts, pieces, seed=1, count=60, words=12, extras=8)
 
 
 def main() -> None:

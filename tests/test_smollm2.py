@@ -17,6 +17,7 @@ from jaxprune.eval import greedy_generate
 from jaxprune.models import tokenizer as tokenizer_lib
 from jaxprune.models.gguf_file import read_gguf_file
 from tests import inprocess, lazy
+from tests.corpora import mixed_documents
 
 torch = lazy.LazyModule("torch")
 transformers = lazy.LazyModule("transformers")
@@ -112,16 +113,9 @@ def varied_corpus() -> list[str]:
     scripts = "".join(chr(c) for c in list(range(0x391, 0x3A9)) + list(range(0x410, 0x44F))
                       + list(range(0x4E00, 0x4E40)) + list(range(0x3041, 0x3090))
                       + list(range(0x1F600, 0x1F640)) + list(range(0x660, 0x66A)))
-    rng = np.random.default_rng(0)
     pieces = ["  ", "\t", "\n", "\n\n", "   \n", "1", "2024", "3.14159", " 42", "x=10**6",
               "café", "naïve", "Ωmega", "\u00a0", "\u200b", "<|im_start|>", "<|endoftext|>"]
-    for _ in range(200):
-        words = [scripts[i:i + int(rng.integers(1, 6))]
-                 for i in rng.integers(0, len(scripts) - 6, 20)]
-        words += [pieces[i] for i in rng.integers(0, len(pieces), 10)]
-        rng.shuffle(words)
-        documents.append(" ".join(words))
-    return documents
+    return documents + mixed_documents(scripts, pieces, seed=0, count=200, words=20, extras=10)
 
 
 def split_like_llama_cpp(pattern, text: str) -> list[str]:
