@@ -14,7 +14,7 @@ import jaxprune as jp
 from jaxprune import models, oneshot, structured
 from jaxprune.eval import perplexity
 from tests import lazy
-from tests.families import tiny_model
+from tests.families import FAMILIES, tiny_model
 from tests.test_oneshot import settings
 
 torch = lazy.LazyModule("torch")
@@ -42,9 +42,12 @@ def reference_model(kind: str, tied: bool, seed: int = 0, **overrides):
                                           use_sliding_window=True, sliding_window=8,
                                           max_window_layers=1)
         model = transformers.Qwen2ForCausalLM(config)
-    elif kind == "qwen3":
+    elif kind in ("qwen3", "qwen3-window"):  # qwen3-window: block 1 a window of 8
+        windowed = kind == "qwen3-window"
         config = transformers.Qwen3Config(**shape, tie_word_embeddings=tied,
-                                          use_sliding_window=False)
+                                          use_sliding_window=windowed,
+                                          sliding_window=8 if windowed else None,
+                                          max_window_layers=1)
         model = transformers.Qwen3ForCausalLM(config)
     elif kind == "gemma3":  # block 0 a window of 8 with its own RoPE base, block 1 full
         config = transformers.Gemma3TextConfig(
@@ -85,16 +88,17 @@ def tokens_for(seed=1, batch=2, seq=24):
 
 @pytest.mark.parametrize("kind, tied", [("llama", False), ("llama", True), ("qwen2", False),
                                         ("qwen3", True), ("mistral", False),
-                                        ("qwen2-window", True), ("gemma3", True)])
+                                        ("qwen2-window", True), ("qwen3-window", False),
+                                        ("gemma3", True)])
 def test_logits_match_transformers_through_a_saved_checkpoint(tmp_path, kind, tied):
     reference = reference_model(kind, tied)
     reference.save_pretrained(tmp_path / "ref")
     model, _ = models.load(str(tmp_path / "ref"))
     assert model.config.num_kv_heads == (2, 2) and model.config.tie_word_embeddings == tied
     assert model.config.attention_bias == kind.startswith("qwen2")
-    assert model.config.qk_norm == (kind in ("qwen3", "gemma3"))
+    assert model.config.qk_norm == (kind in ("qwen3", "qwen3-window", "gemma3"))
     assert model.config.sandwich_norms == model.config.norm_plus_one == (kind == "gemma3")
-    windows = {"mistral": (8, 8), "qwen2-window": (None, 8),
+    windows = {"mistral": (8, 8), "qwen2-window": (None, 8), "qwen3-window": (None, 8),
                "gemma3": (8, None)}.get(kind, (None, None))
     assert model.config.attention_windows == windows
     tokens = tokens_for()
@@ -447,27 +451,31 @@ def test_abstract_model_built_by_blocks_equals_the_whole_constructor_traced(tied
     assert by_blocks[1]["layers"][2]["mlp"]["up_proj"]["kernel"].shape == (24, 8)
 
 
-def test_pruned_and_cut_gemma3_exports_keep_zeros_and_shapes_in_transformers(tmp_path):
-    """A 2:4 model and a uniform structured cut, exported and read by transformers: the same
-    logits, every zero still zero, the cut shapes in transformers' config."""
-    model = tiny_model("gemma3")
-    config = settings(method="wanda", pattern="2:4", sparsity=0.5, batch_size=2)
-    segments = np.random.default_rng(0).integers(0, 64, (4, 12))
-    pruned = oneshot.prune_oneshot(model, segments, config, progress=False).model
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_cut_then_2_4_pruned_export_keeps_zeros_and_shapes_in_transformers(tmp_path, family):
+    """Each family, cut (one KV group of two per block, 24 of 48 MLP channels) and then pruned
+    to 2:4, exported and read by transformers: its own class, the same logits, every zero still
+    zero, the cut shapes in its config."""
+    model = tiny_model(family)
     cut = structured.prune_width(model, kv_groups={0: [1], 1: [0]},
                                  mlp_channels={b: list(range(0, 48, 2)) for b in range(2)})
-    tokens = np.random.default_rng(2).integers(0, 64, (2, 14))
-    for name, net in (("pruned", pruned), ("cut", cut)):
-        models.save_hf_dir(net, str(tmp_path / name))
-        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name).eval()
-        with torch.no_grad():
-            logits = theirs(torch.as_tensor(tokens)).logits.numpy()
-        ours = np.asarray(net(jnp.asarray(tokens)))
-        np.testing.assert_allclose(logits, ours, rtol=1e-5, atol=1e-5 * np.abs(ours).max())
-        state = dict(jp.paths.leaves_with_paths(nnx.state(net, nnx.Param)))
-        for key, weight in theirs.state_dict().items():
-            if key.endswith("proj.weight"):
-                path = key.replace("model.", "", 1).replace(".", "/").replace("weight", "kernel")
-                np.testing.assert_array_equal(weight.numpy() == 0,
-                                              np.asarray(state[path]).T == 0)
+    segments = np.random.default_rng(0).integers(0, 64, (4, 12))
+    config = settings(method="wanda", pattern="2:4", sparsity=0.5, batch_size=2)
+    net = oneshot.prune_oneshot(cut, segments, config, progress=False).model
+    models.save_hf_dir(net, str(tmp_path / "hf"))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(theirs).__name__ == net.config.to_hf_dict()["architectures"][0]
     assert theirs.config.num_key_value_heads == 1 and theirs.config.intermediate_size == 24
+    tokens = np.random.default_rng(2).integers(0, 64, (2, 14))
+    with torch.no_grad():
+        logits = theirs(torch.as_tensor(tokens)).logits.numpy()
+    ours = np.asarray(net(jnp.asarray(tokens)))
+    np.testing.assert_allclose(logits, ours, rtol=1e-5, atol=1e-5 * np.abs(ours).max())
+    state = dict(jp.paths.leaves_with_paths(nnx.state(net, nnx.Param)))
+    kernels = [key for key in theirs.state_dict() if key.endswith("proj.weight")]
+    assert len(kernels) == 14
+    for key in kernels:
+        weight = theirs.state_dict()[key].numpy()
+        path = key.replace("model.", "", 1).replace(".", "/").replace("weight", "kernel")
+        np.testing.assert_array_equal(weight == 0, np.asarray(state[path]).T == 0)
+        assert np.mean(weight == 0) == 0.5, key
