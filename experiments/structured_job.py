@@ -182,8 +182,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
     # is the same computation, so it is kept rather than repeated.
     before = resources.cached(("cut-eval", _fields_key(config, _CUT_FIELDS + ("eval",))),
                               lambda: common.evaluate(student, eval_tokens, config.eval,
-                                                              tokenizer))
-    tokenizer = resources.model(config)[1]
+                                                      tokenizer))
     zeroshot_before = resources.cached(
         ("cut-zeroshot", _fields_key(config, _CUT_FIELDS + ("eval",))),
         lambda: common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot, " before"))
