@@ -41,9 +41,9 @@ def test_one_shot_methods_patterns_and_owl(family):
     # Calibration (each block's inputs, Gram matrices, OWL's outlier ratios) is what differs by
     # family; the methods' scores and solves see only a kernel and its statistics. The Fisher
     # variant of OBD also back-propagates through the model: on Gemma, through its extra norms.
-    runs = [("sparsegpt", "2:4", "uniform"), ("wanda", "per_output", "owl")]
+    runs = [("sparsegpt", "2:4", "uniform")]
     if family == "gemma3":
-        runs.append(("obd_fisher", "4:8", "uniform"))
+        runs += [("wanda", "per_output", "owl"), ("obd_fisher", "4:8", "uniform")]
     for method, pattern, allocation in runs:
         config = settings(method=method, pattern=pattern, allocation=allocation, sparsity=0.5,
                           batch_size=2, blocksize=16)
@@ -75,9 +75,9 @@ def test_structured_cuts_by_every_criterion_kind(family):
     assert depth.config.num_layers == 1 and removed is not None
 
 
-# The trainer sees a model only through its forward pass and parameter tree: Gemma 3 (the
-# furthest from Llama) and the tied, llama3-scaled Llama 3.2 stand for the others here.
-@pytest.mark.parametrize("family", ["gemma3", "llama3.2"])
+# The trainer sees a model only through its forward pass and parameter tree: Gemma 3, the
+# family furthest from Llama, stands for the others here (the suite's time is short).
+@pytest.mark.parametrize("family", ["gemma3"])
 def test_distillation_and_sparse_training_steps(family):
     model = tiny_model(family)
     tokens = np.random.default_rng(1).integers(0, 64, 400)
