@@ -432,6 +432,17 @@ def _llama_family_from_hf(raw: Mapping[str, Any], model_type: str) -> tuple[dict
 
 # Gemma 3's RoPE bases when config.json names none (transformers' defaults).
 _GEMMA3_THETA = {"full_attention": 1_000_000.0, "sliding_attention": 10_000.0}
+# One global block after every five local ones: transformers' and llama.cpp's default.
+GEMMA3_PATTERN = 6
+GEMMA3_LOCAL_THETA = _GEMMA3_THETA["sliding_attention"]
+
+
+def gemma3_layer_windows(num_layers: int, window: int | None,
+                         pattern: int = GEMMA3_PATTERN) -> tuple[int | None, ...]:
+    """Gemma 3's per-block windows when no ``layer_types`` say them: ``window`` in every
+    block but each ``pattern``-th, which attends globally (``None``)."""
+    return tuple(None if window is None or (i + 1) % pattern == 0 else window
+                 for i in range(num_layers))
 
 
 def _gemma3_from_hf(raw: Mapping[str, Any]) -> tuple[dict, set]:
@@ -493,15 +504,15 @@ def _gemma3_windows(raw: Mapping[str, Any]) -> tuple[int | None, ...]:
     Raises:
       ValueError: for unknown layer types or a count that is not one per block.
     """
-    num_layers = raw["num_hidden_layers"]
-    pattern = raw.get("sliding_window_pattern", raw.get("_sliding_window_pattern", 6))
-    types = raw.get("layer_types") or [
-        "sliding_attention" if (i + 1) % pattern else "full_attention"
-        for i in range(num_layers)]
+    num_layers, window = raw["num_hidden_layers"], raw.get("sliding_window")
+    types = raw.get("layer_types")
+    if not types:
+        pattern = raw.get("sliding_window_pattern",
+                          raw.get("_sliding_window_pattern", GEMMA3_PATTERN))
+        return gemma3_layer_windows(num_layers, window, pattern)
     if set(types) - set(_GEMMA3_THETA) or len(types) != num_layers:
         raise ValueError(f"config.json layer_types must name sliding_attention or "
                          f"full_attention for each of the {num_layers} layers, got {types}")
-    window = raw.get("sliding_window")
     return tuple(window if t == "sliding_attention" else None for t in types)
 
 

@@ -21,7 +21,7 @@ import re
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.models.config import LlamaConfig
+from jaxprune.models.config import GEMMA3_LOCAL_THETA, LlamaConfig, gemma3_layer_windows
 from jaxprune.models.gguf_file import dequantize, import_gguf, read_gguf_file
 from jaxprune.models.llama import Llama
 from jaxprune.models.rope import RopeScaling
@@ -31,10 +31,8 @@ from jaxprune.models.weights import check_finite, model_from_hf_tensors
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
 # Architectures whose q/k rows llama.cpp's converter permutes.
 _PERMUTED_ROTARY = ("llama",)
-# Architectures whose converter writes norm weights as 1 + w.
-_NORMS_PLUS_ONE = ("gemma3",)
-# llama.cpp's Gemma 3 constants (src/llama-model.cpp): the local/global pattern and local base.
-_GEMMA3_PATTERN, _GEMMA3_LOCAL_THETA, _GEMMA3_27B_BLOCKS = 6, 10_000.0, 62
+# Gemma 3 27B, whose attention scale llama.cpp takes from hidden / heads (src/llama-model.cpp).
+_GEMMA3_27B_BLOCKS = 62
 
 _BLOCK_NAMES = {
     "attn_q": "self_attn.q_proj",
@@ -155,12 +153,11 @@ def _gemma3_fields(metadata: dict, num_layers: int, hidden: int, heads: int,
                    head_dim: int) -> dict:
     """The Gemma 3 ``LlamaConfig`` fields llama.cpp derives rather than reads."""
     window = metadata.get("gemma3.attention.sliding_window")
-    windows = tuple(None if window is None or (i + 1) % _GEMMA3_PATTERN == 0 else int(window)
-                    for i in range(num_layers))
+    windows = gemma3_layer_windows(num_layers, None if window is None else int(window))
     scalar = hidden // heads if num_layers == _GEMMA3_27B_BLOCKS else head_dim
     return {"hidden_act": "gelu_tanh", "norm_plus_one": True,
             "sandwich_norms": True, "scale_embeddings": True,
-            "query_pre_attn_scalar": float(scalar), "rope_local_theta": _GEMMA3_LOCAL_THETA,
+            "query_pre_attn_scalar": float(scalar), "rope_local_theta": GEMMA3_LOCAL_THETA,
             "attention_windows": windows}
 
 
@@ -221,7 +218,8 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
         hf = hf_name_of_gguf_tensor(tensor.name, arch)
         array = dequantize(tensor)
         check_finite(f"{tensor.name} ({hf}) in {path}", array)
-        if arch in _NORMS_PLUS_ONE and hf.endswith("norm.weight"):
+        # A (1 + w) norm is stored as 1 + w by llama.cpp's converter.
+        if config.norm_plus_one and hf.endswith("norm.weight"):
             array = array - 1.0
         match = _BLOCK_RE.match(tensor.name)
         if arch in _PERMUTED_ROTARY and match and match.group(2) in ("attn_q", "attn_k"):
