@@ -27,6 +27,10 @@ CUTS = {
     "heads6": dict(kind="width", criterion="activation", heads_per_group=2),
     "hidden448": dict(kind="width", criterion="activation", hidden=448),
 }
+# The short, CPU-sized distillation of docs/results.md's structured tables (the sweeps'
+# recipe): 32 steps of 4 x 256 tokens (32,768 tokens), about 3 minutes per student on 2 cores.
+SHORT_DISTILL = dict(steps=32, batch_size=4, seq_len=256, warmup_steps=4, log_every=4,
+                     checkpoint_every=16)
 # The same cuts scaled to tiny-llama (2 blocks, 4 heads in 2 groups, 128 channels, hidden 64).
 RUNLOCAL_CUTS = {"depth4": dict(blocks=1), "depth8": dict(blocks=1), "fuse4": dict(blocks=1),
                  "mlp": dict(mlp_channels=96), "heads6": dict(heads_per_group=1),

@@ -198,8 +198,11 @@ def write_reports(sweep, rows: list[dict]) -> dict[str, str]:
     Returns:
       What was written, by kind.
     """
-    finite = [r for r in rows if all(math.isfinite(v) for v in r["metrics"].values()
-                                     if isinstance(v, float))]
+    # Only the plotted values must be finite: a NaN elsewhere in a row (the standard error of
+    # a one-document smoke run) does not take its point off the figure.
+    finite = [r for r in rows if all(
+        math.isfinite(v) for v in (field_of(r, sweep.plot.x), field_of(r, sweep.plot.y))
+        if isinstance(v, float))]
     text = "\n\n".join([
         f"# {sweep.name}", sweep.description, pivot_markdown(sweep, rows),
         "## Every point", details_markdown(rows), "## Provenance", provenance_markdown(rows)])

@@ -15,6 +15,7 @@ from configs.sweeps import oneshot_table, sparsity_curve
 from configs.sweeps import points as sweep_points
 from experiments import common, sweep_report
 from experiments import sweep_runner as sweep
+from jaxprune.eval.tasks import PAPER_TASKS
 from tests import inprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,6 +92,20 @@ def test_the_gemma3_sweeps_resolve_on_gemma3():
     assert [cfg.cut.blocks or cfg.cut.mlp_channels for _, cfg, _ in small] == [1, 1, 96, 96]
     with pytest.raises(ValueError, match="takes 'runlocal' or 'gemma3', got 'gemma2'"):
         oneshot_table.get_config("gemma2")
+
+
+def test_the_structured_zeroshot_sweep_scores_both_cuts_before_and_after_distilling():
+    from configs.sweeps import zeroshot_structured
+
+    config = zeroshot_structured.get_config()
+    for field in ("calibration", "train", "eval"):
+        config.base[field].path = "text"  # as the launch command sets them
+    resolved = [cfg for _, cfg, _ in sweep.resolve_points(config)]
+    assert [(c.cut.kind, c.cut.blocks, c.cut.mlp_channels) for c in resolved] == [
+        ("depth", 4, 0), ("width", 0, 1264)]
+    assert all(c.distill.enabled and c.eval.zeroshot.limit == 1000 and c.train.steps == 32
+               for c in resolved)
+    assert resolved[0].eval.zeroshot.tasks.split(",") == list(PAPER_TASKS)
 
 
 def test_sparsity_curve_points():
@@ -178,7 +193,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 22  # 11 job configs, 4 benchmarks, a parity check and 6 sweeps
+    assert checked == 23  # 11 job configs, 4 benchmarks, a parity check and 7 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():
@@ -223,6 +238,22 @@ def test_pivot_places_each_point_in_its_cell():
     with pytest.raises(ValueError, match="two sweep points fall into the cell"):
         sweep_report.pivot(rows + [fake_row(4, "wanda", "50%", 0.5, 1.0)], "method", "setting",
                            "perplexity")
+
+
+def test_plot_keeps_points_whose_other_metrics_are_nan_and_drops_a_nan_y(tmp_path,
+                                                                         monkeypatch):
+    rows = [fake_row(0, "dense", "dense", 0.0, 30.0), fake_row(1, "wanda", "50%", 0.5, 70.5),
+            fake_row(2, "wanda", "2:4", 0.5, float("nan"))]
+    rows[1]["metrics"]["zeroshot rte acc stderr"] = float("nan")  # one document: no spread
+    for row in rows:
+        row.update(git="abc", machine={"platform": "Linux", "cpus": 2}, packages={"jax": "0"})
+    plotted = []
+    monkeypatch.setattr(sweep_report, "plot_png",
+                        lambda sweep, points: plotted.extend(points) or b"png")
+    config = oneshot_table.get_config()
+    config.workdir = str(tmp_path)
+    sweep_report.write_reports(config, rows)
+    assert [r["point"] for r in plotted] == [0, 1]
 
 
 def test_sweep_resumes_after_sigkill_and_matches_an_uninterrupted_run(tmp_path):

@@ -48,8 +48,7 @@ def get_config(arg=None):
         "distillation from the dense model (4 x 256 tokens per step, 32,768 tokens).")
     config.experiment = "structured"
     config.base = structured.get_config("dense")
-    config.base.train.update(dict(steps=32, batch_size=4, seq_len=256, warmup_steps=4,
-                                  log_every=4, checkpoint_every=16))
+    config.base.train.update(structured.SHORT_DISTILL)
     cuts = []
     for name in ("depth4", "depth8"):
         cuts += [{**_cut(name, runlocal), "cut.criterion": c} for c in DEPTH_CRITERIA]

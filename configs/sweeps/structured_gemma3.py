@@ -40,8 +40,7 @@ def get_config(arg=None):
     config.experiment = "structured"
     config.base = structured.get_config("dense")
     config.base.model = "gemma3-270m"
-    config.base.train.update(dict(steps=32, batch_size=4, seq_len=256, warmup_steps=4,
-                                  log_every=4, checkpoint_every=16))
+    config.base.train.update(structured.SHORT_DISTILL)
     config.points = [
         {**{f"cut.{k}": v for k, v in {**fields, **(RUNLOCAL[name] if runlocal else {})}.items()},
          **distill}
