@@ -6,7 +6,9 @@ Launch (the argument picks the cut; add ",distill" for a short logit distillatio
       --config.train.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.eval.path=../shared/data/wikitext-2-raw --config.workdir=runs/depth4
 Cuts: dense (no cut), depth4, depth8 (blocks by block influence), fuse4 (4 pairs of
-consecutive blocks each averaged into one, the pairs of smallest angular distance), mlp (MLP
+consecutive blocks each averaged into one, the pairs of smallest angular distance), laco4 and
+lowrank4 (the same pairs merged by LaCo's RDSC, or folded by rank-64 updates fitted on the
+calibration text; --config.cut.rank sets the rank), mlp (MLP
 channels 1536 -> 1264, about the parameters of 4 blocks), heads6 (query heads 9 -> 6, two
 per KV group), hidden448 (hidden size 576 -> 448); --config.cut.criterion picks another
 importance (depth: block_influence, angular, drop_one; width: activation, magnitude, taylor).
@@ -23,7 +25,13 @@ CUTS = {
     "depth4": dict(kind="depth", criterion="block_influence", blocks=4),
     "depth8": dict(kind="depth", criterion="block_influence", blocks=8),
     "fuse4": dict(kind="fuse", criterion="angular", blocks=4),
+    "laco4": dict(kind="fuse", criterion="angular", blocks=4, fusion="laco"),
+    "lowrank4": dict(kind="fuse", criterion="angular", blocks=4, fusion="lowrank"),
     "mlp": dict(kind="width", criterion="activation", mlp_channels=1264),
+    "search100m": dict(kind="search", criterion="activation",
+                       search=dict(target_params=100_000_000)),
+    "search80m": dict(kind="search", criterion="activation",
+                      search=dict(target_params=80_000_000)),
     "heads6": dict(kind="width", criterion="activation", heads_per_group=2),
     "hidden448": dict(kind="width", criterion="activation", hidden=448),
 }
@@ -33,8 +41,25 @@ SHORT_DISTILL = dict(steps=32, batch_size=4, seq_len=256, warmup_steps=4, log_ev
                      checkpoint_every=16)
 # The same cuts scaled to tiny-llama (2 blocks, 4 heads in 2 groups, 128 channels, hidden 64).
 RUNLOCAL_CUTS = {"depth4": dict(blocks=1), "depth8": dict(blocks=1), "fuse4": dict(blocks=1),
+                 "laco4": dict(blocks=1), "lowrank4": dict(blocks=1, rank=8),
+                 # tiny-llama has 90,432 parameters
+                 "search100m": dict(search=dict(target_params=70_000, tolerance=0.05,
+                                                hidden_step=16, mlp_step=32, segments=2,
+                                                shortlist=2, rank_steps=2)),
+                 "search80m": dict(search=dict(target_params=50_000, tolerance=0.05,
+                                               hidden_step=16, mlp_step=32, segments=2,
+                                               shortlist=2, rank_steps=2)),
                  "mlp": dict(mlp_channels=96), "heads6": dict(heads_per_group=1),
                  "hidden448": dict(hidden=48)}
+
+
+def _dotted(prefix: str, fields: dict) -> dict:
+    """``{"search": {"segments": 2}}`` -> ``{"cut.search.segments": 2}``."""
+    out = {}
+    for key, value in fields.items():
+        out.update(_dotted(f"{prefix}.{key}", value) if isinstance(value, dict)
+                   else {f"{prefix}.{key}": value})
+    return out
 
 
 def get_config(arg=None):
@@ -51,8 +76,19 @@ def get_config(arg=None):
     config.calibration_batch_size = 8
     config.cut = ml_collections.ConfigDict(dict(
         kind="none", criterion="", blocks=0, heads_per_group=0, mlp_channels=0, hidden=0,
-        seq_agg="mean", batch_agg="l2"))
-    config.cut.update(CUTS[cuts[0]])
+        seq_agg="mean", batch_agg="l2",
+        # fuse cuts: how a pair becomes one block (jaxprune.structured.FUSION_METHODS) and
+        # the rank of the low-rank fit's updates
+        fusion="average", rank=64,
+        # search cuts (Minitron): the budget, the grid, the depth score, how the candidates
+        # are ranked (loss on the first `segments` calibration segments, then `rank_steps`
+        # distillation steps for the `shortlist` best); the width criterion is cut.criterion
+        search=ml_collections.ConfigDict(dict(
+            target_params=0, tolerance=0.02, hidden_step=64, mlp_step=128,
+            depth_criterion="block_influence", segments=8, shortlist=3, rank_steps=8))))
+    fields = dict(CUTS[cuts[0]])
+    config.cut.search.update(fields.pop("search", {}))
+    config.cut.update(fields)
     config.distill = ml_collections.ConfigDict(dict(enabled="distill" in parts,
                                                     temperature=1.0))
     # Distillation: 200 steps of 8 x 512 tokens of the Wikipedia text (819,200 tokens).
@@ -71,6 +107,8 @@ def get_config(arg=None):
         "calibration.source": "pydoc", "calibration.num_segments": 4,
         "calibration.length": 64, "train.steps": 20, "train.batch_size": 2,
         "train.checkpoint_every": 5, "train.log_every": 5, "train.warmup_steps": 2,
-        **{f"cut.{k}": v for k, v in RUNLOCAL_CUTS.get(cuts[0], {}).items()}})
+        **_dotted("cut", RUNLOCAL_CUTS.get(cuts[0], {}))})
+    if cuts[0] == "laco4":  # LaCo never fuses block 0: tiny-llama's 2 blocks leave no pair
+        overrides["model"] = "mini-llama"
     config.runlocal_overrides = tuple(overrides.items())
     return config

@@ -8,17 +8,19 @@ distillation checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
 from experiments import common, train_job
-from jaxprune import structured
+from jaxprune import structured, training
+from jaxprune.eval import perplexity
 
-KINDS = ("none", "depth", "width", "fuse")
+KINDS = ("none", "depth", "width", "fuse", "search")
 # config.cut.kind -> the registry of criteria it takes.
 CRITERIA = {"depth": structured.DEPTH_CRITERIA, "fuse": structured.FUSE_CRITERIA,
-            "width": structured.WIDTH_CRITERIA}
+            "width": structured.WIDTH_CRITERIA, "search": structured.WIDTH_CRITERIA}
 
 
 def check_config(config) -> None:
@@ -38,6 +40,13 @@ def check_config(config) -> None:
                          f"a {cut.kind} cut, got {cut.criterion!r}")
     if cut.kind in ("depth", "fuse"):
         common.check_int_fields("cut", cut, {"blocks": 1})
+    if cut.kind == "fuse":
+        if cut.fusion not in structured.FUSION_METHODS:
+            raise ValueError(f"config.cut.fusion must be one of "
+                             f"{list(structured.FUSION_METHODS)}, got {cut.fusion!r}")
+        common.check_int_fields("cut", cut, {"rank": 1})
+    if cut.kind == "search":
+        _check_search(cut.search)
     if cut.kind == "width":
         common.check_int_fields("cut", cut, {"heads_per_group": 0, "mlp_channels": 0,
                                              "hidden": 0})
@@ -47,8 +56,29 @@ def check_config(config) -> None:
     if not config.distill.temperature > 0:
         raise ValueError(f"config.distill.temperature must be > 0, got "
                          f"{config.distill.temperature!r}")
-    if config.distill.enabled:
+    if config.distill.enabled or cut.kind == "search":  # the search distils its shortlist
         train_job.check_config(common.copy_with(config, rule="dense"))
+
+
+def _check_search(search) -> None:
+    """Checks ``config.cut.search`` (the budgeted search's settings)."""
+    common.check_int_fields("cut.search", search, {
+        "target_params": 1, "hidden_step": 1, "mlp_step": 1, "segments": 1, "shortlist": 1,
+        "rank_steps": 1})
+    if search.depth_criterion not in structured.DEPTH_CRITERIA or structured.DEPTH_CRITERIA[
+            search.depth_criterion].runs:
+        allowed = [n for n, c in structured.DEPTH_CRITERIA.items() if not c.runs]
+        raise ValueError(f"config.cut.search.depth_criterion must be one of {allowed} (a score "
+                         f"per block), got {search.depth_criterion!r}")
+    if not 0 < search.tolerance < 1:
+        raise ValueError(f"config.cut.search.tolerance must be in (0, 1), got "
+                         f"{search.tolerance!r}")
+
+
+def search_grid(search) -> dict:
+    """The keyword settings of ``structured.candidate_shapes`` from ``config.cut.search``."""
+    return dict(tolerance=search.tolerance, hidden_step=search.hidden_step,
+                mlp_step=search.mlp_step)
 
 
 def check_cut_fits(cut, model_config) -> None:
@@ -61,9 +91,24 @@ def check_cut_fits(cut, model_config) -> None:
     if cut.kind == "depth" and cut.blocks >= c.num_layers:
         raise ValueError(f"config.cut.blocks must be below the model's {c.num_layers} blocks, "
                          f"got {cut.blocks}")
-    if cut.kind == "fuse" and 2 * cut.blocks > c.num_layers:
-        raise ValueError(f"config.cut.blocks={cut.blocks} fusions need {2 * cut.blocks} blocks, "
-                         f"the model has {c.num_layers}")
+    if cut.kind == "fuse":
+        method = fusion_method(cut)
+        lowest = 1 if method.keeps_first_block else 0
+        if 2 * cut.blocks > c.num_layers - lowest:
+            raise ValueError(f"config.cut.blocks={cut.blocks} fusions need {2 * cut.blocks} "
+                             f"blocks, the model has {c.num_layers - lowest} that "
+                             f"config.cut.fusion={cut.fusion!r} may fuse")
+        try:  # the method's own limits (rank, norms), on the first pair it could fuse
+            method.check(c, lowest, 2)
+        except ValueError as error:
+            raise ValueError(f"config.cut.fusion={cut.fusion!r}, config.cut.rank={cut.rank}: "
+                             f"{error}") from None
+    if cut.kind == "search":  # a budget no shape meets fails here, before any scoring
+        try:
+            structured.candidate_shapes(model_config, cut.search.target_params,
+                                        **search_grid(cut.search))
+        except ValueError as error:
+            raise ValueError(f"config.cut.search: {error}") from None
     if cut.kind == "width":
         per_group = min(h // kv for h, kv in zip(c.num_heads, c.num_kv_heads, strict=True))
         for field, limit in (("heads_per_group", per_group),
@@ -78,13 +123,60 @@ def check_cut_fits(cut, model_config) -> None:
 _CUT_FIELDS = ("model", "param_dtype", "calibration", "calibration_batch_size", "cut")
 
 
+def fusion_method(cut):
+    """The fusion method a ``config.cut`` section names (``structured.FUSION_METHODS``)."""
+    return structured.FUSION_METHODS[cut.fusion](cut)
+
+
 def _fields_key(config, names) -> tuple:
     """A hashable key for the fields ``names`` of ``config``."""
     return (names, common.config_fingerprint(
         config, ignore=tuple(k for k in config if k not in names)))
 
 
-def cut_model(config, model, segments: np.ndarray, *, cache=None):
+def ranking_distiller(config, resources: common.Resources, teacher):
+    """The search's short distillation of each shortlisted candidate: ``config.train`` with
+    ``config.cut.search.rank_steps`` steps, from ``teacher``, no checkpoints."""
+    steps = config.cut.search.rank_steps
+    settings = dataclasses.replace(
+        train_job.train_settings(config), steps=steps, checkpoint_every=steps,
+        warmup_steps=min(config.train.warmup_steps, steps // 4),
+        log_every=min(config.train.log_every, steps))
+    tokens = resources.text_tokens(config, config.train)
+    bos_id = resources.model(config)[1].sequence_start
+    return lambda student: training.distill(
+        student, teacher, tokens, settings, temperature=config.distill.temperature,
+        bos_id=bos_id)[0]
+
+
+def _search_cut(config, model, segments: np.ndarray, scored, distill_fn):
+    """The budgeted search's winner (not yet distilled) and the search's rows."""
+    cut, search, batch = config.cut, config.cut.search, config.calibration_batch_size
+    width = structured.WIDTH_CRITERIA[cut.criterion]
+    options = {o: cut[o] for o in width.options}
+    importance = scored(width.scores_key(options), lambda: width.importance(
+        model, segments, batch, **options))
+    depth_criterion = structured.DEPTH_CRITERIA[search.depth_criterion]
+    depth = scored(depth_criterion.scores_key(0), lambda: depth_criterion.scores(
+        model, segments, 0, batch))
+    plans = structured.plan_structured(
+        model.config, structured.StructuredScores(importance, np.asarray(depth)),
+        search.target_params, **search_grid(search))
+    # The ranking loss: the first calibration segments (never the evaluation text).
+    held = np.asarray(segments)[:search.segments]
+
+    def loss_fn(net):
+        return float(np.log(perplexity(net, held.ravel(), window=held.shape[1],
+                                       batch_size=batch, progress=False).perplexity))
+
+    result = structured.search_structured(model, plans, loss_fn=loss_fn, distill_fn=distill_fn,
+                                          shortlist=search.shortlist)
+    details = {"search": result.rows, "search_seconds": result.seconds,
+               "chosen": result.best.shape.label(), "removed": list(result.best.remove)}
+    return structured.cut_structured(model, result.best), details
+
+
+def cut_model(config, model, segments: np.ndarray, *, cache=None, distill_fn=None):
     """The student: ``model`` cut as ``config.cut`` says, with the scores that chose it.
 
     Args:
@@ -94,6 +186,8 @@ def cut_model(config, model, segments: np.ndarray, *, cache=None):
       cache: ``Resources.cached`` or None; with it, points of a sweep that share the model,
         calibration and criterion compute the scores once (drop-one perplexity evaluates the
         model once per block, minutes on a CPU).
+      distill_fn: for a search cut, the short distillation that ranks the shortlist
+        (``ranking_distiller``).
 
     Returns:
       ``(student, details)``; ``details`` holds the scores and what was removed.
@@ -109,6 +203,8 @@ def cut_model(config, model, segments: np.ndarray, *, cache=None):
             return compute()
         return cache(("scores", name, _fields_key(config, _CUT_FIELDS[:4])), compute)
 
+    if cut.kind == "search":
+        return _search_cut(config, model, segments, scored, distill_fn)
     if cut.kind == "width":
         options = {o: cut[o] for o in criterion.options}
         importance = scored(criterion.scores_key(options), lambda: criterion.importance(
@@ -119,13 +215,16 @@ def cut_model(config, model, segments: np.ndarray, *, cache=None):
         return structured.cut_width(model, plan), {"criterion": cut.criterion}
     scores = scored(criterion.scores_key(cut.blocks), lambda: criterion.scores(
         model, segments, cut.blocks, batch))
-    plan = criterion.plan(scores, cut.blocks)
     details = {"distances" if criterion.runs or criterion.fuse else "scores": scores.tolist()}
-    if plan.fuse:
-        details["fused"] = list(plan.fuse)
-    else:
+    if cut.kind == "depth":
+        plan = criterion.plan(scores, cut.blocks)
         details["removed"] = list(plan.remove)
-    return structured.cut_depth(model, plan), details
+        return structured.cut_depth(model, plan), details
+    method = fusion_method(cut)
+    plan = criterion.plan(scores, cut.blocks, lowest=1 if method.keeps_first_block else 0)
+    details["fused"] = list(plan.fuse)
+    return structured.cut_depth(model, plan, fusion=method, segments=segments,
+                                batch_size=batch), details
 
 
 def method_label(config) -> str:
@@ -134,8 +233,12 @@ def method_label(config) -> str:
         return "dense"
     if cut.kind == "depth":
         return f"depth -{cut.blocks} ({cut.criterion})"
+    if cut.kind == "search":
+        return (f"search {cut.search.target_params / 1e6:g}M ({cut.criterion}, "
+                f"{cut.search.depth_criterion})")
     if cut.kind == "fuse":
-        return f"fuse {cut.blocks} pairs ({cut.criterion})"
+        how = f"low-rank {cut.rank}" if cut.fusion == "lowrank" else cut.fusion
+        return f"fuse {cut.blocks} pairs, {how} ({cut.criterion})"
     parts = [f"{name} {cut[field]}" for field, name in
              (("heads_per_group", "heads/group"), ("mlp_channels", "mlp"),
               ("hidden", "hidden")) if cut[field]]
@@ -150,7 +253,7 @@ def prepare(config, resources: common.Resources) -> None:
     check_cut_fits(config.cut, model.config)
     resources.calibration_segments(config)
     resources.evaluation_tokens(config)
-    if config.distill.enabled:
+    if config.distill.enabled or config.cut.kind == "search":
         train_job.prepare(common.copy_with(config, rule="dense"), resources)
 
 
@@ -176,7 +279,10 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
     start = time.perf_counter()
-    student, details = cut_model(config, teacher, segments, cache=resources.cached)
+    distill_fn = (ranking_distiller(config, resources, teacher)
+                  if config.cut.kind == "search" else None)
+    student, details = cut_model(config, teacher, segments, cache=resources.cached,
+                                 distill_fn=distill_fn)
     cut_seconds = time.perf_counter() - start
     # The distilled point of a sweep follows its cut-only twin: the cut model's evaluation
     # is the same computation, so it is kept rather than repeated.

@@ -261,8 +261,9 @@ def test_distillation_kl_matches_its_definition():
 
 @pytest.mark.parametrize("cut, criterion", [
     ("dense", ""), ("depth4", "block_influence"), ("depth4", "angular"),
-    ("depth4", "drop_one"), ("fuse4", "angular"), ("heads6", "activation"), ("mlp", "magnitude"),
-    ("hidden448", "taylor")])
+    ("depth4", "drop_one"), ("fuse4", "angular"), ("lowrank4", "angular"),
+    ("heads6", "activation"), ("mlp", "magnitude"), ("hidden448", "taylor"),
+    ("search80m", "activation")])
 def test_structured_job_cuts_every_way(cut, criterion):
     from configs import structured as structured_config
     from experiments import common, structured_job
@@ -288,8 +289,13 @@ def test_structured_job_cuts_every_way(cut, criterion):
     else:
         assert metrics["params"] < teacher.config.num_params()
     assert 1.0 < metrics["perplexity"] < 1000 and metrics["tokens_per_second"] > 0
-    if cut in ("depth4", "fuse4"):
+    if cut in ("depth4", "fuse4", "lowrank4"):
         assert student.config.num_layers == teacher.config.num_layers - 1
+    if cut == "search80m":  # the winner is one of the candidates, each within the budget
+        rows = outcome["details"]["search"]
+        assert len(rows) >= 2 and sum("distilled_loss" in r for r in rows) == 2
+        assert metrics["params"] in [r["params"] for r in rows]
+        assert all(abs(r["params"] - 50_000) <= 2_500 for r in rows)
 
 
 @pytest.mark.parametrize(
@@ -302,6 +308,21 @@ def test_structured_job_cuts_every_way(cut, criterion):
         ("--config.cut.kind=diagonal", "config.cut.kind must be one of"),
         ("--config.cut.kind=fuse --config.cut.criterion=angular --config.cut.blocks=2",
          "config.cut.blocks=2 fusions need 4 blocks, the model has 2"),
+        ("--config.cut.kind=fuse --config.cut.criterion=angular --config.cut.blocks=1 "
+         "--config.cut.fusion=laco", "config.cut.blocks=1 fusions need 2 blocks, the model "
+                                    "has 1 that config.cut.fusion='laco' may fuse"),
+        ("--config.cut.kind=fuse --config.cut.criterion=angular --config.cut.blocks=1 "
+         "--config.cut.fusion=svd", "config.cut.fusion must be one of ['average', 'laco', "
+                                    "'lowrank'], got 'svd'"),
+        ("--config.cut.kind=fuse --config.cut.criterion=angular --config.cut.blocks=1 "
+         "--config.cut.fusion=lowrank --config.cut.rank=65", "config.cut.rank=65: rank must "
+                                                             "be an integer in [1, 64]"),
+        ("--config.cut.kind=search --config.cut.criterion=activation "
+         "--config.cut.search.target_params=1000", "config.cut.search: no shape is within 2% "
+                                                   "of target_params=1,000"),
+        ("--config.cut.kind=search --config.cut.criterion=activation "
+         "--config.cut.search.target_params=50000 --config.cut.search.depth_criterion=angular",
+         "config.cut.search.depth_criterion must be one of ['block_influence', 'drop_one']"),
     ],
 )
 def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
@@ -389,14 +410,13 @@ def test_structured_benchmark_runlocal(tmp_path, capsys):
     import json
 
     from configs import bench_structured as bench_config
-    from configs import structured as structured_config
     from experiments import bench_structured, common
 
     config = common.apply_runlocal(bench_config.get_config("runlocal"))
     config.out = str(tmp_path / "bench.json")
     bench_structured.report(config, bench_structured.time_cuts(config))
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert [r["cut"] for r in rows] == list(structured_config.CUTS)
+    assert [r["cut"] for r in rows] == list(bench_config.SHAPE_CUTS)
     assert rows[0]["vs dense"] == 1.0
     assert all(r["params"] < rows[0]["params"] and len(r["runs"]) == 2 for r in rows[1:])
     assert "| dense |" in capsys.readouterr().out

@@ -2,7 +2,9 @@
 
 Surgery (``prune_width``, ``remove_blocks``, ``fuse_blocks``), width importance (activation,
 magnitude, Taylor) and depth scores; cut plans from scores and targets (``plan_width``,
-``plan_depth``, ``cut_width``, ``cut_depth``); the criteria as values in ``registry``.
+``plan_depth``, ``cut_width``, ``cut_depth``); layer fusion (``fuse_runs`` with ``AVERAGE``,
+``LACO`` or a ``LowRankFusion``); Minitron's budgeted search (``plan_structured``,
+``search_structured``); the criteria as values in ``registry``.
 Distillation after a cut is ``jaxprune.training.distill``. See docs/structured.md.
 """
 
@@ -13,6 +15,16 @@ from jaxprune.structured.depth import (
     closest_pairs,
     drop_one_perplexity,
     least_important,
+)
+from jaxprune.structured.fusion import (
+    AVERAGE,
+    LACO,
+    AverageFusion,
+    LaCoFusion,
+    LowRankFusion,
+    RunFusion,
+    fuse_runs,
+    reduced_rank_ridge,
 )
 from jaxprune.structured.importance import (
     Importance,
@@ -32,15 +44,45 @@ from jaxprune.structured.plans import (
 from jaxprune.structured.registry import (
     DEPTH_CRITERIA,
     FUSE_CRITERIA,
+    FUSION_METHODS,
     WIDTH_CRITERIA,
     DepthCriterion,
     WidthCriterion,
 )
+from jaxprune.structured.search import (
+    SearchResult,
+    Shape,
+    StructuredPlan,
+    StructuredScores,
+    candidate_shapes,
+    cut_structured,
+    plan_structured,
+    search_structured,
+    shape_params,
+)
 from jaxprune.structured.surgery import fuse_blocks, prune_width, remove_blocks
 
 __all__ = [
+    "AVERAGE",
+    "LACO",
+    "AverageFusion",
+    "LaCoFusion",
+    "LowRankFusion",
+    "RunFusion",
+    "SearchResult",
+    "Shape",
+    "StructuredPlan",
+    "StructuredScores",
+    "candidate_shapes",
+    "cut_structured",
+    "plan_structured",
+    "search_structured",
+    "shape_params",
+    "fuse_runs",
+    "reduced_rank_ridge",
     "DEPTH_CRITERIA",
     "FUSE_CRITERIA",
+    "FUSION_METHODS",
     "WIDTH_CRITERIA",
     "DepthCriterion",
     "DepthPlan",

@@ -99,7 +99,7 @@ def least_important(scores: np.ndarray, count: int) -> list[int]:
     return sorted(np.argsort(scores, kind="stable")[:count].tolist())
 
 
-def closest_pairs(distances: np.ndarray, count: int) -> list[int]:
+def closest_pairs(distances: np.ndarray, count: int, *, lowest: int = 0) -> list[int]:
     """``count`` non-overlapping pairs of consecutive blocks to fuse, most similar first.
 
     Args:
@@ -107,6 +107,8 @@ def closest_pairs(distances: np.ndarray, count: int) -> list[int]:
         the inputs of blocks ``l`` and ``l + 2``, how much the pair ``(l, l + 1)`` changes the
         residual stream together.
       count: how many pairs.
+      lowest: the lowest block a pair may start at (1 for a fusion method that never fuses
+        block 0).
 
     Returns:
       The first block of each chosen pair, sorted; greedily the smallest distance whose pair
@@ -122,11 +124,12 @@ def closest_pairs(distances: np.ndarray, count: int) -> list[int]:
     for start in np.argsort(distances, kind="stable").tolist():
         if len(chosen) == count:
             break
-        if start in taken or start + 1 in taken:
+        if start < lowest or start in taken or start + 1 in taken:
             continue
         chosen.append(start)
         taken.update((start, start + 1))
     if len(chosen) < count:
         raise ValueError(f"count={count} disjoint pairs of consecutive blocks do not exist among "
-                         f"{distances.size + 1} blocks (greedy choice found {len(chosen)})")
+                         f"blocks {lowest}..{distances.size} (greedy choice found "
+                         f"{len(chosen)})")
     return sorted(chosen)

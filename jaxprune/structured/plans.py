@@ -12,8 +12,9 @@ import dataclasses
 import numpy as np
 
 from jaxprune.structured.depth import closest_pairs, least_important
+from jaxprune.structured.fusion import AVERAGE, fuse_runs
 from jaxprune.structured.importance import Importance
-from jaxprune.structured.surgery import fuse_blocks, prune_width, remove_blocks
+from jaxprune.structured.surgery import prune_width, remove_blocks
 
 
 def keep_top(scores: np.ndarray, count: int) -> list[int]:
@@ -104,7 +105,7 @@ class DepthPlan:
 
 
 def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
-               fuse: bool = False) -> DepthPlan:
+               fuse: bool = False, lowest: int = 0) -> DepthPlan:
     """The blocks to drop (or pairs to fuse) from depth scores.
 
     Args:
@@ -114,6 +115,7 @@ def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
       blocks: how many blocks fewer.
       contiguous: drop the run of ``blocks`` consecutive blocks with the lowest score.
       fuse: merge ``blocks`` disjoint pairs, most similar first (``closest_pairs``).
+      lowest: with ``fuse``, the lowest block a pair may start at.
 
     Returns:
       A ``DepthPlan``.
@@ -126,16 +128,27 @@ def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
       runs of blocks).
     """
     if fuse:
-        return DepthPlan(fuse=tuple(closest_pairs(scores, blocks)))
+        return DepthPlan(fuse=tuple(closest_pairs(scores, blocks, lowest=lowest)))
     if contiguous:
         start = int(np.argmin(np.asarray(scores)))
         return DepthPlan(remove=tuple(range(start, start + blocks)))
     return DepthPlan(remove=tuple(least_important(scores, blocks)))
 
 
-def cut_depth(model, plan: DepthPlan):
-    """A new model without the plan's blocks, then with its pairs fused."""
+def cut_depth(model, plan: DepthPlan, *, fusion=AVERAGE, segments: np.ndarray | None = None,
+              batch_size: int = 8):
+    """A new model without the plan's blocks, then with its pairs fused.
+
+    Args:
+      model: the model (not changed).
+      plan: the cut.
+      fusion: how a pair becomes one block (``jaxprune.structured.fusion``: ``AVERAGE``,
+        ``LACO``, a ``LowRankFusion``).
+      segments: calibration token ids for a fusion method that fits on data.
+      batch_size: segments per forward pass of such a fit.
+    """
     student = remove_blocks(model, list(plan.remove)) if plan.remove else model
-    for start in reversed(plan.fuse):  # from the top, so lower indices stay valid
-        student = fuse_blocks(student, start)
+    if plan.fuse:
+        student = fuse_runs(student, plan.fuse, 2, fusion, segments=segments,
+                            batch_size=batch_size)
     return student

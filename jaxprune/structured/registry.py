@@ -3,7 +3,8 @@
 A depth criterion scores blocks (or runs of blocks) and turns the scores into a ``DepthPlan``;
 a width criterion gives the ``Importance`` of every head, channel and hidden unit for
 ``plan_width``. Configs name them (``config.cut.criterion = "taylor"``) through the three
-registries below, the only place the names live.
+registries below, the only place the names live; ``FUSION_METHODS`` names the ways a fused
+pair becomes one block.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxprune.structured.depth import angular_distances, block_influence, drop_one_perplexity
+from jaxprune.structured.fusion import AVERAGE, LACO, LowRankFusion, RunFusion
 from jaxprune.structured.importance import (
     Importance,
     activation_importance,
@@ -48,9 +50,9 @@ class DepthCriterion:
         """The criterion's scores on the calibration segments."""
         return self.score_fn(model, segments, blocks, batch_size)
 
-    def plan(self, scores: np.ndarray, blocks: int) -> DepthPlan:
-        """The plan ``blocks`` fewer."""
-        return plan_depth(scores, blocks, contiguous=self.runs, fuse=self.fuse)
+    def plan(self, scores: np.ndarray, blocks: int, *, lowest: int = 0) -> DepthPlan:
+        """The plan ``blocks`` fewer (fused pairs start at block ``lowest`` or above)."""
+        return plan_depth(scores, blocks, contiguous=self.runs, fuse=self.fuse, lowest=lowest)
 
 
 def _drop_one(model, segments, blocks, batch_size):
@@ -70,6 +72,15 @@ DEPTH_CRITERIA = {
 FUSE_CRITERIA = {
     "angular": DepthCriterion(
         "angular2", lambda m, s, n, b: angular_distances(m, s, 2, batch_size=b), fuse=True),
+}
+
+
+# How a fused pair becomes one block (config.cut.fusion); each entry builds the method from
+# the config's cut section (the low-rank fit takes config.cut.rank).
+FUSION_METHODS: dict[str, Callable[..., RunFusion]] = {
+    "average": lambda cut: AVERAGE,
+    "laco": lambda cut: LACO,
+    "lowrank": lambda cut: LowRankFusion(rank=cut.rank),
 }
 
 
