@@ -85,7 +85,8 @@ def get_config(arg=None):
         # distillation steps for the `shortlist` best); the width criterion is cut.criterion
         search=ml_collections.ConfigDict(dict(
             target_params=0, tolerance=0.02, hidden_step=64, mlp_step=128,
-            depth_criterion="block_influence", segments=8, shortlist=3, rank_steps=8))))
+            depth_criterion="block_influence", segments=8, shortlist=3, rank_steps=8,
+            axes="depth,width"))))
     fields = dict(CUTS[cuts[0]])
     config.cut.search.update(fields.pop("search", {}))
     config.cut.update(fields)

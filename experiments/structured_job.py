@@ -70,6 +70,10 @@ def _check_search(search) -> None:
         allowed = [n for n, c in structured.DEPTH_CRITERIA.items() if not c.runs]
         raise ValueError(f"config.cut.search.depth_criterion must be one of {allowed} (a score "
                          f"per block), got {search.depth_criterion!r}")
+    axes = [a for a in search.axes.split(",") if a]
+    if not axes or any(a not in structured.SEARCH_AXES for a in axes):
+        raise ValueError(f"config.cut.search.axes must be a comma-separated subset of "
+                         f"{list(structured.SEARCH_AXES)}, got {search.axes!r}")
     if not 0 < search.tolerance < 1:
         raise ValueError(f"config.cut.search.tolerance must be in (0, 1), got "
                          f"{search.tolerance!r}")
@@ -78,7 +82,7 @@ def _check_search(search) -> None:
 def search_grid(search) -> dict:
     """The keyword settings of ``structured.candidate_shapes`` from ``config.cut.search``."""
     return dict(tolerance=search.tolerance, hidden_step=search.hidden_step,
-                mlp_step=search.mlp_step)
+                mlp_step=search.mlp_step, axes=tuple(a for a in search.axes.split(",") if a))
 
 
 def check_cut_fits(cut, model_config) -> None:
@@ -234,8 +238,8 @@ def method_label(config) -> str:
     if cut.kind == "depth":
         return f"depth -{cut.blocks} ({cut.criterion})"
     if cut.kind == "search":
-        return (f"search {cut.search.target_params / 1e6:g}M ({cut.criterion}, "
-                f"{cut.search.depth_criterion})")
+        return (f"search {cut.search.target_params / 1e6:g}M, {cut.search.axes} "
+                f"({cut.criterion}, {cut.search.depth_criterion})")
     if cut.kind == "fuse":
         how = f"low-rank {cut.rank}" if cut.fusion == "lowrank" else cut.fusion
         return f"fuse {cut.blocks} pairs, {how} ({cut.criterion})"

@@ -54,6 +54,17 @@ def test_every_plan_meets_the_budget_and_keeps_whole_groups(target):
     assert distances == sorted(distances)
 
 
+def test_depth_only_and_width_only_searches_stay_on_their_axis():
+    config = tiny(layers=6).config
+    depth = structured.candidate_shapes(config, 30_000, tolerance=0.1, axes=("depth",), **GRID)
+    width = structured.candidate_shapes(config, 30_000, tolerance=0.1, axes=("width",), **GRID)
+    assert depth and width
+    assert all((s.heads_per_group, s.mlp_channels, s.hidden) == (2, 48, 32) for s in depth)
+    assert all(s.blocks_removed == 0 for s in width)
+    both = set(structured.candidate_shapes(config, 30_000, tolerance=0.1, **GRID))
+    assert set(depth) | set(width) <= both
+
+
 def test_plans_follow_the_scores():
     model = tiny()
     s = scores(model)
@@ -95,8 +106,9 @@ def test_search_ranks_deterministically_and_distils_the_shortlist():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(target_params=1_000), r"no shape is within 2% of target_params=1,000: the grid "
-                                r"reaches [\d,]+ to [\d,]+ parameters"),
+    (dict(target_params=1_000), r"no shape is within 2% of target_params=1,000 \(axes .*\): "
+                                r"the full grid reaches [\d,]+ to [\d,]+ parameters"),
+    (dict(target_params=30_000, axes=("depth", "heads")), r"axes must name some of"),
     (dict(target_params=30_000, tolerance=0.0), r"tolerance must be in \(0, 1\)"),
     (dict(target_params=30_000, max_blocks_removed=4), r"max_blocks_removed must be in \[0, 3\]"),
     (dict(target_params=30_000, mlp_step=0), "mlp_step must be a positive integer"),

@@ -108,6 +108,29 @@ def test_the_structured_zeroshot_sweep_scores_both_cuts_before_and_after_distill
     assert resolved[0].eval.zeroshot.tasks.split(",") == list(PAPER_TASKS)
 
 
+@pytest.mark.parametrize("part, count", [("fusion", 16), ("search", 6)])
+def test_the_fusion_and_search_sweeps_resolve_to_checked_points(part, count):
+    from configs.sweeps import fusion_search
+
+    config = fusion_search.get_config(part)
+    for field in ("calibration", "train", "eval"):
+        config.base[field].path = "text"  # as the launch command sets them
+    resolved = [cfg for _, cfg, _ in sweep.resolve_points(config)]
+    assert len(resolved) == count and all(c.model == "smollm2-135m" for c in resolved)
+    if part == "search":
+        assert {(c.cut.search.target_params, c.cut.search.axes) for c in resolved} == {
+            (b, a) for b in (100_000_000, 80_000_000)
+            for a in ("depth,width", "depth", "width")}
+    else:
+        assert {c.cut.fusion for c in resolved if c.cut.kind == "fuse"} == {
+            "average", "laco", "lowrank"}
+    small = sweep.resolve_points(common.apply_runlocal(fusion_search.get_config(
+        f"{part},runlocal")))
+    assert all(cfg.model == "mini-llama" for _, cfg, _ in small)
+    with pytest.raises(ValueError, match="takes 'fusion' or 'search'"):
+        fusion_search.get_config("both")
+
+
 def test_sparsity_curve_points():
     config = sparsity_curve.get_config()
     assert config.points[0] == {"method": "dense"}
@@ -193,7 +216,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 23  # 11 job configs, 4 benchmarks, a parity check and 7 sweeps
+    assert checked == 24  # 11 job configs, 4 benchmarks, a parity check and 8 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():

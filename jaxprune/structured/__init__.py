@@ -49,6 +49,7 @@ from jaxprune.structured.registry import (
     DepthCriterion,
     WidthCriterion,
 )
+from jaxprune.structured.search import AXES as SEARCH_AXES
 from jaxprune.structured.search import (
     SearchResult,
     Shape,
@@ -69,6 +70,7 @@ __all__ = [
     "LaCoFusion",
     "LowRankFusion",
     "RunFusion",
+    "SEARCH_AXES",
     "SearchResult",
     "Shape",
     "StructuredPlan",

@@ -68,15 +68,20 @@ def shape_params(config, blocks_removed: int, heads_per_group: int, mlp_channels
     return cut.num_params(include_embeddings=include_embeddings)
 
 
+AXES = ("depth", "width")
+
+
 def candidate_shapes(config, target_params: int, *, tolerance: float = 0.02,
                      hidden_step: int = 64, mlp_step: int = 64,
-                     max_blocks_removed: int | None = None) -> list[Shape]:
+                     max_blocks_removed: int | None = None,
+                     axes: Sequence[str] = AXES) -> list[Shape]:
     """Every grid shape within ``tolerance`` of ``target_params`` (embeddings included),
     closest to the budget first.
 
     Widths shrink in steps of ``hidden_step`` and ``mlp_step`` (down to one step), query heads
     per key/value group from all to one (grouped-query attention keeps its groups), blocks
-    removed from none to ``max_blocks_removed`` (default: half the model).
+    removed from none to ``max_blocks_removed`` (default: half the model). ``axes`` limits the
+    search to depth alone or width alone (the baselines a combined shape is compared with).
 
     Raises:
       ValueError: for a model with per-block widths, settings out of range, or a budget no
@@ -94,20 +99,26 @@ def candidate_shapes(config, target_params: int, *, tolerance: float = 0.02,
     for name, step in (("hidden_step", hidden_step), ("mlp_step", mlp_step)):
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise ValueError(f"{name} must be a positive integer, got {step!r}")
+    if not axes or any(a not in AXES for a in axes):
+        raise ValueError(f"axes must name some of {list(AXES)}, got {list(axes)}")
     per_group = config.num_heads[0] // config.num_kv_heads[0]
+    width = "width" in axes
     shapes = []
     for removed, heads, mlp, hidden in itertools.product(
-            range(max_removed + 1), range(per_group, 0, -1),
-            _grid(config.intermediate_size[0], mlp_step, mlp_step),
-            _grid(config.hidden_size, hidden_step, hidden_step)):
+            range(max_removed + 1) if "depth" in axes else [0],
+            range(per_group, 0, -1) if width else [per_group],
+            _grid(config.intermediate_size[0], mlp_step, mlp_step) if width
+            else [config.intermediate_size[0]],
+            _grid(config.hidden_size, hidden_step, hidden_step) if width
+            else [config.hidden_size]):
         params = shape_params(config, removed, heads, mlp, hidden)
         if abs(params - target_params) <= tolerance * target_params:
             shapes.append(Shape(removed, heads, mlp, hidden, params))
     if not shapes:
         smallest = shape_params(config, max_removed, 1, mlp_step, hidden_step)
         raise ValueError(f"no shape is within {tolerance:.0%} of target_params="
-                         f"{target_params:,}: the grid reaches {smallest:,} to "
-                         f"{config.num_params():,} parameters")
+                         f"{target_params:,} (axes {list(axes)}): the full grid reaches "
+                         f"{smallest:,} to {config.num_params():,} parameters")
     return sorted(shapes, key=lambda s: (abs(s.params - target_params), s.blocks_removed,
                                          -s.hidden, -s.mlp_channels))
 
