@@ -127,6 +127,16 @@ def check_cut_fits(cut, model_config) -> None:
 _CUT_FIELDS = ("model", "param_dtype", "calibration", "calibration_batch_size", "cut")
 
 
+def cut_key(config, *extra: str) -> tuple:
+    """A hashable key of what the cut model (and ``extra`` fields) depend on: a search's
+    winner also on its ranking distillation (the training text and settings, the seed, the
+    temperature), not on whether the winner is distilled afterwards."""
+    key = _fields_key(config, _CUT_FIELDS + extra)
+    if config.cut.kind == "search":
+        key += (_fields_key(config, ("train", "seed")), config.distill.temperature)
+    return key
+
+
 def fusion_method(cut):
     """The fusion method a ``config.cut`` section names (``structured.FUSION_METHODS``)."""
     return structured.FUSION_METHODS[cut.fusion](cut)
@@ -154,7 +164,7 @@ def ranking_distiller(config, resources: common.Resources, teacher):
 
 
 def _search_cut(config, model, segments: np.ndarray, scored, distill_fn):
-    """The budgeted search's winner (not yet distilled) and the search's rows."""
+    """The budgeted search's winning plan and the search's rows."""
     cut, search, batch = config.cut, config.cut.search, config.calibration_batch_size
     width = structured.WIDTH_CRITERIA[cut.criterion]
     options = {o: cut[o] for o in width.options}
@@ -177,7 +187,7 @@ def _search_cut(config, model, segments: np.ndarray, scored, distill_fn):
                                           shortlist=search.shortlist)
     details = {"search": result.rows, "search_seconds": result.seconds,
                "chosen": result.best.shape.label(), "removed": list(result.best.remove)}
-    return structured.cut_structured(model, result.best), details
+    return result.best, details
 
 
 def cut_model(config, model, segments: np.ndarray, *, cache=None, distill_fn=None):
@@ -207,8 +217,10 @@ def cut_model(config, model, segments: np.ndarray, *, cache=None, distill_fn=Non
             return compute()
         return cache(("scores", name, _fields_key(config, _CUT_FIELDS[:4])), compute)
 
-    if cut.kind == "search":
-        return _search_cut(config, model, segments, scored, distill_fn)
+    if cut.kind == "search":  # a sweep's twin points (cut only, distilled) search once
+        search = lambda: _search_cut(config, model, segments, scored, distill_fn)  # noqa: E731
+        plan, details = search() if cache is None else cache(("search", cut_key(config)), search)
+        return structured.cut_structured(model, plan), details
     if cut.kind == "width":
         options = {o: cut[o] for o in criterion.options}
         importance = scored(criterion.scores_key(options), lambda: criterion.importance(
@@ -290,11 +302,11 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
     cut_seconds = time.perf_counter() - start
     # The distilled point of a sweep follows its cut-only twin: the cut model's evaluation
     # is the same computation, so it is kept rather than repeated.
-    before = resources.cached(("cut-eval", _fields_key(config, _CUT_FIELDS + ("eval",))),
+    before = resources.cached(("cut-eval", cut_key(config, "eval")),
                               lambda: common.evaluate(student, eval_tokens, config.eval,
                                                       tokenizer))
     zeroshot_before = resources.cached(
-        ("cut-zeroshot", _fields_key(config, _CUT_FIELDS + ("eval",))),
+        ("cut-zeroshot", cut_key(config, "eval")),
         lambda: common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot, " before"))
     metrics = {
         "method": method_label(config),

@@ -288,7 +288,9 @@ class LowRankFusion(RunFusion):
         """
         self.check(model.config, first, length)
         if reference is None:
-            reference, reference_first = model, first
+            reference = model
+        if reference_first is None:
+            reference_first = first
         started = time.perf_counter()
         segments = np.asarray(segments)
         inputs = _run_inputs(model, first, segments, batch_size)
