@@ -178,6 +178,26 @@ def test_length_buckets_grow_by_at_most_half():
     assert all(later <= 1.5 * earlier for earlier, later in steps)
 
 
+def test_each_length_bucket_has_one_read_width_that_fits_every_batch():
+    rng = np.random.default_rng(4)
+    pairs = [loglikelihood.TokenizedRequest(rng.integers(1, 64, int(rng.integers(2, 70))),
+                                            rng.integers(1, 64, int(rng.integers(1, 12))))
+             for _ in range(40)]
+    packed = sorted((loglikelihood.pack_group([p]) for p in pairs), key=lambda g: -g.tokens.size)
+    batches = [packed[i:i + 4] for i in range(0, len(packed), 4)]
+    shapes = loglikelihood.batch_shapes(batches)
+    widths = {}
+    for batch, (length, width) in zip(batches, shapes, strict=True):
+        assert length >= max(g.tokens.size for g in batch)
+        assert width >= max(g.reads.size for g in batch)
+        assert widths.setdefault(length, width) == width
+    # the width is the bucket of the most reads in that length, not more
+    for length, width in widths.items():
+        most = max(g.reads.size for b, s in zip(batches, shapes, strict=True) if s[0] == length
+                   for g in b)
+        assert width == loglikelihood.length_bucket(most)
+
+
 def test_document_metrics_follow_the_harness():
     doc = Document((Request("q", " a"), Request("q", " bbbb")), gold=1, choices=("a", "bbbb"))
     scores = lambda *lls: [loglikelihood.Score(ll, False) for ll in lls]  # noqa: E731

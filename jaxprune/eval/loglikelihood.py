@@ -15,7 +15,8 @@ request's tokens see the prefix and their own earlier tokens only. The log-likel
 those of scoring each request alone (up to float rounding), for about half the tokens on the
 paper tasks. Packed sequences are scored longest first, a few per forward pass, padded on
 the right to a few length buckets (one compiled program per bucket shape); only the positions
-that predict continuation tokens go through the LM head.
+that predict continuation tokens go through the LM head, padded to one width per length
+bucket.
 """
 
 from __future__ import annotations
@@ -196,11 +197,23 @@ def _continuation_scores(graphdef, state, tokens, positions, segments, reads, ta
                                    reads, targets, owners, num_requests)
 
 
-def _batch_arrays(groups: list[PackedGroup], rows: int) -> tuple[np.ndarray, ...]:
-    """Right-padded arrays of a batch; padding tokens form their own segment (-1), which no
-    real token attends to, and padding reads belong to no request (-1)."""
-    length = length_bucket(max(g.tokens.size for g in groups), 16)
-    width = length_bucket(max(g.reads.size for g in groups))
+def batch_shapes(batches: list[list[PackedGroup]]) -> list[tuple[int, int]]:
+    """The padded ``(length, reads)`` of each batch: the length bucket of its longest
+    sequence, and one read width per length bucket (that of the most reads among every batch
+    of the bucket), so each length compiles one program: half the programs on the paper tasks
+    for about 3% more LM-head work."""
+    lengths = [length_bucket(max(g.tokens.size for g in batch), 16) for batch in batches]
+    most_reads: dict[int, int] = {}
+    for length, batch in zip(lengths, batches, strict=True):
+        most_reads[length] = max(most_reads.get(length, 0), *(g.reads.size for g in batch))
+    return [(length, length_bucket(most_reads[length])) for length in lengths]
+
+
+def _batch_arrays(groups: list[PackedGroup], rows: int, length: int,
+                  width: int) -> tuple[np.ndarray, ...]:
+    """Right-padded arrays of a batch, ``[rows, length]`` and ``[rows, width]``; padding tokens
+    form their own segment (-1), which no real token attends to, and padding reads belong to
+    no request (-1)."""
     tokens = np.zeros((rows, length), np.int32)
     positions = np.zeros((rows, length), np.int32)
     segments = np.full((rows, length), -1, np.int32)
@@ -252,9 +265,10 @@ def score_groups(model, groups: list[list[TokenizedRequest]], *, batch_size: int
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(packed), unit=unit, desc="log-likelihood", disable=not progress)
-    for first in range(0, len(order), batch_size):
-        chosen = order[first:first + batch_size]
-        arrays = _batch_arrays([packed[i] for i in chosen], batch_size)
+    batches = [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
+    shapes = batch_shapes([[packed[i] for i in chosen] for chosen in batches])
+    for chosen, (length, width) in zip(batches, shapes, strict=True):
+        arrays = _batch_arrays([packed[i] for i in chosen], batch_size, length, width)
         sums, greedy = _continuation_scores(graphdef, state, *map(jnp.asarray, arrays),
                                             num_requests)
         sums, greedy = np.asarray(sums, np.float64), np.asarray(greedy)
