@@ -180,8 +180,9 @@ def _continuation_scores_fn(model, tokens, positions, segments, reads, targets, 
         h = layer(h, cos, sin, masks[layer.self_attn.window])
     picked = jnp.take_along_axis(h, reads[..., None], axis=1)  # [B, N, hidden]
     logits = model.head(picked).astype(jnp.float32)
-    target_logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None],
-                                      axis=-1)[..., 0]
+    # The target's logit minus logsumexp: no [B, N, vocab] log-softmax array is written.
+    target_logp = (jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+                   - jax.nn.logsumexp(logits, axis=-1))
     greedy_token = jnp.argmax(logits, axis=-1) == targets
     owned = owners[..., None] == jnp.arange(num_requests)  # [B, N, R]; padding owns nothing
     sums = jnp.einsum("bn,bnr->br", target_logp, owned.astype(jnp.float32))
