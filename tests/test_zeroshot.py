@@ -170,6 +170,22 @@ def test_jit_and_eager_agree(tiny):
         assert a.is_greedy == b.is_greedy
 
 
+def test_scanned_blocks_equal_the_blocks_one_after_another(tiny):
+    from jaxprune import structured
+
+    # Uniform blocks are scanned; a model cut to per-block widths runs them in turn.
+    ragged = structured.prune_width(tiny, mlp_channels={0: list(range(40))})
+    for model in (tiny, ragged):
+        h = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 32))
+        cos, sin = model.rope(7)
+        expected = h
+        for block in model.layers:
+            expected = block(expected, cos, sin)
+        got = jax.jit(lambda x, m=model, c=cos, s=sin: loglikelihood._run_blocks(
+            list(m.layers), x, c, s, {None: None}))(h)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_length_buckets_grow_by_at_most_half():
     buckets = sorted({loglikelihood.length_bucket(n) for n in range(1, 3000)})
     assert buckets[:8] == [8, 12, 16, 24, 32, 48, 64, 96]

@@ -14,7 +14,8 @@ with rotary positions as in the request's own sequence and an attention mask tha
 request's tokens see the prefix and their own earlier tokens only. The log-likelihoods are
 those of scoring each request alone (up to float rounding), for about half the tokens on the
 paper tasks. Packed sequences are scored longest first, a few per forward pass, padded on
-the right to a few length buckets (one compiled program per bucket shape); only the positions
+the right to a few length buckets (one compiled program per bucket shape, the blocks scanned
+when they share a structure); only the positions
 that predict continuation tokens go through the LM head, padded to one width per length
 bucket.
 """
@@ -167,6 +168,22 @@ def pack_group(pairs: list[TokenizedRequest], max_length: int = 2048) -> PackedG
                        join(targets), join(owners))
 
 
+def _run_blocks(blocks: list, h, cos, sin, masks: dict):
+    """The blocks on ``h``: one ``lax.scan`` over their stacked weights when every block has
+    the same structure (one block to compile instead of all of them: 1.1 s against 4.9 s per
+    batch shape on SmolLM2, same speed), else one after another."""
+    graphs = [nnx.split(block)[0] for block in blocks]
+    if any(g != graphs[0] for g in graphs[1:]):
+        for block in blocks:
+            h = block(h, cos, sin, masks[block.self_attn.window])
+        return h
+    mask = masks[blocks[0].self_attn.window]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(b) for b in blocks])
+    h, _ = jax.lax.scan(lambda x, state: (nnx.merge(graphs[0], state)(x, cos, sin, mask), None),
+                        h, stacked)
+    return h
+
+
 def _continuation_scores_fn(model, tokens, positions, segments, reads, targets, owners,
                             num_requests):
     behind = positions[:, :, None] - positions[:, None, :]  # [B, query, key]
@@ -174,10 +191,8 @@ def _continuation_scores_fn(model, tokens, positions, segments, reads, targets, 
     # One mask per attention window among the blocks ([B, 1, query, key]).
     masks = {window: (visible_keys(behind, window) & own_request)[:, None]
              for window in set(model.config.attention_windows)}
-    h = model.embed(tokens)
     cos, sin = model.rope_at(positions)
-    for layer in model.layers:
-        h = layer(h, cos, sin, masks[layer.self_attn.window])
+    h = _run_blocks(list(model.layers), model.embed(tokens), cos, sin, masks)
     picked = jnp.take_along_axis(h, reads[..., None], axis=1)  # [B, N, hidden]
     logits = model.head(picked).astype(jnp.float32)
     # The target's logit minus logsumexp: no [B, N, vocab] log-softmax array is written.
