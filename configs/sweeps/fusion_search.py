@@ -34,11 +34,14 @@ AXES = ("depth,width", "depth", "width")
 
 def _fusion_points(runlocal: bool) -> list[dict]:
     sizes = (1,) if runlocal else (4, 8)
-    cuts = [{"cut.kind": "depth", "cut.criterion": "block_influence", "cut.blocks": n}
-            for n in sizes]
-    cuts += [{"cut.kind": "fuse", "cut.criterion": "angular", "cut.blocks": n,
-              "cut.fusion": fusion, **({"cut.rank": 8} if runlocal else {})}
-             for n in sizes for fusion in FUSION_METHODS]
+    # By size, the new methods first (a stopped sweep has their rows; dropping and averaging
+    # also have rows in the structured ablation).
+    cuts = []
+    for n in sizes:
+        cuts += [{"cut.kind": "fuse", "cut.criterion": "angular", "cut.blocks": n,
+                  "cut.fusion": fusion, **({"cut.rank": 8} if runlocal else {})}
+                 for fusion in reversed(FUSION_METHODS)]
+        cuts.append({"cut.kind": "depth", "cut.criterion": "block_influence", "cut.blocks": n})
     # LaCo never fuses block 0: the smoke points need mini-llama's 4 blocks.
     model = {"model": "mini-llama"} if runlocal else {}
     return [{**model, **cut, **distill} for cut in cuts
