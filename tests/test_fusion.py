@@ -68,11 +68,14 @@ def test_laco_adds_the_differences_of_every_linear_layer_and_keeps_the_norms():
 def test_average_of_a_pair_is_the_old_interpolation_and_cut_depth_uses_it():
     model = tiny(seed=5)
     plan = structured.DepthPlan(fuse=(0, 3))
-    expected = structured.fuse_blocks(structured.fuse_blocks(model, 3), 0)
-    tokens = jnp.asarray(segments(2))
+    expected = models.hf_tensors_from_model(
+        structured.fuse_blocks(structured.fuse_blocks(model, 3), 0))
     for fused in (structured.fuse_runs(model, [0, 3], 2, fusion.AVERAGE),
                   structured.cut_depth(model, plan)):
-        np.testing.assert_allclose(fused(tokens), expected(tokens), rtol=0, atol=1e-5)
+        got = models.hf_tensors_from_model(fused)
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-6)
 
 
 def ridge_reference(x, t, rank, damp):
@@ -113,13 +116,15 @@ def silence(model, b):
 
 
 def test_low_rank_fusion_of_a_block_that_adds_nothing_changes_nothing():
+    # The silent block passes its input through unchanged, so nothing is missing: the fitted
+    # updates are zero and the fused model is the model without that block, exactly.
     model = silence(tiny(seed=6), 3)
-    fused = structured.fuse_runs(model, [2], 2, fusion.LowRankFusion(rank=4),
-                                 segments=segments())
-    dropped = structured.remove_blocks(model, [3])
-    tokens = jnp.asarray(segments(3, seed=9))
-    np.testing.assert_allclose(fused(tokens), dropped(tokens), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(fused(tokens), model(tokens), rtol=0, atol=1e-5)
+    fused = models.hf_tensors_from_model(structured.fuse_runs(
+        model, [2], 2, fusion.LowRankFusion(rank=4), segments=segments()))
+    dropped = models.hf_tensors_from_model(structured.remove_blocks(model, [3]))
+    assert fused.keys() == dropped.keys()
+    for name, value in dropped.items():
+        np.testing.assert_allclose(fused[name], value, rtol=0, atol=1e-7)
 
 
 def run_error(model, fused, first, length, data):
@@ -136,11 +141,12 @@ def run_error(model, fused, first, length, data):
 
 def test_full_rank_fit_is_the_ridge_solution_and_beats_lower_ranks_and_dropping():
     model, data = tiny(seed=7), segments(8, 24)
-    errors = {rank: run_error(model, structured.fuse_runs(
-        model, [1], 2, fusion.LowRankFusion(rank=rank, damp=1e-4), segments=data), 1, 2, data)
-        for rank in (1, 8, 32)}
+    fused = {rank: structured.fuse_runs(model, [1], 2, fusion.LowRankFusion(rank=rank, damp=1e-4),
+                                        segments=data, batch_size=4)  # statistics of 2 batches
+             for rank in (2, 32)}
+    errors = {rank: run_error(model, net, 1, 2, data) for rank, net in fused.items()}
     dropped = run_error(model, structured.remove_blocks(model, [2]), 1, 2, data)
-    assert errors[32] < errors[8] < errors[1] < dropped
+    assert errors[32] < errors[2] < dropped
     # At full rank the o_proj update is the unconstrained ridge fit: the update the kept block
     # gets equals numpy's least squares on the block's own o_proj inputs.
     cos, sin = model.rope(data.shape[1])
@@ -149,22 +155,21 @@ def test_full_rank_fit_is_the_ridge_solution_and_beats_lower_ranks_and_dropping(
     target = model.layers[2](model.layers[1](h, cos, sin), cos, sin) - out
     x = np.asarray(inputs["o"], np.float64).reshape(-1, 32)
     t = np.asarray(target, np.float64).reshape(-1, 32)
-    fused = structured.fuse_runs(model, [1], 2, fusion.LowRankFusion(rank=32, damp=1e-4),
-                                 segments=data, batch_size=3)
-    update = (models.hf_tensors_from_model(fused)["model.layers.1.self_attn.o_proj.weight"]
+    update = (models.hf_tensors_from_model(fused[32])["model.layers.1.self_attn.o_proj.weight"]
               - models.hf_tensors_from_model(model)["model.layers.1.self_attn.o_proj.weight"])
     np.testing.assert_allclose(update.T, ridge_reference(x, t, 32, 1e-4), rtol=0, atol=2e-4)
 
 
 def test_fuse_runs_goes_bottom_up_against_the_dense_runs():
-    model, data = tiny(layers=6, seed=8), segments(6, 16)
+    model, data = tiny(layers=5, seed=8), segments(4, 12)
     method = fusion.LowRankFusion(rank=6)
     both = structured.fuse_runs(model, [3, 1], 2, method, segments=data)
     lower = method.fuse(model, 1, 2, segments=data)
     upper = method.fuse(lower, 2, 2, segments=data, reference=model, reference_first=3)
-    tokens = jnp.asarray(segments(2, seed=3))
-    assert both.config.num_layers == 4
-    np.testing.assert_allclose(both(tokens), upper(tokens), rtol=0, atol=1e-5)
+    assert both.config.num_layers == 3
+    got, expected = models.hf_tensors_from_model(both), models.hf_tensors_from_model(upper)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value)
 
 
 @pytest.mark.parametrize("method, starts, length, message", [
@@ -191,8 +196,8 @@ def test_low_rank_fusion_needs_data_and_refuses_sandwich_norms():
 
 
 def test_the_statistics_are_the_same_under_jit_and_eagerly():
-    model, data = tiny(seed=2), segments(4, 8)
-    inputs = fusion._run_inputs(model, 1, data, 4)
+    model, data = tiny(seed=2), segments(2, 8)
+    inputs = fusion._run_inputs(model, 1, data, 2)
     rope = model.rope(8)
     run = list(model.layers)[1:3]
     jitted = fusion._fit_statistics(model.layers[1], run, inputs, rope, "down")

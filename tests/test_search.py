@@ -33,9 +33,8 @@ def scores(model, seed=3):
     return structured.StructuredScores(importance, rng.random(c.num_layers))
 
 
-@pytest.mark.parametrize("target", [26_000, 20_000])
-def test_every_plan_meets_the_budget_and_keeps_whole_groups(target):
-    model = tiny()
+def test_every_plan_meets_the_budget_and_keeps_whole_groups():
+    model, target = tiny(), 24_000
     plans = structured.plan_structured(model.config, scores(model), target, tolerance=0.05,
                                        **GRID)
     assert len(plans) > 3
@@ -85,7 +84,7 @@ def test_search_ranks_deterministically_and_distils_the_shortlist():
     model = tiny(seed=1)
     data = np.random.default_rng(5).integers(1, 64, (4, 16)).astype(np.int32)
     plans = structured.plan_structured(model.config, scores(model), 26_000, tolerance=0.05,
-                                       **GRID)[:4]
+                                       **GRID)[:3]
     # A stand-in distillation that is deterministic and changes the loss: halve the head.
     def distill(student):
         tensors = models.hf_tensors_from_model(student)

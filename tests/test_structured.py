@@ -261,7 +261,7 @@ def test_distillation_kl_matches_its_definition():
 
 @pytest.mark.parametrize("cut, criterion", [
     ("dense", ""), ("depth4", "block_influence"), ("depth4", "angular"),
-    ("depth4", "drop_one"), ("fuse4", "angular"), ("lowrank4", "angular"),
+    ("depth4", "drop_one"), ("lowrank4", "angular"),
     ("heads6", "activation"), ("mlp", "magnitude"), ("hidden448", "taylor"),
     ("search80m", "activation")])
 def test_structured_job_cuts_every_way(cut, criterion):
@@ -289,7 +289,7 @@ def test_structured_job_cuts_every_way(cut, criterion):
     else:
         assert metrics["params"] < teacher.config.num_params()
     assert 1.0 < metrics["perplexity"] < 1000 and metrics["tokens_per_second"] > 0
-    if cut in ("depth4", "fuse4", "lowrank4"):
+    if cut in ("depth4", "lowrank4"):
         assert student.config.num_layers == teacher.config.num_layers - 1
     if cut == "search80m":  # the winner is one of the candidates, each within the budget
         rows = outcome["details"]["search"]

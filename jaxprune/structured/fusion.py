@@ -24,6 +24,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 
@@ -192,22 +193,34 @@ def reduced_rank_ridge(gram: np.ndarray, cross: np.ndarray, rank: int,
     return ridge @ top @ top.T
 
 
+# Module-level with the graphs static, so fusions of blocks of one structure share programs.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _prefix(graph, first: int, state, tokens):
+    net = nnx.merge(graph, state)
+    h = net.embed(tokens)
+    cos, sin = net.rope(tokens.shape[1])
+    for block in list(net.layers)[:first]:
+        h = block(h, cos, sin)
+    return h
+
+
 def _run_inputs(model: Llama, first: int, segments: np.ndarray,
                 batch_size: int) -> list[jax.Array]:
     """The residual stream entering block ``first`` for each batch of calibration segments."""
     graph, state = nnx.split(model)
-
-    @jax.jit
-    def prefix(state, tokens):
-        net = nnx.merge(graph, state)
-        h = net.embed(tokens)
-        cos, sin = net.rope(tokens.shape[1])
-        for block in list(net.layers)[:first]:
-            h = block(h, cos, sin)
-        return h
-
-    return [prefix(state, jnp.asarray(segments[i:i + batch_size]))
+    return [_prefix(graph, first, state, jnp.asarray(segments[i:i + batch_size]))
             for i in range(0, len(segments), batch_size)]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _statistics(kept_graph, run_graph, key: str, kept_state, run_state, h, cos, sin):
+    out, inputs = nnx.merge(kept_graph, kept_state).forward_with_inputs(h, cos, sin)
+    target = h
+    for block in nnx.merge(run_graph, run_state):
+        target = block(target, cos, sin)
+    x = inputs[key].reshape(-1, inputs[key].shape[-1]).astype(jnp.float32)
+    t = (target - out).reshape(-1, out.shape[-1]).astype(jnp.float32)
+    return x.T @ x, x.T @ t, jnp.sum(t * t)
 
 
 def _fit_statistics(kept_block, run_blocks, inputs: list[jax.Array], rope, key: str):
@@ -216,21 +229,9 @@ def _fit_statistics(kept_block, run_blocks, inputs: list[jax.Array], rope, key: 
     block's."""
     kept_graph, kept_state = nnx.split(kept_block)
     run_graph, run_state = nnx.split(nnx.List(run_blocks))
-    cos, sin = rope
-
-    @jax.jit
-    def statistics(kept_state, run_state, h):
-        out, inputs = nnx.merge(kept_graph, kept_state).forward_with_inputs(h, cos, sin)
-        target = h
-        for block in nnx.merge(run_graph, run_state):
-            target = block(target, cos, sin)
-        x = inputs[key].reshape(-1, inputs[key].shape[-1]).astype(jnp.float32)
-        t = (target - out).reshape(-1, out.shape[-1]).astype(jnp.float32)
-        return x.T @ x, x.T @ t, jnp.sum(t * t)
-
     gram = cross = energy = 0.0
     for h in inputs:
-        g, c, e = statistics(kept_state, run_state, h)
+        g, c, e = _statistics(kept_graph, run_graph, key, kept_state, run_state, h, *rope)
         gram, cross = gram + np.asarray(g, np.float64), cross + np.asarray(c, np.float64)
         energy += float(e)
     return gram, cross, energy
