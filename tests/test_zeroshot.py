@@ -181,8 +181,10 @@ def test_scanned_blocks_equal_the_blocks_one_after_another(tiny):
         expected = h
         for block in model.layers:
             expected = block(expected, cos, sin)
-        got = jax.jit(lambda x, m=model, c=cos, s=sin: loglikelihood._run_blocks(
-            list(m.layers), x, c, s, {None: None}))(h)
+        stacked = loglikelihood._stack_uniform_blocks(list(model.layers))
+        assert (stacked is None) == (model is ragged)
+        got = jax.jit(lambda x, m=model, st=stacked, c=cos, s=sin: loglikelihood._run_blocks(
+            list(m.layers), st, x, c, s, {None: None}))(h)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 

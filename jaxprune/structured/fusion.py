@@ -35,7 +35,7 @@ from absl import logging
 from flax import nnx
 
 from jaxprune.models import Llama, hf_tensors_from_model, model_from_hf_tensors
-from jaxprune.structured.surgery import remove_blocks
+from jaxprune.structured.surgery import interpolate_blocks, model_without_blocks
 
 # The linear layers of a block and their biases (Qwen2's q/k/v), in Hugging Face names.
 LINEAR_TENSORS = tuple(f"{proj}.{kind}" for proj in (
@@ -78,10 +78,10 @@ def _block_tensors(tensors: dict, block: int) -> dict[str, str]:
 
 def _drop_rest_of_run(model: Llama, tensors: dict, first: int, length: int) -> Llama:
     """The model with ``tensors`` as weights and blocks ``first + 1 .. first + length - 1``
-    removed."""
+    removed, built once."""
     dtype = model.embed_tokens.embedding[...].dtype
-    merged = model_from_hf_tensors(model.config, tensors, param_dtype=dtype)
-    return remove_blocks(merged, list(range(first + 1, first + length)))
+    return model_without_blocks(model.config, tensors, range(first + 1, first + length),
+                                param_dtype=dtype)
 
 
 class RunFusion:
@@ -109,11 +109,7 @@ class AverageFusion(RunFusion):
         """The model with blocks ``first .. first + length - 1`` folded into ``first``."""
         del unused
         self.check(model.config, first, length)
-        tensors = hf_tensors_from_model(model)
-        names = [_block_tensors(tensors, b) for b in range(first, first + length)]
-        for short, key in names[0].items():
-            tensors[key] = np.mean([tensors[n[short]] for n in names], axis=0)
-        return _drop_rest_of_run(model, tensors, first, length)
+        return interpolate_blocks(model, first, [1.0 / length] * length)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +307,7 @@ class LowRankFusion(RunFusion):
             current = model_from_hf_tensors(model.config, tensors, param_dtype=dtype)
         logging.info("fused blocks %d..%d in %.1f s", first, first + length - 1,
                      time.perf_counter() - started)
-        return remove_blocks(current, list(range(first + 1, first + length)))
+        return _drop_rest_of_run(model, tensors, first, length)
 
 
 AVERAGE = AverageFusion()

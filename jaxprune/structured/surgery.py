@@ -208,6 +208,44 @@ def _cut_hidden(tensors: dict, keep: np.ndarray, norm_scale: float, plus_one: bo
             tensors[key] = array[keep]
 
 
+def model_without_blocks(config, tensors: Mapping[str, np.ndarray], blocks: Sequence[int], *,
+                         param_dtype) -> Llama:
+    """The model of ``tensors`` without the given decoder blocks, built once.
+
+    Args:
+      config: the configuration ``tensors`` belong to.
+      tensors: the model's weights by Hugging Face name (``hf_tensors_from_model``), possibly
+        edited (a fused block).
+      blocks: indices of the blocks to remove.
+      param_dtype: the dtype of the built model's parameters.
+
+    Returns:
+      The shallower model; the remaining blocks keep their order and weights.
+
+    Raises:
+      ValueError: for an index out of range, a repeated index, or removing every block.
+    """
+    drop = sorted(int(b) for b in blocks)
+    for b in drop:
+        if not 0 <= b < config.num_layers:
+            raise ValueError(f"block index {b} is out of range; the model has "
+                             f"{config.num_layers} blocks (0..{config.num_layers - 1})")
+    if len(set(drop)) != len(drop):
+        raise ValueError(f"block indices repeat: {drop}")
+    keep = [b for b in range(config.num_layers) if b not in drop]
+    if not keep:
+        raise ValueError("removing every block leaves no model; keep at least one")
+    kept = {}
+    for key, array in tensors.items():
+        if key.startswith("model.layers."):
+            index, rest = key[len("model.layers."):].split(".", 1)
+            if int(index) in drop:
+                continue
+            key = f"model.layers.{keep.index(int(index))}.{rest}"
+        kept[key] = array
+    return model_from_hf_tensors(config.select_blocks(keep), kept, param_dtype=param_dtype)
+
+
 def remove_blocks(model: Llama, blocks: Sequence[int]) -> Llama:
     """A model without the given decoder blocks (depth pruning).
 
@@ -221,27 +259,31 @@ def remove_blocks(model: Llama, blocks: Sequence[int]) -> Llama:
     Raises:
       ValueError: for an index out of range, a repeated index, or removing every block.
     """
-    config = model.config
-    drop = sorted(int(b) for b in blocks)
-    for b in drop:
-        if not 0 <= b < config.num_layers:
-            raise ValueError(f"block index {b} is out of range; the model has "
-                             f"{config.num_layers} blocks (0..{config.num_layers - 1})")
-    if len(set(drop)) != len(drop):
-        raise ValueError(f"block indices repeat: {drop}")
-    keep = [b for b in range(config.num_layers) if b not in drop]
-    if not keep:
-        raise ValueError("removing every block leaves no model; keep at least one")
-    tensors = {}
-    for key, array in hf_tensors_from_model(model).items():
-        if key.startswith("model.layers."):
-            index, rest = key[len("model.layers."):].split(".", 1)
-            if int(index) in drop:
-                continue
-            key = f"model.layers.{keep.index(int(index))}.{rest}"
-        tensors[key] = array
-    return model_from_hf_tensors(config.select_blocks(keep), tensors,
-                                 param_dtype=_param_dtype(model))
+    return model_without_blocks(model.config, hf_tensors_from_model(model), blocks,
+                                param_dtype=_param_dtype(model))
+
+
+def interpolate_blocks(model: Llama, first: int, weights: Sequence[float]) -> Llama:
+    """Folds the run of ``len(weights)`` blocks starting at ``first`` into block ``first``:
+    each of its parameters becomes ``sum_k weights[k] * (that parameter of block first + k)``,
+    and the run's other blocks are removed. The caller checks the run (it lies inside the model
+    and its blocks share one width) and the weights.
+
+    Args:
+      model: the model (not changed).
+      first: index of the run's first block.
+      weights: one weight per block of the run.
+
+    Returns:
+      The model with ``len(weights) - 1`` blocks fewer.
+    """
+    tensors = hf_tensors_from_model(model)
+    prefixes = [f"model.layers.{first + k}." for k in range(len(weights))]
+    for key in [k for k in tensors if k.startswith(prefixes[0])]:
+        short = key[len(prefixes[0]):]
+        tensors[key] = sum(w * tensors[p + short] for w, p in zip(weights, prefixes, strict=True))
+    return model_without_blocks(model.config, tensors, range(first + 1, first + len(weights)),
+                                param_dtype=_param_dtype(model))
 
 
 def fuse_blocks(model: Llama, first: int, *, weight: float = 0.5) -> Llama:
@@ -276,10 +318,4 @@ def fuse_blocks(model: Llama, first: int, *, weight: float = 0.5) -> Llama:
     if widths[0] != widths[1]:
         raise ValueError(f"blocks {first} and {first + 1} differ in width (heads, KV heads, "
                          f"MLP channels): {widths[0]} vs {widths[1]}")
-    tensors = hf_tensors_from_model(model)
-    prefix_a, prefix_b = f"model.layers.{first}.", f"model.layers.{first + 1}."
-    for key in [k for k in tensors if k.startswith(prefix_a)]:
-        other = prefix_b + key[len(prefix_a):]
-        tensors[key] = weight * tensors[key] + (1.0 - weight) * tensors[other]
-    fused = model_from_hf_tensors(config, tensors, param_dtype=_param_dtype(model))
-    return remove_blocks(fused, [first + 1])
+    return interpolate_blocks(model, first, (weight, 1.0 - weight))
