@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+
+# Module-level with the graph static, so a model and its pruned copies (one structure) share
+# the compiled program.
+@functools.partial(jax.jit, static_argnums=0)
+def _next_token(graphdef, state, ids, position):
+    logits = nnx.merge(graphdef, state)(ids)
+    return jnp.argmax(logits[0, position - 1])
 
 
 def greedy_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 16,
@@ -35,15 +45,9 @@ def greedy_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 16,
     buffer = np.zeros((1, prompt_ids.size + max_new_tokens), np.int32)
     buffer[0, : prompt_ids.size] = prompt_ids
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def next_token(state, ids, position):
-        logits = nnx.merge(graphdef, state)(ids)
-        return jnp.argmax(logits[0, position - 1])
-
     length = prompt_ids.size
     for _ in range(max_new_tokens):
-        token = int(next_token(state, jnp.asarray(buffer), length))
+        token = int(_next_token(graphdef, state, jnp.asarray(buffer), length))
         buffer[0, length] = token
         length += 1
         if stop_at_eos and token == tokenizer.eos_id:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprune.models.config import LlamaConfig
+from jaxprune.models.config import PER_BLOCK_FIELDS, LlamaConfig
 from jaxprune.models.rope import rope_tables
 
 
@@ -351,9 +351,16 @@ def abstract_llama(config: LlamaConfig, *, param_dtype=jnp.float32) -> Llama:
     """
     first = config.select_blocks([0])
     model = nnx.eval_shape(lambda: Llama(first, rngs=nnx.Rngs(0), param_dtype=param_dtype))
-    model.layers = nnx.List([
-        nnx.eval_shape(lambda i=i: Block(config, i, rngs=nnx.Rngs(0), param_dtype=param_dtype))
-        for i in range(config.num_layers)
-    ])
+    # Blocks with the same per-block fields have the same structure: each kind is traced once
+    # and copied (SmolLM2: 1 trace instead of 30).
+    traced: dict[tuple, Block] = {}
+    layers = []
+    for i in range(config.num_layers):
+        kind = tuple(getattr(config, name)[i] for name in PER_BLOCK_FIELDS)
+        if kind not in traced:
+            traced[kind] = nnx.eval_shape(
+                lambda i=i: Block(config, i, rngs=nnx.Rngs(0), param_dtype=param_dtype))
+        layers.append(nnx.clone(traced[kind]))
+    model.layers = nnx.List(layers)
     model.config = config
     return model
