@@ -14,6 +14,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,25 +31,26 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
                                  + 1e-12)
 
 
+# Module-level with the graph static: every call on a model of one structure shares it.
+@functools.partial(jax.jit, static_argnums=0)
+def _streams(graphdef, state, tokens):
+    net = nnx.merge(graphdef, state)
+    h = net.embed(tokens)
+    cos, sin = net.rope(tokens.shape[1])
+    out = [h]
+    for block in net.layers:
+        h = block(h, cos, sin)
+        out.append(h)
+    return out
+
+
 def residual_streams(model, segments: np.ndarray, *, batch_size: int = 8):
     """Yields, per batch of segments, the residual stream entering every block and leaving the
     last: a list of ``num_layers + 1`` arrays ``[batch, seq, hidden]``."""
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def streams(state, tokens):
-        net = nnx.merge(graphdef, state)
-        h = net.embed(tokens)
-        cos, sin = net.rope(tokens.shape[1])
-        out = [h]
-        for block in net.layers:
-            h = block(h, cos, sin)
-            out.append(h)
-        return out
-
     segments = np.asarray(segments)
     for start in range(0, segments.shape[0], batch_size):
-        yield streams(state, jnp.asarray(segments[start:start + batch_size]))
+        yield _streams(graphdef, state, jnp.asarray(segments[start:start + batch_size]))
 
 
 def block_influence(model, segments: np.ndarray, *, batch_size: int = 8) -> np.ndarray:

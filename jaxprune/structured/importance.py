@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +92,25 @@ class _BatchAccumulator:
         return self.total / self.count if self.how == "mean" else self.total
 
 
+# Module-level with the graph static: every call on a model of one structure shares it.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _activation_scores_of_batch(graphdef, seq_agg: str, state, tokens):
+    net = nnx.merge(graphdef, state)
+    h = net.embed(tokens)
+    cos, sin = net.rope(tokens.shape[1])
+    heads, mlp, hidden = [], [], 0.0
+    for block in net.layers:
+        h, inputs = block.forward_with_inputs(h, cos, sin)
+        per_head = inputs["o"].reshape(*inputs["o"].shape[:2], block.self_attn.num_heads, -1)
+        heads.append(_reduce_sequence(jnp.linalg.norm(per_head.astype(jnp.float32), axis=-1),
+                                      seq_agg))
+        mlp.append(_reduce_sequence(jnp.abs(inputs["down"].astype(jnp.float32)), seq_agg))
+        normed = jnp.abs(inputs["attn"].astype(jnp.float32)) + jnp.abs(
+            inputs["mlp"].astype(jnp.float32))
+        hidden = hidden + _reduce_sequence(normed, seq_agg)
+    return heads, mlp, hidden
+
+
 def activation_importance(model, segments: np.ndarray, *, batch_size: int = 8,
                           seq_agg: str = "mean", batch_agg: str = "l2") -> Importance:
     """Minitron's activation-based importance from a calibration pass (module docstring).
@@ -117,28 +137,12 @@ def activation_importance(model, segments: np.ndarray, *, batch_size: int = 8,
     config = model.config
     graphdef, state = nnx.split(model)
 
-    @jax.jit
-    def scores_of_batch(state, tokens):
-        net = nnx.merge(graphdef, state)
-        h = net.embed(tokens)
-        cos, sin = net.rope(tokens.shape[1])
-        heads, mlp, hidden = [], [], 0.0
-        for block in net.layers:
-            h, inputs = block.forward_with_inputs(h, cos, sin)
-            per_head = inputs["o"].reshape(*inputs["o"].shape[:2], block.self_attn.num_heads, -1)
-            heads.append(_reduce_sequence(jnp.linalg.norm(per_head.astype(jnp.float32), axis=-1),
-                                          seq_agg))
-            mlp.append(_reduce_sequence(jnp.abs(inputs["down"].astype(jnp.float32)), seq_agg))
-            normed = jnp.abs(inputs["attn"].astype(jnp.float32)) + jnp.abs(
-                inputs["mlp"].astype(jnp.float32))
-            hidden = hidden + _reduce_sequence(normed, seq_agg)
-        return heads, mlp, hidden
-
     acc_heads = [_BatchAccumulator(batch_agg) for _ in range(config.num_layers)]
     acc_mlp = [_BatchAccumulator(batch_agg) for _ in range(config.num_layers)]
     acc_hidden = _BatchAccumulator(batch_agg)
     for start in range(0, segments.shape[0], batch_size):
-        heads, mlp, hidden = scores_of_batch(state, jnp.asarray(segments[start:start + batch_size]))
+        heads, mlp, hidden = _activation_scores_of_batch(
+            graphdef, seq_agg, state, jnp.asarray(segments[start:start + batch_size]))
         for b in range(config.num_layers):
             acc_heads[b].add(heads[b])
             acc_mlp[b].add(mlp[b])
@@ -181,6 +185,13 @@ def magnitude_importance(model) -> Importance:
                       mlp=[np.sqrt(m) for m in squares.mlp], hidden=np.sqrt(squares.hidden))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _nll_gradient(graphdef, params, rest, tokens):
+    """Gradient of the batch's summed mean next-token NLL with respect to ``params``."""
+    return jax.grad(lambda p: jnp.sum(jnp.mean(
+        next_token_nll(nnx.merge(graphdef, p, rest), tokens), axis=-1)))(params)
+
+
 def taylor_importance(model, segments: np.ndarray, *, batch_size: int = 8) -> Importance:
     """First-order Taylor importance ``sum |w * dL/dw|`` per unit, the gradient summed over
     the calibration batch (mean next-token NLL).
@@ -196,14 +207,10 @@ def taylor_importance(model, segments: np.ndarray, *, batch_size: int = 8) -> Im
     segments = np.asarray(segments)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    @jax.jit
-    def gradient(params, tokens):
-        return jax.grad(lambda p: jnp.sum(jnp.mean(
-            next_token_nll(nnx.merge(graphdef, p, rest), tokens), axis=-1)))(params)
-
     total = None
     for start in range(0, segments.shape[0], batch_size):
-        grads = gradient(params, jnp.asarray(segments[start:start + batch_size]))
+        grads = _nll_gradient(graphdef, params, rest,
+                              jnp.asarray(segments[start:start + batch_size]))
         total = grads if total is None else jax.tree.map(jnp.add, total, grads)
     total = jax.tree.map(lambda g: g / segments.shape[0], total)
     products = jax.tree.map(lambda w, g: jnp.abs(w * g), params, total)
