@@ -21,6 +21,9 @@ FORMATS = {"perplexity": ".2f", "perplexity_before": ".2f", "tokens_per_second":
            "eval_seconds": ".1f", "wall_seconds": ".1f", "peak_memory_mb": ".0f",
            "sparsity": ".4f"}
 BASELINE = "dense"
+# "series": one line or set of markers per plot.series; "structured": the structured-pruning
+# figure of experiments/structured_plot.py (a marker per cut kind, a colour per criterion).
+PLOT_STYLES = ("series", "structured")
 
 
 def field_of(row: dict, name: str):
@@ -53,6 +56,9 @@ def check_report_config(sweep) -> None:
     for field in ("x", "y", "series"):
         if not isinstance(sweep.plot[field], str) or not sweep.plot[field]:
             raise ValueError(f"config.plot.{field} must name a metric, got {sweep.plot[field]!r}")
+    style = sweep.plot.get("style", "series")
+    if style not in PLOT_STYLES:
+        raise ValueError(f"config.plot.style must be one of {PLOT_STYLES}, got {style!r}")
 
 
 def _cell(name: str, value) -> str:
@@ -135,7 +141,13 @@ def plot_png(sweep, rows: list[dict]) -> bytes:
     A numeric ``plot.x`` (sparsity) draws N:M points (a ":" in their setting) as separate
     markers beside the curves; a text ``plot.x`` (setting) places its values in order of
     appearance along the axis. Points are joined by lines unless ``plot.lines`` is False.
+    ``plot.style = "structured"`` draws ``experiments.structured_plot``'s figure instead.
     """
+    if sweep.plot.get("style", "series") == "structured":
+        from experiments import structured_plot
+
+        return structured_plot.structured_plot_png(rows, title=sweep.plot.title, x=sweep.plot.x,
+                                                   y=sweep.plot.y)
     import matplotlib
 
     matplotlib.use("Agg")

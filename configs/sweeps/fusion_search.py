@@ -91,7 +91,7 @@ def get_config(arg=None):
          "values": ("perplexity", "perplexity_before", "params")})
     config.plot = ml_collections.ConfigDict(
         {"x": "params_non_embedding", "y": "perplexity", "series": "setting", "logy": True,
-         "lines": False, "title": config.name})
+         "lines": False, "title": config.name, "style": "structured"})
     config.workdir = ""
     # A workdir holding a sweep of another base config is refused; True moves it aside first.
     config.overwrite = False

@@ -66,7 +66,8 @@ def get_config(arg=None):
          "values": ("perplexity", "params_non_embedding", "tokens_per_second")})
     config.plot = ml_collections.ConfigDict(
         {"x": "params_non_embedding", "y": "perplexity", "series": "setting", "logy": True,
-         "lines": False, "title": "SmolLM2-135M: structured cuts (WikiText-2)"})
+         "lines": False, "title": "SmolLM2-135M: structured cuts (WikiText-2)",
+         "style": "structured"})
     config.workdir = ""
     # A workdir holding a sweep of another base config is refused; True moves it aside first.
     config.overwrite = False
