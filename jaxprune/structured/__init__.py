@@ -1,7 +1,7 @@
 """Structured pruning: cut whole heads, KV groups, MLP channels, hidden channels or blocks.
 
-Surgery (``prune_width``, ``remove_blocks``, ``fuse_blocks``), width importance (activation,
-magnitude, Taylor) and depth scores; cut plans from scores and targets (``plan_width``,
+Surgery (``prune_width``, ``remove_blocks``, ``model_without_blocks``, ``fuse_blocks``,
+``interpolate_blocks``), width importance (activation, magnitude, Taylor) and depth scores; cut plans from scores and targets (``plan_width``,
 ``plan_depth``, ``cut_width``, ``cut_depth``); layer fusion (``fuse_runs`` with ``AVERAGE``,
 ``LACO`` or a ``LowRankFusion``); Minitron's budgeted search (``plan_structured``,
 ``search_structured``); the criteria as values in ``registry``.
@@ -61,7 +61,13 @@ from jaxprune.structured.search import (
     search_structured,
     shape_params,
 )
-from jaxprune.structured.surgery import fuse_blocks, prune_width, remove_blocks
+from jaxprune.structured.surgery import (
+    fuse_blocks,
+    interpolate_blocks,
+    model_without_blocks,
+    prune_width,
+    remove_blocks,
+)
 
 __all__ = [
     "AVERAGE",
@@ -99,9 +105,11 @@ __all__ = [
     "cut_width",
     "drop_one_perplexity",
     "fuse_blocks",
+    "interpolate_blocks",
     "keep_top",
     "least_important",
     "magnitude_importance",
+    "model_without_blocks",
     "plan_depth",
     "plan_width",
     "prune_width",
