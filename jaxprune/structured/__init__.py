@@ -1,10 +1,11 @@
 """Structured pruning: cut whole heads, KV groups, MLP channels, hidden channels or blocks.
 
 Surgery (``prune_width``, ``remove_blocks``, ``model_without_blocks``, ``fuse_blocks``,
-``interpolate_blocks``), width importance (activation, magnitude, Taylor) and depth scores; cut plans from scores and targets (``plan_width``,
-``plan_depth``, ``cut_width``, ``cut_depth``); layer fusion (``fuse_runs`` with ``AVERAGE``,
-``LACO`` or a ``LowRankFusion``); Minitron's budgeted search (``plan_structured``,
-``search_structured``); the criteria as values in ``registry``.
+``interpolate_blocks``), width importance (activation, magnitude, Taylor) and depth scores;
+cut plans from scores and targets (``plan_width``, ``plan_depth``, ``cut_width``,
+``cut_depth``); layer fusion (``fuse_runs`` with ``AVERAGE``, ``LACO`` or a
+``LowRankFusion``); Minitron's budgeted search (``plan_structured``, ``search_structured``);
+the criteria as values in ``registry``.
 Distillation after a cut is ``jaxprune.training.distill``. See docs/structured.md.
 """
 
