@@ -352,8 +352,13 @@ def abstract_llama(config: LlamaConfig, *, param_dtype=jnp.float32) -> Llama:
     Returns:
       An abstract ``Llama``: use it with ``nnx.split``; calling it computes nothing.
     """
-    graphdef, state = _abstract_split(config, jnp.dtype(param_dtype))
-    return nnx.merge(graphdef, state)
+    return nnx.merge(*abstract_split(config, param_dtype=param_dtype))
+
+
+def abstract_split(config: LlamaConfig, *, param_dtype=jnp.float32) -> tuple:
+    """``nnx.split(abstract_llama(config))`` without building the module: the kept graph and
+    shape leaves, for callers that fill in weights (``model_from_hf_tensors``)."""
+    return _abstract_split(config, jnp.dtype(param_dtype))
 
 
 @functools.lru_cache(maxsize=64)

@@ -16,7 +16,7 @@ from flax import nnx
 
 from jaxprune import paths
 from jaxprune.models.config import LlamaConfig
-from jaxprune.models.llama import Llama, abstract_llama
+from jaxprune.models.llama import Llama, abstract_split
 
 
 def hf_name(path: str) -> tuple[str, bool]:
@@ -47,7 +47,7 @@ def model_from_hf_tensors(
       ValueError: naming missing or unexpected tensors, a tensor of the wrong shape, or the
         first tensor (in parameter order) holding NaN or inf.
     """
-    graphdef, abstract_state = nnx.split(abstract_llama(config, param_dtype=param_dtype))
+    graphdef, abstract_state = abstract_split(config, param_dtype=param_dtype)
     wanted = {}
     for path, leaf in paths.leaves_with_paths(abstract_state):
         name, transposed = hf_name(path)
