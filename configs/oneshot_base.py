@@ -64,8 +64,9 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
 
     add_pruning_fields(config, method, pattern)
     # num_cpu_devices > 0 fakes that many CPU devices (for trying a mesh on one machine);
-    # distributed=True joins hosts with jax.distributed.initialize() (cluster settings from the
-    # environment).
+    # distributed=True joins processes with jax.distributed.initialize() (cluster settings
+    # detected, or the binary's --coordinator_address, --num_processes and --process_id flags;
+    # docs/scaling.md).
     config.num_cpu_devices = 0
     config.distributed = False
 

@@ -46,6 +46,62 @@ def write_json_atomic(path: str, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+# How this process joins the others under --config.distributed=True. Launch settings, not part
+# of the computation (every process runs the same config), so flags rather than config fields.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for --config.distributed=True "
+    "(default: detected on SLURM, Open MPI and Cloud TPU, or JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "How many processes join under --config.distributed=True "
+    "(default: detected from the cluster).", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's rank in [0, num_processes) under "
+    "--config.distributed=True (default: detected from the cluster).", lower_bound=0)
+
+
+def start_backends(config) -> None:
+    """Fakes ``config.num_cpu_devices`` CPU devices and joins ``jax.distributed`` when
+    ``config.distributed`` says so; call before any array exists.
+
+    Raises:
+      app.UsageError: for ``--coordinator_address``, ``--num_processes`` or ``--process_id``
+        without ``--config.distributed=True``, or a process id out of range.
+    """
+    given = {name: flag.value for name, flag in (
+        ("coordinator_address", _COORDINATOR), ("num_processes", _NUM_PROCESSES),
+        ("process_id", _PROCESS_ID)) if flag.value is not None}
+    if given and not config.get("distributed"):
+        raise app.UsageError(f"--{', --'.join(given)} join processes and need "
+                             f"--config.distributed=True (got distributed=False)")
+    if (_PROCESS_ID.value is not None and _NUM_PROCESSES.value is not None
+            and _PROCESS_ID.value >= _NUM_PROCESSES.value):
+        raise app.UsageError(f"--process_id must be in [0, {_NUM_PROCESSES.value}) "
+                             f"(--num_processes), got {_PROCESS_ID.value}")
+    if config.get("num_cpu_devices"):
+        jax.config.update("jax_num_cpu_devices", config.num_cpu_devices)
+    if config.get("distributed"):
+        # On CPU the processes' collectives go through gloo (JAX's default) over TCP.
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                                   num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
+
+
+def replicated_over_processes(tree):
+    """``tree`` as arrays replicated over every process's devices, from each process's whole
+    local copy: what orbax saves collectively under ``jax.distributed`` (it refuses arrays held
+    by one process's device). One process: ``tree`` itself."""
+    if jax.process_count() == 1:
+        return tree
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("all",)),
+                                          jax.sharding.PartitionSpec())
+
+    def global_copy(x):
+        copies = [jax.device_put(x, d) for d in sharding.addressable_devices]
+        return jax.make_array_from_single_device_arrays(x.shape, sharding, copies)
+
+    return jax.tree.map(global_copy, tree)
+
+
 CONFIG_FILE_ERROR = "Error whilst parsing config file:"
 
 

@@ -45,11 +45,12 @@ def save_outputs(config, result, tokenizer) -> list[str]:
         import orbax.checkpoint as ocp
 
         path = os.path.abspath(os.path.join(config.workdir, "checkpoint"))
+        tree = {"params": nnx.state(result.model, nnx.Param), "masks": result.masks}
         with ocp.StandardCheckpointer() as checkpointer:  # writes to a temporary dir first
-            checkpointer.save(path, {"params": nnx.state(result.model, nnx.Param),
-                                     "masks": result.masks})
+            # Under jax.distributed every process takes part in the save.
+            checkpointer.save(path, common.replicated_over_processes(tree))
         written.append(path)
-    if config.save_hf:
+    if config.save_hf and jax.process_index() == 0:
         from jaxprune import models
 
         path = os.path.join(config.workdir, "hf")
@@ -87,6 +88,8 @@ def prune_and_evaluate(config, resources) -> tuple[list[dict], dict]:
 def write_results(config, rows: list[dict], result, tokenizer) -> None:
     """The saved models, then results.json (written last: it marks the run finished)."""
     written = save_outputs(config, result, tokenizer) if result else []
+    if jax.process_index() != 0:  # under jax.distributed, process 0 writes the results
+        return
     common.write_json_atomic(os.path.join(config.workdir, "results.json"), {
         "config": config.to_dict(), "rows": rows,
         "layers": result.layers if result else [],
@@ -102,11 +105,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None:
         raise app.UsageError("--config is required, e.g. --config=configs/wanda.py")
-    # Both must happen before JAX starts its backends, that is before any array exists.
-    if _CONFIG.value.num_cpu_devices:
-        jax.config.update("jax_num_cpu_devices", _CONFIG.value.num_cpu_devices)
-    if _CONFIG.value.distributed:
-        jax.distributed.initialize()
+    common.start_backends(_CONFIG.value)  # before JAX starts its backends
     with common.job(_CONFIG.value, oneshot_job) as (config, resources, state):
         finished = os.path.join(config.workdir, "results.json")
         # Under jax.distributed every process must take the same path: no shortcut there.
@@ -122,7 +121,8 @@ def main(argv):
         print(common.markdown_table(rows, columns(rows), {"prune seconds": ".1f"}))
         if config.workdir:
             write_results(config, rows, point["result"], resources.model(config)[1])
-            print(f"wrote {config.workdir}")
+            if jax.process_index() == 0:
+                print(f"wrote {config.workdir}")
 
 
 if __name__ == "__main__":

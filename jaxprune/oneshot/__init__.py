@@ -6,6 +6,7 @@ them through ``registry.METHODS``.
 """
 
 from jaxprune.oneshot import registry
+from jaxprune.oneshot.checkpoint import restore_pruned
 from jaxprune.oneshot.engine import (
     ORDERS,
     OneShotConfig,
@@ -69,6 +70,7 @@ __all__ = [
     "plan_oneshot",
     "prune_oneshot",
     "registry",
+    "restore_pruned",
     "ria_method",
     "ria_score",
     "settings_from_config",

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
@@ -63,7 +64,8 @@ class OneShotConfig:
       mesh_model: devices along the ``model`` axis: each pruned kernel is split by output
         units over them, so its solve (SparseGPT rows, Wanda columns) is spread too.
       gather: bring the pruned model and masks back to one device at the end (else they stay
-        sharded as they were computed).
+        sharded as they were computed); under ``jax.distributed`` each process gets the
+        whole result on its first local device.
     """
 
     method: methods.OneShotMethod = methods.WANDA
@@ -453,9 +455,14 @@ def _finish(result: OneShotResult, plan: _Plan, config: OneShotConfig) -> OneSho
     """Gathers a sharded result onto one device when the config asks for it."""
     if plan.mesh is None or not config.gather:
         return result
-    device = jax.devices()[0]
-    nnx.update(result.model, jax.device_put(nnx.state(result.model), device))
-    result.masks = jax.device_put(result.masks, device)
+    state, masks = nnx.state(result.model), result.masks
+    if jax.process_count() > 1:
+        # Under jax.distributed, kernels are split over other processes' devices too: every
+        # process fetches the whole values (an all-gather over the processes' collectives).
+        state, masks = multihost_utils.process_allgather((state, masks), tiled=True)
+    device = jax.local_devices()[0]
+    nnx.update(result.model, jax.device_put(state, device))
+    result.masks = jax.device_put(masks, device)
     return result
 
 
