@@ -122,6 +122,28 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, kind, tied)
     assert sorted(os.listdir(tmp_path)) == ["export", "ref"]
 
 
+def test_a_bfloat16_checkpoint_loads_and_exports_in_bfloat16(tmp_path):
+    """Hub checkpoints are mostly bfloat16: loaded as bfloat16 parameters bit for bit, run
+    close to transformers' float32 run of the same weights, exported as bfloat16 again."""
+    from safetensors.torch import load_file
+
+    reference = reference_model("llama", False, seed=5).to(torch.bfloat16)
+    reference.save_pretrained(tmp_path / "ref")
+    model, _ = models.load(str(tmp_path / "ref"), param_dtype=jnp.bfloat16)
+    models.save_hf_dir(model, str(tmp_path / "export"))
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["torch_dtype"] == "bfloat16"
+    stored = load_file(tmp_path / "ref" / "model.safetensors")
+    exported = load_file(tmp_path / "export" / "model.safetensors")
+    assert {t.dtype for t in exported.values()} == {torch.bfloat16}
+    assert sorted(exported) == sorted(stored)
+    for name, tensor in stored.items():
+        assert torch.equal(exported[name], tensor), name
+    tokens = tokens_for(seed=6)
+    want = reference_logits(reference.float(), tokens)
+    assert_close_relative(model(jnp.asarray(tokens)), want, 3e-2)  # bfloat16 activations
+
+
 # Context-extension schemes, each with an original context (16) shorter than the test sequences
 # (40 tokens), so the scaled frequencies matter.
 ROPE_SCALINGS = {

@@ -266,8 +266,9 @@ class LlamaConfig:
             "use_bidirectional_attention": False,
         }
 
-    def to_hf_dict(self) -> dict[str, Any]:
-        """The ``config.json`` of a Hugging Face causal LM with this shape.
+    def to_hf_dict(self, torch_dtype: str = "float32") -> dict[str, Any]:
+        """The ``config.json`` of a Hugging Face causal LM with this shape, its weights stored
+        as ``torch_dtype``.
 
         ``LlamaForCausalLM``, ``MistralForCausalLM`` with one window in every block,
         ``Qwen2ForCausalLM`` when the q/k/v projections have biases, or ``Qwen3ForCausalLM``
@@ -312,7 +313,7 @@ class LlamaConfig:
             "max_position_embeddings": self.max_position_embeddings,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
-            "torch_dtype": "float32",
+            "torch_dtype": torch_dtype,
         }
 
 

@@ -8,11 +8,15 @@ import os
 import shutil
 import tempfile
 
+import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
+from flax import nnx
 
 from jaxprune.models.config import config_from_hf_dict
 from jaxprune.models.llama import Llama
+from jaxprune.models.safetensors_file import read_safetensors
 from jaxprune.models.tokenizer import Tokenizer
 from jaxprune.models.weights import hf_tensors_from_model, model_from_hf_tensors
 from jaxprune.workdir import chmod_as_created
@@ -33,18 +37,18 @@ def _safetensors_numpy():
 
 
 def read_hf_tensors(directory: str) -> dict[str, np.ndarray]:
-    """Reads every tensor of ``model.safetensors`` or of the shards its index lists."""
-    st_numpy = _safetensors_numpy()
+    """Every tensor of ``model.safetensors`` or of the shards its index lists, memory-mapped
+    in its stored dtype (bfloat16 included; ``read_safetensors``)."""
     single = os.path.join(directory, _SINGLE)
     index = os.path.join(directory, _INDEX)
     if os.path.isfile(single):
-        return dict(st_numpy.load_file(single))
+        return read_safetensors(single)
     if os.path.isfile(index):
         with open(index) as f:
             weight_map = json.load(f)["weight_map"]
         tensors = {}
         for shard in sorted(set(weight_map.values())):
-            tensors.update(st_numpy.load_file(os.path.join(directory, shard)))
+            tensors.update(read_safetensors(os.path.join(directory, shard)))
         return tensors
     raise FileNotFoundError(f"{directory} has neither {_SINGLE} nor {_INDEX}")
 
@@ -94,6 +98,20 @@ def _adds_bos(directory: str) -> bool:
         return bool(json.load(f).get("add_bos_token", False))
 
 
+# What an export stores, by the parameters' dtype (``torch_dtype`` names).
+EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+def export_dtype(model: Llama) -> str:
+    """The ``torch_dtype`` an export of ``model`` stores: its parameters' dtype when they all
+    share one of ``EXPORT_DTYPES``, else float32 (nothing is rounded that was not already)."""
+    dtypes = {np.dtype(leaf.dtype) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))}
+    for name, dtype in EXPORT_DTYPES.items():
+        if dtypes == {np.dtype(dtype)}:
+            return name
+    return "float32"
+
+
 def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = None) -> None:
     """Exports a model (pruned or not) as a Hugging Face ``LlamaForCausalLM`` directory.
 
@@ -101,7 +119,8 @@ def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = N
     at the end, so an interrupted export leaves no half-written checkpoint.
 
     Args:
-      model: the model; its blocks must all have the same widths.
+      model: the model; its blocks must all have the same widths. Its weights are stored in
+        its own dtype (``export_dtype``: a bfloat16 model exports bfloat16).
       directory: destination; must not exist yet.
       tokenizer: written as ``tokenizer.json`` when given (with a ``tokenizer_config.json``
         saying ``add_bos_token`` when its model's sequences start with BOS).
@@ -110,9 +129,9 @@ def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = N
       ValueError: if the blocks differ in width (a Hugging Face Llama config cannot say so).
       FileExistsError: if ``directory`` exists.
     """
-    from safetensors.numpy import save_file
-
-    hf_config = model.config.to_hf_dict()
+    save_file = _safetensors_numpy().save_file
+    dtype_name = export_dtype(model)
+    hf_config = model.config.to_hf_dict(torch_dtype=dtype_name)
     if os.path.exists(directory):
         raise FileExistsError(f"export directory already exists: {directory}")
     parent = os.path.dirname(os.path.abspath(directory))
@@ -121,7 +140,8 @@ def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = N
     try:
         with open(os.path.join(staging, "config.json"), "w") as f:
             json.dump(hf_config, f, indent=2)
-        save_file(hf_tensors_from_model(model), os.path.join(staging, _SINGLE),
+        save_file(hf_tensors_from_model(model, EXPORT_DTYPES[dtype_name]),
+                  os.path.join(staging, _SINGLE),
                   metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(os.path.join(staging, "tokenizer.json"))

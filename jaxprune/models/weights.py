@@ -93,11 +93,12 @@ def check_finite(name: str, array: np.ndarray) -> None:
             "checkpoint file is corrupt")
 
 
-def hf_tensors_from_model(model: Llama) -> dict[str, np.ndarray]:
-    """Hugging Face-named float32 tensors of a model, ready for safetensors."""
+def hf_tensors_from_model(model: Llama, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Hugging Face-named tensors of a model in ``dtype`` (float32 for computing with them;
+    an export keeps the model's own bfloat16 or float16), ready for safetensors."""
     tensors = {}
     for path, leaf in paths.leaves_with_paths(nnx.state(model, nnx.Param)):
         name, transposed = hf_name(path)
-        array = np.asarray(leaf, dtype=np.float32)
+        array = np.asarray(leaf).astype(dtype, copy=False)
         tensors[name] = np.ascontiguousarray(array.T if transposed else array)
     return tensors
