@@ -144,6 +144,19 @@ def test_a_bfloat16_checkpoint_loads_and_exports_in_bfloat16(tmp_path):
     assert_close_relative(model(jnp.asarray(tokens)), want, 3e-2)  # bfloat16 activations
 
 
+def test_a_sharded_checkpoint_loads_and_a_missing_shard_is_named(tmp_path):
+    reference = reference_model("llama", True, seed=7)
+    reference.save_pretrained(tmp_path / "ref", max_shard_size="20KB")
+    shards = sorted(p.name for p in (tmp_path / "ref").glob("model-*.safetensors"))
+    assert len(shards) > 2 and (tmp_path / "ref" / "model.safetensors.index.json").is_file()
+    model, _ = models.load(str(tmp_path / "ref"))
+    tokens = tokens_for(seed=8)
+    assert_close_relative(model(jnp.asarray(tokens)), reference_logits(reference, tokens), 1e-4)
+    (tmp_path / "ref" / shards[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=f"1 of them missing: \\['{shards[1]}'\\]"):
+        models.load(str(tmp_path / "ref"))
+
+
 # Context-extension schemes, each with an original context (16) shorter than the test sequences
 # (40 tokens), so the scaled frequencies matter.
 ROPE_SCALINGS = {

@@ -46,9 +46,18 @@ def read_hf_tensors(directory: str) -> dict[str, np.ndarray]:
     if os.path.isfile(index):
         with open(index) as f:
             weight_map = json.load(f)["weight_map"]
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not os.path.isfile(os.path.join(directory, s))]
+        if missing:  # before reading any: a partial copy or download
+            raise FileNotFoundError(f"{directory}: {_INDEX} lists {len(shards)} shards, "
+                                    f"{len(missing)} of them missing: {missing[:4]}")
         tensors = {}
-        for shard in sorted(set(weight_map.values())):
+        for shard in shards:
             tensors.update(read_safetensors(os.path.join(directory, shard)))
+        absent = sorted(name for name, shard in weight_map.items() if name not in tensors)
+        if absent:
+            raise ValueError(f"{directory}: {_INDEX} maps {len(absent)} tensors to shards "
+                             f"that do not hold them: {absent[:4]}")
         return tensors
     raise FileNotFoundError(f"{directory} has neither {_SINGLE} nor {_INDEX}")
 
