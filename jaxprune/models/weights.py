@@ -61,21 +61,31 @@ def model_from_hf_tensors(
             f"{' ...' if len(unexpected) > 6 else ''}"
         )
 
-    def load(path_str: str, leaf) -> jax.Array:
-        name, transposed = hf_name(path_str)
-        array = np.asarray(tensors[name])
-        if transposed:
-            array = array.T
-        if array.shape != tuple(leaf.shape):
-            raise ValueError(
-                f"tensor {name!r} has shape {np.asarray(tensors[name]).shape}; the config "
-                f"needs {tuple(leaf.shape)}{' transposed' if transposed else ''}"
-            )
-        check_finite(name, array)
-        return jnp.asarray(array, dtype=param_dtype)
-
-    state = paths.map_with_path_str(load, abstract_state)
+    state = paths.map_with_path_str(
+        lambda path, leaf: param_from_hf_tensors(path, leaf, tensors, param_dtype),
+        abstract_state)
     return nnx.merge(graphdef, state)
+
+
+def param_from_hf_tensors(path: str, leaf, tensors: Mapping[str, np.ndarray],
+                          param_dtype) -> jax.Array:
+    """The parameter at ``path`` (a model path, ``layers/3/mlp/up_proj/kernel``) from its
+    Hugging Face tensor, in the NNX layout and ``param_dtype``.
+
+    Raises:
+      ValueError: for a shape other than ``leaf``'s, or NaN or infinite entries.
+    """
+    name, transposed = hf_name(path)
+    array = np.asarray(tensors[name])
+    if transposed:
+        array = array.T
+    if array.shape != tuple(leaf.shape):
+        raise ValueError(
+            f"tensor {name!r} has shape {np.asarray(tensors[name]).shape}; the config "
+            f"needs {tuple(leaf.shape)}{' transposed' if transposed else ''}"
+        )
+    check_finite(name, array)
+    return jnp.asarray(array, dtype=param_dtype)
 
 
 def check_finite(name: str, array: np.ndarray) -> None:
@@ -96,9 +106,15 @@ def check_finite(name: str, array: np.ndarray) -> None:
 def hf_tensors_from_model(model: Llama, dtype=np.float32) -> dict[str, np.ndarray]:
     """Hugging Face-named tensors of a model in ``dtype`` (float32 for computing with them;
     an export keeps the model's own bfloat16 or float16), ready for safetensors."""
+    return hf_tensors_of_state(nnx.state(model, nnx.Param), dtype)
+
+
+def hf_tensors_of_state(state, dtype=np.float32, prefix: str = "") -> dict[str, np.ndarray]:
+    """Hugging Face-named tensors of parameters ``state`` whose paths lack ``prefix`` (a
+    block's state: ``"layers/3/"``), in ``dtype`` and the Hugging Face layout."""
     tensors = {}
-    for path, leaf in paths.leaves_with_paths(nnx.state(model, nnx.Param)):
-        name, transposed = hf_name(path)
+    for path, leaf in paths.leaves_with_paths(state):
+        name, transposed = hf_name(prefix + path)
         array = np.asarray(leaf).astype(dtype, copy=False)
         tensors[name] = np.ascontiguousarray(array.T if transposed else array)
     return tensors

@@ -40,6 +40,12 @@ from jaxprune.oneshot.sparsegpt import (
     sparsegpt_with_retry,
 )
 from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats
+from jaxprune.oneshot.streaming import (
+    StreamedResult,
+    plan_streamed,
+    prune_streamed,
+    read_streamed_masks,
+)
 
 __all__ = [
     "FISHER",
@@ -59,6 +65,7 @@ __all__ = [
     "OneShotMethod",
     "OneShotResult",
     "ScoreMethod",
+    "StreamedResult",
     "SparseGPT",
     "achieved_sparsity",
     "add_input_stats",
@@ -68,7 +75,10 @@ __all__ = [
     "outlier_ratio",
     "owl_sparsities",
     "plan_oneshot",
+    "plan_streamed",
     "prune_oneshot",
+    "prune_streamed",
+    "read_streamed_masks",
     "registry",
     "restore_pruned",
     "ria_method",

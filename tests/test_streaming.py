@@ -1,0 +1,137 @@
+"""Streamed one-shot pruning (one block at a time, disk to disk) against the in-memory engine."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxprune import models, oneshot, paths
+
+CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=3, num_heads=4,
+                            num_kv_heads=2, intermediate_size=48, head_dim=8)
+SEGMENTS = np.random.default_rng(0).integers(0, 64, (8, 16))
+
+
+@pytest.fixture(scope="module")
+def dense_dir(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("dense") / "hf")
+    models.save_hf_dir(models.Llama(CONFIG, rngs=nnx.Rngs(0)), directory)
+    return directory
+
+
+def _settings(method, pattern, **kwargs):
+    sparsity = None if pattern == "2:4" else 0.5
+    return oneshot.OneShotConfig(method=method, pattern=pattern, sparsity=sparsity,
+                                 batch_size=4, **kwargs)
+
+
+def _params(model) -> dict:
+    return {p: np.asarray(v) for p, v in paths.leaves_with_paths(nnx.state(model, nnx.Param))}
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.mark.parametrize("method, pattern, order, dtype", [
+    (oneshot.SparseGPT(), "2:4", "sequential", jnp.float32),
+    (oneshot.WANDA, "per_output", "dense", jnp.float32),
+    (oneshot.MAGNITUDE, "unstructured", "sequential", jnp.float32),
+    (oneshot.SparseGPT(), "unstructured", "sequential", jnp.bfloat16),
+])
+def test_streamed_pruning_equals_the_in_memory_engine(dense_dir, tmp_path, method, pattern,
+                                                      order, dtype):
+    settings = _settings(method, pattern, order=order)
+    loaded, _ = models.load(dense_dir, param_dtype=dtype)
+    want = oneshot.prune_oneshot(loaded, SEGMENTS, settings, progress=False)
+    out = str(tmp_path / "pruned")
+    got = oneshot.prune_streamed(models.open_hf_dir(dense_dir, param_dtype=dtype), SEGMENTS,
+                                 out, settings, progress=False)
+    assert got.resumed_at == 0 and not os.path.exists(out + ".partial")
+    pruned, _ = models.load(out, param_dtype=dtype)
+    want_params, got_params = _params(want.model), _params(pruned)
+    assert sorted(got_params) == sorted(want_params)
+    for path, value in want_params.items():
+        np.testing.assert_array_equal(got_params[path], value, err_msg=path)
+    want_masks = {p: np.asarray(m) for p, m in paths.leaves_with_paths(want.masks)
+                  if m is not None}
+    got_masks = oneshot.read_streamed_masks(out)
+    assert sorted(got_masks) == sorted(want_masks) and len(got_masks) == 7 * 3
+    for path, mask in want_masks.items():
+        np.testing.assert_array_equal(got_masks[path], mask, err_msg=path)
+    assert _without_seconds(got.rows) == _without_seconds(want.layers)
+    assert json.loads(open(os.path.join(out, "config.json")).read())["torch_dtype"] == (
+        "bfloat16" if dtype == jnp.bfloat16 else "float32")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_at_its_first_unfinished_block(dense_dir, tmp_path,
+                                                                   monkeypatch):
+    settings = _settings(oneshot.SparseGPT(), "2:4")
+    whole = str(tmp_path / "whole")
+    oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, whole, settings,
+                           fingerprint="f", progress=False)
+    stopped = models.open_hf_dir(dense_dir)
+    original = models.LazyModel.block
+
+    def block_until_2(self, index):
+        if index == 2:
+            raise _Interrupted
+        return original(self, index)
+
+    out = str(tmp_path / "resumed")
+    monkeypatch.setattr(models.LazyModel, "block", block_until_2)
+    with pytest.raises(_Interrupted):
+        oneshot.prune_streamed(stopped, SEGMENTS, out, settings, fingerprint="f",
+                               progress=False)
+    monkeypatch.undo()
+    assert sorted(f for f in os.listdir(out + ".partial") if f.startswith("block-")) == [
+        "block-00000.json", "block-00001.json"]
+    resumed = oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, out, settings,
+                                     fingerprint="f", progress=False)
+    assert resumed.resumed_at == 2
+    for name in sorted(os.listdir(whole)):
+        if name.endswith(".safetensors") or name in ("config.json",
+                                                     "model.safetensors.index.json"):
+            with open(os.path.join(whole, name), "rb") as a, \
+                    open(os.path.join(out, name), "rb") as b:
+                assert a.read() == b.read(), name
+
+
+def test_another_configurations_partial_run_is_refused(dense_dir, tmp_path):
+    out = str(tmp_path / "pruned")
+    os.makedirs(out + ".partial")
+    with open(os.path.join(out + ".partial", oneshot.streaming.STATE_FILE), "w") as f:
+        json.dump({"fingerprint": "other", "blocks": 3}, f)
+    with pytest.raises(FileExistsError, match="holds a streamed run of another configuration"):
+        oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, out,
+                               _settings(oneshot.WANDA, "2:4"), fingerprint="mine",
+                               progress=False)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (_settings(oneshot.WANDA, "unstructured", allocation=oneshot.OWL()),
+     "allocation OWL ranks every block before pruning any"),
+    (oneshot.OneShotConfig(method=oneshot.MAGNITUDE, pattern="global", sparsity=0.5),
+     "pattern 'global' ranks every kernel at once"),
+    (_settings(oneshot.OBD_FISHER, "unstructured"), "needs a whole-model"),
+])
+def test_what_needs_the_whole_model_is_refused_before_work(dense_dir, tmp_path, settings,
+                                                           message):
+    out = str(tmp_path / "pruned")
+    with pytest.raises(ValueError, match=message):
+        oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, out, settings,
+                               progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_existing_output_directory_is_refused(dense_dir, tmp_path):
+    with pytest.raises(FileExistsError, match="output directory already exists"):
+        oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, str(tmp_path),
+                               _settings(oneshot.WANDA, "2:4"), progress=False)
