@@ -16,8 +16,13 @@ def next_token_nll(model, batch: jax.Array) -> jax.Array:
     Returns:
       float32 NLL of tokens ``1 .. L - 1``.
     """
-    logits = model(batch[:, :-1]).astype(jnp.float32)
-    targets = batch[:, 1:]
+    return token_nll(model(batch[:, :-1]), batch[:, 1:])
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Negative log-likelihood of ``targets`` ``[...]`` under ``logits`` ``[..., vocab]``,
+    in float32."""
+    logits = logits.astype(jnp.float32)
     target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return jax.nn.logsumexp(logits, axis=-1) - target_logits
 

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from jaxprune import models, oneshot, paths
+from jaxprune.eval import evaluation_windows, perplexity, streamed_perplexity
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=3, num_heads=4,
                             num_kv_heads=2, intermediate_size=48, head_dim=8)
@@ -63,11 +64,12 @@ def test_streamed_pruning_equals_the_in_memory_engine(dense_dir, tmp_path, metho
     for path, mask in want_masks.items():
         np.testing.assert_array_equal(got_masks[path], mask, err_msg=path)
     assert _without_seconds(got.rows) == _without_seconds(want.layers)
-    assert json.loads(open(os.path.join(out, "config.json")).read())["torch_dtype"] == (
-        "bfloat16" if dtype == jnp.bfloat16 else "float32")
+    with open(os.path.join(out, "config.json")) as f:
+        stored = json.load(f)["torch_dtype"]
+    assert stored == ("bfloat16" if dtype == jnp.bfloat16 else "float32")
 
 
-class _Interrupted(Exception):
+class _InterruptedError(Exception):
     pass
 
 
@@ -82,12 +84,12 @@ def test_an_interrupted_run_resumes_at_its_first_unfinished_block(dense_dir, tmp
 
     def block_until_2(self, index):
         if index == 2:
-            raise _Interrupted
+            raise _InterruptedError
         return original(self, index)
 
     out = str(tmp_path / "resumed")
     monkeypatch.setattr(models.LazyModel, "block", block_until_2)
-    with pytest.raises(_Interrupted):
+    with pytest.raises(_InterruptedError):
         oneshot.prune_streamed(stopped, SEGMENTS, out, settings, fingerprint="f",
                                progress=False)
     monkeypatch.undo()
@@ -135,3 +137,22 @@ def test_an_existing_output_directory_is_refused(dense_dir, tmp_path):
     with pytest.raises(FileExistsError, match="output directory already exists"):
         oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, str(tmp_path),
                                _settings(oneshot.WANDA, "2:4"), progress=False)
+
+
+@pytest.mark.parametrize("bos_id", [None, 1])
+def test_streamed_perplexity_agrees_with_the_whole_model(dense_dir, bos_id):
+    """Against the whole model's evaluation and an independent float64 numpy NLL of its
+    logits; a last batch padded (5 windows in batches of 2)."""
+    tokens = np.random.default_rng(3).integers(0, CONFIG.vocab_size, 5 * 12 + 3)
+    model, _ = models.load(dense_dir)
+    want = perplexity(model, tokens, window=12, batch_size=2, progress=False, bos_id=bos_id)
+    got = streamed_perplexity(models.open_hf_dir(dense_dir), tokens, window=12, batch_size=2,
+                              progress=False, bos_id=bos_id)
+    assert got.num_windows == want.num_windows == 5
+    assert got.mean_nll == pytest.approx(want.mean_nll, rel=1e-6)
+    windows = evaluation_windows(tokens, 12, bos_id=bos_id)
+    logits = np.asarray(model(jnp.asarray(windows[:, :-1])), np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_probs, windows[:, 1:, None], axis=-1).mean()
+    assert got.mean_nll == pytest.approx(nll, rel=1e-5)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprune.losses import next_token_nll
+from jaxprune.losses import next_token_nll, token_nll
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,33 @@ def _batch_nll(graphdef, state, batch: jax.Array) -> jax.Array:
     return _nll_sums(nnx.merge(graphdef, state), batch)
 
 
+def _padded_batches(windows: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
+    """``(batch, real rows)`` pairs of ``batch_size`` windows, the last padded with copies of
+    its last window (one compiled shape; padded rows are discarded)."""
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batches = []
+    for first in range(0, windows.shape[0], batch_size):
+        batch = windows[first:first + batch_size]
+        real = batch.shape[0]
+        if real < batch_size:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - real, axis=0)])
+        batches.append((batch, real))
+    return batches
+
+
+def _result(total: float, windows: np.ndarray, window: int, seconds: float
+            ) -> PerplexityResult:
+    predicted = windows.shape[0] * (window - 1)
+    mean_nll = total / predicted
+    if not math.isfinite(mean_nll):
+        raise ValueError(f"perplexity evaluation produced a non-finite mean NLL ({mean_nll})")
+    return PerplexityResult(
+        perplexity=math.exp(mean_nll), mean_nll=mean_nll, num_windows=windows.shape[0],
+        window=window, num_predicted=predicted, seconds=seconds,
+    )
+
+
 def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int = 8,
                max_windows: int | None = None, progress: bool = True,
                bos_id: int | None = None) -> PerplexityResult:
@@ -101,9 +128,8 @@ def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int 
     Raises:
       ValueError: for a text shorter than one window, bad sizes, or a non-finite NLL.
     """
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     windows = evaluation_windows(tokens, window, max_windows, bos_id=bos_id)
+    batches = _padded_batches(windows, batch_size)
     graphdef, state = nnx.split(model)
     total = 0.0
     start = time.perf_counter()
@@ -111,22 +137,66 @@ def perplexity(model, tokens: np.ndarray, *, window: int = 512, batch_size: int 
 
     bar = tqdm(total=windows.shape[0] * window, unit="tok", unit_scale=True,
                desc="perplexity", disable=not progress)
-    for first in range(0, windows.shape[0], batch_size):
-        batch = windows[first:first + batch_size]
-        real = batch.shape[0]
-        if real < batch_size:  # pad to one compiled shape; padded rows are discarded
-            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - real, axis=0)])
+    for batch, real in batches:
         sums = np.asarray(_batch_nll(graphdef, state, jnp.asarray(batch)),
                           dtype=np.float64)[:real]
         total += float(sums.sum())
         bar.update(real * window)
     bar.close()
-    seconds = time.perf_counter() - start
-    predicted = windows.shape[0] * (window - 1)
-    mean_nll = total / predicted
-    if not math.isfinite(mean_nll):
-        raise ValueError(f"perplexity evaluation produced a non-finite mean NLL ({mean_nll})")
-    return PerplexityResult(
-        perplexity=math.exp(mean_nll), mean_nll=mean_nll, num_windows=windows.shape[0],
-        window=window, num_predicted=predicted, seconds=seconds,
-    )
+    return _result(total, windows, window, time.perf_counter() - start)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_inputs(graphdef, state, batch: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, state).embed(batch[:, :-1])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _block_output(graphdef, state, h: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, state)(h, cos, sin)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _head_nll_sums(graphdef, state, h: jax.Array, batch: jax.Array) -> jax.Array:
+    return jnp.sum(token_nll(nnx.merge(graphdef, state).head(h), batch[:, 1:]), axis=-1)
+
+
+def streamed_perplexity(source, tokens: np.ndarray, *, window: int = 512, batch_size: int = 8,
+                        max_windows: int | None = None, progress: bool = True,
+                        bos_id: int | None = None) -> PerplexityResult:
+    """``perplexity`` of a model opened lazily (``jaxprune.models.LazyModel``), one block at
+    a time: every window is embedded, then each block is read from disk and run over all of
+    them before the next is read, then the head scores them. Memory holds one block and the
+    activations of every window (``windows x (window - 1) x hidden`` floats), never the whole
+    model. The same windows and NLL as ``perplexity``; the sums agree to float32 rounding
+    (the programs are split at the blocks).
+
+    Args:
+      source: the model, a ``LazyModel``.
+      tokens, window, batch_size, max_windows, progress, bos_id: as ``perplexity``.
+
+    Returns:
+      A ``PerplexityResult``.
+
+    Raises:
+      ValueError: as ``perplexity``.
+    """
+    windows = evaluation_windows(tokens, window, max_windows, bos_id=bos_id)
+    batches = _padded_batches(windows, batch_size)
+    start = time.perf_counter()
+    shell = source.shell()
+    shell_graphdef, shell_state = nnx.split(shell)
+    hidden = [_embed_inputs(shell_graphdef, shell_state, jnp.asarray(b)) for b, _ in batches]
+    cos, sin = shell.rope(window - 1)
+    from tqdm.auto import tqdm
+
+    for index in tqdm(range(source.config.num_layers), desc="perplexity (streamed)",
+                      unit="block", disable=not progress):
+        graphdef, state = nnx.split(source.block(index))
+        hidden = [_block_output(graphdef, state, h, cos, sin) for h in hidden]
+    total = 0.0
+    for (batch, real), h in zip(batches, hidden, strict=True):
+        sums = np.asarray(_head_nll_sums(shell_graphdef, shell_state, h, jnp.asarray(batch)),
+                          dtype=np.float64)[:real]
+        total += float(sums.sum())
+    return _result(total, windows, window, time.perf_counter() - start)
