@@ -49,7 +49,7 @@ def test_streamed_pruning_equals_the_in_memory_engine(dense_dir, tmp_path, metho
     loaded, _ = models.load(dense_dir, param_dtype=dtype)
     want = oneshot.prune_oneshot(loaded, SEGMENTS, settings, progress=False)
     out = str(tmp_path / "pruned")
-    got = oneshot.prune_streamed(models.open_hf_dir(dense_dir, param_dtype=dtype), SEGMENTS,
+    got = oneshot.prune_streamed(models.open_hf_dir(dense_dir, param_dtype=dtype)[0], SEGMENTS,
                                  out, settings, progress=False)
     assert got.resumed_at == 0 and not os.path.exists(out + ".partial")
     pruned, _ = models.load(out, param_dtype=dtype)
@@ -77,9 +77,9 @@ def test_an_interrupted_run_resumes_at_its_first_unfinished_block(dense_dir, tmp
                                                                    monkeypatch):
     settings = _settings(oneshot.SparseGPT(), "2:4")
     whole = str(tmp_path / "whole")
-    oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, whole, settings,
+    oneshot.prune_streamed(models.open_hf_dir(dense_dir)[0], SEGMENTS, whole, settings,
                            fingerprint="f", progress=False)
-    stopped = models.open_hf_dir(dense_dir)
+    stopped = models.open_hf_dir(dense_dir)[0]
     original = models.LazyModel.block
 
     def block_until_2(self, index):
@@ -95,7 +95,7 @@ def test_an_interrupted_run_resumes_at_its_first_unfinished_block(dense_dir, tmp
     monkeypatch.undo()
     assert sorted(f for f in os.listdir(out + ".partial") if f.startswith("block-")) == [
         "block-00000.json", "block-00001.json"]
-    resumed = oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, out, settings,
+    resumed = oneshot.prune_streamed(models.open_hf_dir(dense_dir)[0], SEGMENTS, out, settings,
                                      fingerprint="f", progress=False)
     assert resumed.resumed_at == 2
     for name in sorted(os.listdir(whole)):
@@ -112,7 +112,7 @@ def test_another_configurations_partial_run_is_refused(dense_dir, tmp_path):
     with open(os.path.join(out + ".partial", oneshot.streaming.STATE_FILE), "w") as f:
         json.dump({"fingerprint": "other", "blocks": 3}, f)
     with pytest.raises(FileExistsError, match="holds a streamed run of another configuration"):
-        oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, out,
+        oneshot.prune_streamed(models.open_hf_dir(dense_dir)[0], SEGMENTS, out,
                                _settings(oneshot.WANDA, "2:4"), fingerprint="mine",
                                progress=False)
 
@@ -128,14 +128,14 @@ def test_what_needs_the_whole_model_is_refused_before_work(dense_dir, tmp_path, 
                                                            message):
     out = str(tmp_path / "pruned")
     with pytest.raises(ValueError, match=message):
-        oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, out, settings,
+        oneshot.prune_streamed(models.open_hf_dir(dense_dir)[0], SEGMENTS, out, settings,
                                progress=False)
     assert os.listdir(tmp_path) == []
 
 
 def test_an_existing_output_directory_is_refused(dense_dir, tmp_path):
     with pytest.raises(FileExistsError, match="output directory already exists"):
-        oneshot.prune_streamed(models.open_hf_dir(dense_dir), SEGMENTS, str(tmp_path),
+        oneshot.prune_streamed(models.open_hf_dir(dense_dir)[0], SEGMENTS, str(tmp_path),
                                _settings(oneshot.WANDA, "2:4"), progress=False)
 
 
@@ -146,7 +146,7 @@ def test_streamed_perplexity_agrees_with_the_whole_model(dense_dir, bos_id):
     tokens = np.random.default_rng(3).integers(0, CONFIG.vocab_size, 5 * 12 + 3)
     model, _ = models.load(dense_dir)
     want = perplexity(model, tokens, window=12, batch_size=2, progress=False, bos_id=bos_id)
-    got = streamed_perplexity(models.open_hf_dir(dense_dir), tokens, window=12, batch_size=2,
+    got = streamed_perplexity(models.open_hf_dir(dense_dir)[0], tokens, window=12, batch_size=2,
                               progress=False, bos_id=bos_id)
     assert got.num_windows == want.num_windows == 5
     assert got.mean_nll == pytest.approx(want.mean_nll, rel=1e-6)

@@ -2,8 +2,14 @@
 
 from jaxprune.models.config import LlamaConfig, config_from_hf_dict
 from jaxprune.models.gguf_io import load_gguf, read_gguf, unpermute_rotary_rows
-from jaxprune.models.hf_io import EXPORT_DTYPES, export_dtype, load_hf_dir, save_hf_dir
-from jaxprune.models.lazy import LazyModel, block_hf_tensors, open_hf_dir
+from jaxprune.models.hf_io import (
+    EXPORT_DTYPES,
+    export_dtype,
+    load_hf_dir,
+    open_hf_dir,
+    save_hf_dir,
+)
+from jaxprune.models.lazy import LazyModel, block_hf_tensors
 from jaxprune.models.llama import Llama, abstract_llama
 from jaxprune.models.registry import (
     PACKAGED_MODELS,

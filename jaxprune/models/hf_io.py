@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.models.config import config_from_hf_dict
+from jaxprune.models.lazy import LazyModel
 from jaxprune.models.llama import Llama
 from jaxprune.models.safetensors_file import read_safetensors
 from jaxprune.models.tokenizer import Tokenizer
@@ -77,25 +78,55 @@ def load_hf_dir(directory: str, *, param_dtype=jnp.float32) -> tuple[Llama, Toke
       FileNotFoundError: for a missing directory, ``config.json`` or weights.
       ValueError: for an unsupported config or tensors that do not fit it.
     """
+    config = _read_hf_config(directory)
+    tensors = read_hf_tensors(directory)
+    if config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)  # some exports write the tied head twice
+    model = model_from_hf_tensors(config, tensors, param_dtype=param_dtype)
+    return model, _hf_tokenizer(directory, config)
+
+
+def open_hf_dir(directory: str, *, param_dtype=jnp.float32) -> tuple[LazyModel,
+                                                                    Tokenizer | None]:
+    """A Hugging Face checkpoint directory opened lazily: ``config.json`` read, the
+    safetensors files memory-mapped (their headers read, no tensor), the tokenizer loaded.
+
+    Args:
+      directory: as ``load_hf_dir``'s.
+      param_dtype: the dtype of every parameter the ``LazyModel`` materialises.
+
+    Returns:
+      ``(LazyModel, tokenizer)``, the tokenizer ``None`` without ``tokenizer.json``.
+
+    Raises:
+      FileNotFoundError, ValueError: as ``load_hf_dir`` (missing files or shards, tensors
+        that do not match the config), before any tensor is read.
+    """
+    config = _read_hf_config(directory)
+    tensors = read_hf_tensors(directory)
+    if config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)
+    return LazyModel(config, tensors, param_dtype), _hf_tokenizer(directory, config)
+
+
+def _read_hf_config(directory: str):
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"Hugging Face checkpoint directory not found: {directory}")
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{directory} has no config.json")
     with open(config_path) as f:
-        config = config_from_hf_dict(json.load(f))
-    tensors = read_hf_tensors(directory)
-    if config.tie_word_embeddings:
-        tensors.pop("lm_head.weight", None)  # some exports write the tied head twice
-    model = model_from_hf_tensors(config, tensors, param_dtype=param_dtype)
+        return config_from_hf_dict(json.load(f))
+
+
+def _hf_tokenizer(directory: str, config) -> Tokenizer | None:
     tokenizer_path = os.path.join(directory, "tokenizer.json")
-    tokenizer = None
-    if os.path.isfile(tokenizer_path):
-        tokenizer = Tokenizer.from_file(
-            tokenizer_path, bos_id=config.bos_token_id, eos_id=config.eos_token_id,
-            add_bos=_adds_bos(directory) and config.bos_token_id is not None,
-        )
-    return model, tokenizer
+    if not os.path.isfile(tokenizer_path):
+        return None
+    return Tokenizer.from_file(
+        tokenizer_path, bos_id=config.bos_token_id, eos_id=config.eos_token_id,
+        add_bos=_adds_bos(directory) and config.bos_token_id is not None,
+    )
 
 
 def _adds_bos(directory: str) -> bool:

@@ -11,7 +11,6 @@ asked for is read from disk.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune import paths
-from jaxprune.models.config import LlamaConfig, config_from_hf_dict
+from jaxprune.models.config import LlamaConfig
 from jaxprune.models.llama import Block, Llama, abstract_split
 from jaxprune.models.weights import hf_name, hf_tensors_of_state, param_from_hf_tensors
 
@@ -70,23 +69,6 @@ class LazyModel:
     def nbytes(self) -> int:
         """Bytes of every parameter in ``param_dtype`` (what loading it whole would take)."""
         return self.config.num_params() * jnp.dtype(self.param_dtype).itemsize
-
-
-def open_hf_dir(directory: str, *, param_dtype=jnp.float32) -> LazyModel:
-    """A Hugging Face checkpoint directory opened lazily (``config.json`` and the safetensors
-    files memory-mapped; nothing read but their headers).
-
-    Raises:
-      FileNotFoundError, ValueError: as ``load_hf_dir`` (missing files or shards, tensors that
-        do not match the config).
-    """
-    import json
-
-    from jaxprune.models.hf_io import read_hf_tensors
-
-    with open(os.path.join(directory, "config.json")) as f:
-        config = config_from_hf_dict(json.load(f))
-    return LazyModel(config, read_hf_tensors(directory), param_dtype)
 
 
 def block_hf_tensors(block: Block, index: int, dtype=np.float32) -> dict[str, np.ndarray]:
