@@ -69,6 +69,10 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     # docs/scaling.md).
     config.num_cpu_devices = 0
     config.distributed = False
+    # stream=True prunes and evaluates one block at a time from disk, for models larger than
+    # memory: config.model must be a Hugging Face directory, and the pruned model is written to
+    # WORKDIR/hf as it goes (resumable; docs/scaling.md).
+    config.stream = False
 
     config.evaluate_dense = False
     config.workdir = ""  # results.json, results.md and saved models go here

@@ -375,7 +375,7 @@ class Resources:
 
     def model(self, config):
         """``(model, tokenizer)`` for ``config.model`` in ``config.param_dtype``."""
-        key = (config.model, config.param_dtype)
+        key = (config.model, config.param_dtype, bool(config.get("stream")))
         if key not in self._models:
             self._models[key] = load_model(config)
         return self._models[key]
@@ -522,8 +522,17 @@ def zeroshot_columns(rows: list[dict]) -> list[str]:
 
 
 def load_model(config):
-    """The model and tokenizer named by ``config.model``, in ``config.param_dtype``."""
-    model, tokenizer = models.load(config.model, param_dtype=PARAM_DTYPES[config.param_dtype])
+    """The model and tokenizer named by ``config.model``, in ``config.param_dtype``; with
+    ``config.stream`` the model is opened lazily (``models.open_hf_dir``), not loaded."""
+    dtype = PARAM_DTYPES[config.param_dtype]
+    if config.get("stream"):
+        if not os.path.isfile(os.path.join(config.model, "config.json")):
+            raise ValueError(f"config.model must be a Hugging Face directory (config.json and "
+                             f"safetensors) with config.stream=True, got {config.model!r}; "
+                             f"export a packaged or GGUF model first (save_hf=True)")
+        model, tokenizer = models.open_hf_dir(config.model, param_dtype=dtype)
+    else:
+        model, tokenizer = models.load(config.model, param_dtype=dtype)
     if tokenizer is None:
         raise ValueError(f"config.model {config.model!r} has no tokenizer (tokenizer.json)")
     return model, tokenizer

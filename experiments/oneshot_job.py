@@ -5,10 +5,14 @@ Shared by ``experiments.prune`` (one job) and ``experiments.sweep`` (many jobs i
 
 from __future__ import annotations
 
+import os
 import time
 
+import numpy as np
+
 from experiments import common
-from jaxprune import oneshot
+from jaxprune import masks, models, oneshot
+from jaxprune.eval.perplexity import streamed_perplexity
 from jaxprune.patterns import parse_pattern
 
 # config.method for evaluating the model as loaded, without pruning (a sweep's baseline row).
@@ -19,8 +23,10 @@ DENSE = "dense"
 # top level is read by ``oneshot.settings_from_config`` (tests/test_experiments.py keeps both
 # sides equal).
 JOB_FIELDS = ("model", "param_dtype", "calibration", "eval", "num_cpu_devices", "distributed",
-              "evaluate_dense", "workdir", "overwrite", "save_checkpoint", "save_hf",
+              "stream", "evaluate_dense", "workdir", "overwrite", "save_checkpoint", "save_hf",
               "runlocal", "runlocal_overrides")
+# Where a streamed run (config.stream=True) writes the pruned model, under the workdir.
+STREAMED_DIR = "hf"
 
 
 def oneshot_settings(config) -> oneshot.OneShotConfig:
@@ -54,6 +60,28 @@ def check_config(config) -> None:
     if saving and config.method == DENSE:
         raise ValueError("config.method 'dense' prunes nothing; there is no model to save "
                          f"(config.{saving[0]}=True)")
+    if config.get("stream"):
+        check_stream_config(config)
+
+
+def check_stream_config(config) -> None:
+    """What a streamed run (``config.stream=True``) needs and cannot do, before loading.
+
+    Raises:
+      ValueError: naming the field and why.
+    """
+    if not config.workdir:
+        raise ValueError(f"config.stream=True writes the pruned model to "
+                         f"WORKDIR/{STREAMED_DIR} as it goes: config.workdir is required")
+    for name in ("save_checkpoint", "save_hf", "distributed"):
+        if config.get(name):
+            raise ValueError(f"config.{name}=True does not apply with config.stream=True (one "
+                             f"device; the pruned model is written to WORKDIR/{STREAMED_DIR} "
+                             f"block by block)")
+    if common.zeroshot_task_names(config.eval.zeroshot):
+        raise ValueError(f"config.eval.zeroshot.tasks={config.eval.zeroshot.tasks!r}: "
+                         f"zero-shot scoring is not streamed; leave it empty with "
+                         f"config.stream=True")
 
 
 def check_pattern_and_sparsity(config) -> None:
@@ -78,8 +106,12 @@ def check_pattern_and_sparsity(config) -> None:
 
 def workdir_bytes(config, resources: common.Resources) -> int:
     """Free space the saved models take: the orbax checkpoint (parameters and byte masks) and
-    the float32 Hugging Face export."""
+    the float32 Hugging Face export; for a streamed run, its directory (parameters in their
+    dtype and byte masks)."""
     params = resources.model(config)[0].config.num_params()
+    if config.get("stream"):
+        return 0 if config.method == DENSE else params * (
+            np.dtype(common.PARAM_DTYPES[config.param_dtype]).itemsize + 1)
     return (2 * 4 * params if config.get("save_checkpoint") else 0) + (
         4 * params if config.get("save_hf") else 0)
 
@@ -104,7 +136,8 @@ def prepare(config, resources: common.Resources) -> None:
     model, _ = resources.model(config)
     segments = resources.calibration_segments(config)
     if config.method != DENSE:
-        oneshot.plan_oneshot(model, segments, oneshot_settings(config))
+        plan = oneshot.plan_streamed if config.get("stream") else oneshot.plan_oneshot
+        plan(model, segments, oneshot_settings(config))
     resources.evaluation_tokens(config)
 
 
@@ -121,6 +154,8 @@ def run_point(config, resources: common.Resources) -> dict:
       figures of ``config.eval.zeroshot``, ``common.zeroshot_metrics``); timings are wall
       seconds; result is the ``OneShotResult`` (None for "dense").
     """
+    if config.get("stream"):
+        return run_streamed_point(config, resources)
     model, tokenizer = resources.model(config)
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
@@ -131,16 +166,50 @@ def run_point(config, resources: common.Resources) -> dict:
         model = result.model
     prune_seconds = time.perf_counter() - start
     evaluation = common.evaluate(model, eval_tokens, config.eval, tokenizer)
-    method = config.method + ("+owl" if config.allocation == "owl" and result else "")
-    metrics = {
-        "method": method,
-        "pattern": config.pattern if result else "-",
-        "setting": setting_label(config),
-        "sparsity": oneshot.achieved_sparsity(result) if result else 0.0,
-        "perplexity": evaluation.perplexity,
-        "mean_nll": evaluation.mean_nll,
-        **common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot),
-    }
+    metrics = _metrics(config, result, oneshot.achieved_sparsity(result) if result else 0.0,
+                       evaluation)
+    metrics.update(common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot))
     timings = {"prune_seconds": prune_seconds,
                "eval_seconds": time.perf_counter() - start - prune_seconds}
     return {"metrics": metrics, "timings": timings, "result": result}
+
+
+def run_streamed_point(config, resources: common.Resources) -> dict:
+    """``run_point`` one block at a time from disk (``config.stream=True``): the model opened
+    lazily is pruned into ``WORKDIR/hf`` (``oneshot.prune_streamed``, resuming a killed run of
+    this config) and evaluated from there (``eval.streamed_perplexity``); ``result`` is the
+    ``StreamedResult``."""
+    source, tokenizer = resources.model(config)
+    segments = resources.calibration_segments(config)
+    eval_tokens = resources.evaluation_tokens(config)
+    start = time.perf_counter()
+    result, sparsity = None, 0.0
+    if config.method != DENSE:
+        out = os.path.join(config.workdir, STREAMED_DIR)
+        result = oneshot.prune_streamed(source, segments, out, oneshot_settings(config),
+                                        tokenizer=tokenizer,
+                                        fingerprint=common.config_fingerprint(config))
+        source = models.open_hf_dir(out, param_dtype=source.param_dtype)[0]
+        sparsity = masks.sparsity(oneshot.read_streamed_masks(out))
+    prune_seconds = time.perf_counter() - start
+    e = config.eval
+    evaluation = streamed_perplexity(source, eval_tokens, window=e.window,
+                                     batch_size=e.batch_size, max_windows=e.max_windows,
+                                     bos_id=tokenizer.sequence_start)
+    timings = {"prune_seconds": prune_seconds,
+               "eval_seconds": time.perf_counter() - start - prune_seconds}
+    return {"metrics": _metrics(config, result, sparsity, evaluation), "timings": timings,
+            "result": result}
+
+
+def _metrics(config, result, sparsity: float, evaluation) -> dict:
+    """A results row's figures; they depend only on the config."""
+    method = config.method + ("+owl" if config.allocation == "owl" and result else "")
+    return {
+        "method": method,
+        "pattern": config.pattern if result else "-",
+        "setting": setting_label(config),
+        "sparsity": sparsity,
+        "perplexity": evaluation.perplexity,
+        "mean_nll": evaluation.mean_nll,
+    }

@@ -26,6 +26,7 @@ from ml_collections import config_flags
 
 from experiments import common, oneshot_job
 from experiments.oneshot_job import DENSE
+from jaxprune import oneshot
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "One-shot pruning configuration.")
 
@@ -39,7 +40,10 @@ def columns(rows: list[dict]) -> list[str]:
 
 
 def save_outputs(config, result, tokenizer) -> list[str]:
-    """Saves the pruned model as asked; returns what was written."""
+    """Saves the pruned model as asked; returns what was written (a streamed run wrote its
+    directory as it went)."""
+    if isinstance(result, oneshot.StreamedResult):
+        return [result.directory]
     written = []
     if config.save_checkpoint:
         import orbax.checkpoint as ocp

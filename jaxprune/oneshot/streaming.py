@@ -46,14 +46,14 @@ class StreamedResult:
 
     Attributes:
       directory: the pruned model, a Hugging Face directory.
-      rows: one report row per pruned kernel, in order (as ``OneShotResult.layers``).
+      layers: one report row per pruned kernel, in order (as ``OneShotResult.layers``).
       block_sparsity: the sparsity asked of each pruned block.
       resumed_at: the first block this call pruned (0: a run from the start).
       seconds: wall time of this call.
     """
 
     directory: str
-    rows: list[dict]
+    layers: list[dict]
     block_sparsity: dict[int, float]
     resumed_at: int
     seconds: float
