@@ -1,4 +1,4 @@
-"""The memory-mapped safetensors reader against the safetensors package's own (torch) reader."""
+"""The on-demand safetensors reader against the safetensors package's own (torch) reader."""
 
 import json
 import struct
@@ -29,8 +29,7 @@ def test_every_dtype_reads_as_the_safetensors_package_reads_it(tmp_path):
     assert sorted(ours) == sorted(want)
     for name, tensor in want.items():
         got = ours[name]
-        assert got.shape == tuple(tensor.shape), name
-        assert not got.flags.writeable  # a read-only view of the file
+        assert got.shape == tuple(tensor.shape) == ours.shape(name), name
         np.testing.assert_array_equal(got.astype(np.float64), tensor.double().numpy(), name)
     assert str(ours["bf16"].dtype) == "bfloat16"
 

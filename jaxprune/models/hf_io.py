@@ -17,7 +17,7 @@ from flax import nnx
 from jaxprune.models.config import config_from_hf_dict
 from jaxprune.models.lazy import LazyModel
 from jaxprune.models.llama import Llama
-from jaxprune.models.safetensors_file import read_safetensors
+from jaxprune.models.safetensors_file import SafetensorsTensors, read_safetensors
 from jaxprune.models.tokenizer import Tokenizer
 from jaxprune.models.weights import hf_tensors_from_model, model_from_hf_tensors
 from jaxprune.workdir import chmod_as_created
@@ -37,9 +37,9 @@ def _safetensors_numpy():
     return st_numpy
 
 
-def read_hf_tensors(directory: str) -> dict[str, np.ndarray]:
-    """Every tensor of ``model.safetensors`` or of the shards its index lists, memory-mapped
-    in its stored dtype (bfloat16 included; ``read_safetensors``)."""
+def read_hf_tensors(directory: str) -> SafetensorsTensors:
+    """Every tensor of ``model.safetensors`` or of the shards its index lists, each read in its
+    stored dtype (bfloat16 included) when looked up (``read_safetensors``)."""
     single = os.path.join(directory, _SINGLE)
     index = os.path.join(directory, _INDEX)
     if os.path.isfile(single):
@@ -52,9 +52,9 @@ def read_hf_tensors(directory: str) -> dict[str, np.ndarray]:
         if missing:  # before reading any: a partial copy or download
             raise FileNotFoundError(f"{directory}: {_INDEX} lists {len(shards)} shards, "
                                     f"{len(missing)} of them missing: {missing[:4]}")
-        tensors = {}
-        for shard in shards:
-            tensors.update(read_safetensors(os.path.join(directory, shard)))
+        tensors = read_safetensors(os.path.join(directory, shards[0]))
+        for shard in shards[1:]:
+            tensors = tensors | read_safetensors(os.path.join(directory, shard))
         absent = sorted(name for name, shard in weight_map.items() if name not in tensors)
         if absent:
             raise ValueError(f"{directory}: {_INDEX} maps {len(absent)} tensors to shards "
@@ -80,8 +80,8 @@ def load_hf_dir(directory: str, *, param_dtype=jnp.float32) -> tuple[Llama, Toke
     """
     config = _read_hf_config(directory)
     tensors = read_hf_tensors(directory)
-    if config.tie_word_embeddings:
-        tensors.pop("lm_head.weight", None)  # some exports write the tied head twice
+    if config.tie_word_embeddings:  # some exports write the tied head twice
+        tensors = tensors.without({"lm_head.weight"})
     model = model_from_hf_tensors(config, tensors, param_dtype=param_dtype)
     return model, _hf_tokenizer(directory, config)
 
@@ -89,7 +89,7 @@ def load_hf_dir(directory: str, *, param_dtype=jnp.float32) -> tuple[Llama, Toke
 def open_hf_dir(directory: str, *, param_dtype=jnp.float32) -> tuple[LazyModel,
                                                                     Tokenizer | None]:
     """A Hugging Face checkpoint directory opened lazily: ``config.json`` read, the
-    safetensors files memory-mapped (their headers read, no tensor), the tokenizer loaded.
+    safetensors files indexed (their headers read, no tensor), the tokenizer loaded.
 
     Args:
       directory: as ``load_hf_dir``'s.
@@ -105,7 +105,7 @@ def open_hf_dir(directory: str, *, param_dtype=jnp.float32) -> tuple[LazyModel,
     config = _read_hf_config(directory)
     tensors = read_hf_tensors(directory)
     if config.tie_word_embeddings:
-        tensors.pop("lm_head.weight", None)
+        tensors = tensors.without({"lm_head.weight"})
     return LazyModel(config, tensors, param_dtype), _hf_tokenizer(directory, config)
 
 

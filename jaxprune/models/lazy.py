@@ -1,4 +1,4 @@
-"""A model opened without loading it: its config and memory-mapped tensors, made into device
+"""A model opened without loading it: its config and tensors read on demand, made into device
 arrays one block at a time.
 
 For models larger than host or device memory: the streamed one-shot engine
@@ -30,8 +30,8 @@ class LazyModel:
 
     Attributes:
       config: the model's shape.
-      tensors: Hugging Face name -> array in Hugging Face layout, memory-mapped (reading one
-        reads only it).
+      tensors: Hugging Face name -> array in Hugging Face layout, read from disk when looked up
+        (``SafetensorsTensors``), so only what is asked for is read.
       param_dtype: the dtype every materialised parameter takes.
     """
 

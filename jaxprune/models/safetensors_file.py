@@ -1,18 +1,21 @@
-"""A safetensors file's tensors, memory-mapped, bfloat16 included.
+"""A safetensors file's tensors, read on demand, bfloat16 included.
 
 ``safetensors.numpy`` refuses bfloat16 (NumPy has no such dtype), which is how most Hugging
 Face checkpoints of the Llama, Mistral, Qwen and Gemma families are stored. The format is an
 8-byte little-endian header length, a JSON header (name -> dtype, shape, byte offsets) and the
-raw little-endian data; this reads the header and maps each tensor as a NumPy view of the file
-(``ml_dtypes.bfloat16`` for ``BF16``), so nothing is read until a tensor is used and a model
-need not fit in host memory to be opened.
+raw little-endian data. ``read_safetensors`` reads the header only and returns a mapping whose
+values are read from the file when asked for (``ml_dtypes.bfloat16`` for ``BF16``): a model
+need not fit in host memory to be opened, and what was read is freed with the array (file
+pages are not kept mapped in the process, as a memory map would keep them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
+from collections.abc import Iterator, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -26,15 +29,56 @@ DTYPES = {
 _MAX_HEADER = 100 * 2 ** 20
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """Every tensor of a safetensors file, as read-only memory-mapped arrays in file order.
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    path: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int  # from the start of the file, in bytes
+
+
+class SafetensorsTensors(Mapping):
+    """Tensor name -> array, each read from its file when looked up (a new array each time).
+
+    ``shape(name)`` and ``dtype(name)`` come from the headers, without reading; ``|`` joins the
+    tensors of several files (a sharded checkpoint); ``without(names)`` leaves some out.
+    """
+
+    def __init__(self, entries: dict[str, _Entry]):
+        self._entries = entries
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        e = self._entries[name]
+        count = int(np.prod(e.shape))
+        return np.fromfile(e.path, dtype=e.dtype, count=count, offset=e.offset).reshape(e.shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entries[name].shape
+
+    def dtype(self, name: str) -> np.dtype:
+        return self._entries[name].dtype
+
+    def __or__(self, other: SafetensorsTensors) -> SafetensorsTensors:
+        return SafetensorsTensors({**self._entries, **other._entries})
+
+    def without(self, names) -> SafetensorsTensors:
+        return SafetensorsTensors({k: v for k, v in self._entries.items() if k not in names})
+
+
+def read_safetensors(path: str) -> SafetensorsTensors:
+    """Every tensor of a safetensors file, in file order, each read when looked up.
 
     Args:
       path: a ``.safetensors`` file.
 
     Returns:
-      name -> array of the stored dtype and shape (a view of the file: reading it reads the
-      file; the file stays mapped while any array is alive).
+      A ``SafetensorsTensors`` mapping (only the header is read here).
 
     Raises:
       ValueError: for a file that is not safetensors (bad header length or JSON), a dtype
@@ -54,27 +98,22 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: the header is not JSON ({err})") from None
     header.pop("__metadata__", None)
-    data_start = 8 + length
-    if not header:
-        return {}
-    mapped = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start,
-                       shape=(size - data_start,))
-    tensors = {}
-    for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-        tensors[name] = _tensor_view(path, mapped, name, entry)
-    return tensors
+    data_start, data_bytes = 8 + length, size - 8 - length
+    ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
+    return SafetensorsTensors({name: _entry(path, name, e, data_start, data_bytes)
+                               for name, e in ordered})
 
 
-def _tensor_view(path: str, mapped: np.ndarray, name: str, entry: dict) -> np.ndarray:
-    """One header entry as a view of the mapped data, its bounds and dtype checked."""
+def _entry(path: str, name: str, entry: dict, data_start: int, data_bytes: int) -> _Entry:
+    """One header entry, its bounds and dtype checked."""
     if entry["dtype"] not in DTYPES:
         raise ValueError(f"{path}: tensor {name!r} has dtype {entry['dtype']!r}; this reader "
                          f"knows {sorted(DTYPES)}")
     dtype = np.dtype(DTYPES[entry["dtype"]])
     begin, end = entry["data_offsets"]
     shape = tuple(entry["shape"])
-    if end > mapped.size or end - begin != dtype.itemsize * int(np.prod(shape)):
+    if end > data_bytes or end - begin != dtype.itemsize * int(np.prod(shape)):
         raise ValueError(f"{path}: tensor {name!r} ({entry['dtype']} {list(shape)}) has byte "
                          f"range [{begin}, {end}), which does not match its shape or runs past "
-                         f"the {mapped.size} data bytes")
-    return mapped[begin:end].view(dtype).reshape(shape)
+                         f"the {data_bytes} data bytes")
+    return _Entry(path, dtype, shape, data_start + begin)

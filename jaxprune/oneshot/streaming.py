@@ -1,6 +1,6 @@
 """One-shot pruning of a model larger than memory: one block at a time, from disk to disk.
 
-The model is opened lazily (``jaxprune.models.LazyModel``: memory-mapped safetensors). The
+The model is opened lazily (``jaxprune.models.LazyModel``: safetensors read on demand). The
 calibration pass is the in-memory engine's (``prune_oneshot``), block for block and with the
 same programs: embed the segments; then for each block, read it from disk, collect its input
 statistics, prune its layers, write it out and run it forward for the next block's inputs,
@@ -255,6 +255,5 @@ def read_streamed_masks(directory: str) -> dict[str, np.ndarray]:
     masks = {}
     for name in sorted(os.listdir(directory)):
         if name.startswith("masks-"):
-            masks.update({p: np.array(a) for p, a in
-                          read_safetensors(os.path.join(directory, name)).items()})
+            masks.update(read_safetensors(os.path.join(directory, name)))
     return masks
