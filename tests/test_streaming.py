@@ -213,3 +213,17 @@ def test_a_streamed_job_that_cannot_run_fails_before_work(tmp_path, overrides, m
     assert result.returncode != 0
     assert message in result.stderr
     assert not (tmp_path / "w" / "hf.partial").exists()
+
+
+def test_the_streaming_benchmark_smoke_run_writes_its_table_json_and_plot(tmp_path):
+    out = tmp_path / "bench.json"
+    result = inprocess.run("experiments.bench_streaming",
+                           "--config=configs/bench_streaming.py:runlocal", f"--config.out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["mode"]) for r in rows] == [("wanda", "streamed"),
+                                                        ("wanda", "whole")]
+    assert all(r["peak memory MB"] > 0 and r["prune seconds"] > 0 for r in rows)
+    assert rows[0]["perplexity"] == pytest.approx(rows[1]["perplexity"], rel=1e-3)
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "| tiny | 0.000 | wanda | streamed |" in result.stdout
