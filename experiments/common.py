@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -24,7 +25,7 @@ from absl import app, flags
 from jaxprune import data, models, workdir
 from jaxprune.eval import perplexity, tasks, zeroshot
 
-PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 # Where a job writes and whether it may replace another run there: not part of the computation.
 OUTPUT_FIELDS = ("workdir", "overwrite")
@@ -440,6 +441,27 @@ def check_param_dtype(config) -> None:
     if config.param_dtype not in PARAM_DTYPES:
         raise ValueError(f"config.param_dtype must be one of {sorted(PARAM_DTYPES)}, got "
                          f"{config.param_dtype!r}")
+    failure = dtype_failure(config.param_dtype)
+    if failure:
+        device = jax.devices()[0]
+        raise ValueError(f"config.param_dtype={config.param_dtype!r}: the device "
+                         f"({device.platform}, {device.device_kind}) cannot run it: {failure}")
+
+
+@functools.cache
+def dtype_failure(name: str) -> str:
+    """Why the default device cannot run a matmul, a softmax and a cast in the dtype
+    ``PARAM_DTYPES[name]`` (the operations of a forward pass), or ``""`` when it can.
+    Compiled and run once per dtype, on 8 x 8 values, before any model loads."""
+    dtype = PARAM_DTYPES[name]
+    try:
+        x = jnp.linspace(-1, 1, 64, dtype=jnp.float32).reshape(8, 8).astype(dtype)
+        out = jax.jit(lambda a: jax.nn.softmax(a @ a.T).astype(jnp.float32).sum())(x)
+        if not np.isfinite(float(out)):
+            return f"a test matmul gave {float(out)}"
+    except Exception as err:  # noqa: BLE001 - any backend refusal is the answer
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return ""
 
 
 def check_eval_config(config) -> None:

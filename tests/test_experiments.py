@@ -37,7 +37,7 @@ def test_perplexity_binary_writes_json(tmp_path):
     [
         ("--config.eval.source=c4", "config.eval.source must be one of"),
         ("--config.eval.window=1", "config.eval.window must be an integer >= 2, got 1"),
-        ("--config.param_dtype=float16", "config.param_dtype must be one of"),
+        ("--config.param_dtype=float64", "config.param_dtype must be one of"),
         ("--config.eval.source=wikitext2", "config.eval.path is required for source 'wikitext2'"),
     ],
 )
@@ -232,3 +232,19 @@ def test_bad_zeroshot_config_fails_before_loading_the_model(override, message, t
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     assert "log-likelihood" not in result.stderr and not (tmp_path / "w").exists()
+
+
+def test_a_dtype_the_device_cannot_run_fails_before_the_model_loads(monkeypatch):
+    monkeypatch.setattr(common, "dtype_failure",
+                        lambda name: "XlaRuntimeError: no float16 dot" if name == "float16" else "")
+    result = inprocess.run("experiments.perplexity", "--config=configs/perplexity.py:runlocal",
+                           "--config.param_dtype=float16")
+    assert result.returncode != 0
+    assert ("config.param_dtype='float16': the device (cpu, cpu) cannot run it: "
+            "XlaRuntimeError: no float16 dot") in result.stderr
+    assert "loaded" not in result.stderr
+
+
+def test_every_parameter_dtype_runs_on_this_device():
+    assert {name: common.dtype_failure(name) for name in common.PARAM_DTYPES} == dict.fromkeys(
+        common.PARAM_DTYPES, "")
