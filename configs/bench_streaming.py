@@ -5,7 +5,8 @@ Launch (the table and plot of docs/scaling.md; about an hour on 2 CPU cores; the
 checkpoints, 9.5 GB for the four sizes, are kept in config.models_dir for reruns):
   python -m experiments.bench_streaming --config=configs/bench_streaming.py \
       --config.out=runs/bench_streaming/bench_streaming.json
-Smoke run (a 4-block tiny model, Wanda 2:4, both modes):
+Smoke run (a 4-block tiny model, Wanda 2:4 streamed; the whole-model mode is the prune job's
+usual path):
   python -m experiments.bench_streaming --config=configs/bench_streaming.py:runlocal
 """
 
@@ -30,6 +31,7 @@ def get_config(arg=None):
     config.models_dir = "runs/bench_streaming_models"  # the random checkpoints, kept
     config.out = ""  # JSON path, written atomically; the PNG goes beside it
     config.runlocal = arg == "runlocal"
-    config.runlocal_overrides = (("sizes", "tiny"), ("methods", "wanda"), ("models_dir", ""),
+    config.runlocal_overrides = (("sizes", "tiny"), ("methods", "wanda"), ("modes", "streamed"),
+                                 ("models_dir", ""),
                                  ("num_segments", 4), ("length", 32), ("batch_size", 2))
     return config
