@@ -545,14 +545,13 @@ def zeroshot_columns(rows: list[dict]) -> list[str]:
 
 def load_model(config):
     """The model and tokenizer named by ``config.model``, in ``config.param_dtype``; with
-    ``config.stream`` the model is opened lazily (``models.open_hf_dir``), not loaded."""
+    ``config.stream`` the model is opened lazily (``models.open_model``), not loaded."""
     dtype = PARAM_DTYPES[config.param_dtype]
     if config.get("stream"):
-        if not os.path.isfile(os.path.join(config.model, "config.json")):
-            raise ValueError(f"config.model must be a Hugging Face directory (config.json and "
-                             f"safetensors) with config.stream=True, got {config.model!r}; "
-                             f"export a packaged or GGUF model first (save_hf=True)")
-        model, tokenizer = models.open_hf_dir(config.model, param_dtype=dtype)
+        try:
+            model, tokenizer = models.open_model(config.model, param_dtype=dtype)
+        except ValueError as err:
+            raise ValueError(f"config.model with config.stream=True: {err}") from None
     else:
         model, tokenizer = models.load(config.model, param_dtype=dtype)
     if tokenizer is None:

@@ -348,3 +348,27 @@ def test_the_harness_hf_backend_scores_every_task_as_jaxprune_does(ours, referen
         ours_metrics = zeroshot.document_metrics(doc, scores, tasks.get_task(name))
         for metric, value in ours_metrics.items():
             assert value == pytest.approx(sample[metric], rel=1e-3), (name, metric)
+
+
+def test_opened_lazily_every_block_and_the_shell_equal_the_loaded_model(ours):
+    """models.open_model reads and dequantizes one block at a time (streamed pruning): the
+    same parameters, bit for bit, as the whole load."""
+    from flax import nnx
+
+    from jaxprune import paths
+
+    model, tokenizer = ours
+    lazy_model, lazy_tokenizer = models.open_model("smollm2-135m")
+    assert lazy_model.config == model.config
+    np.testing.assert_array_equal(lazy_tokenizer.encode(SENTENCE), tokenizer.encode(SENTENCE))
+    pieces = [(lazy_model.shell(), model, "")] + [
+        (lazy_model.block(i), model.layers[i], f"layers/{i}/")
+        for i in range(model.config.num_layers)]
+    whole = dict(paths.leaves_with_paths(nnx.state(model, nnx.Param)))
+    seen = 0
+    for piece, _, prefix in pieces:
+        for path, value in paths.leaves_with_paths(nnx.state(piece, nnx.Param)):
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(whole[prefix + path]),
+                                          err_msg=prefix + path)
+            seen += 1
+    assert seen == len(whole)

@@ -201,8 +201,8 @@ def test_the_streamed_job_killed_at_a_random_block_resumes_to_the_same_bytes(tmp
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ([], "config.model must be a Hugging Face directory (config.json and safetensors) with "
-         "config.stream=True, got 'tiny-llama'"),
+    ([], "config.model with config.stream=True: 'tiny-llama' is a random model with no file "
+         "to read block by block"),
     (["--config.save_hf=True"], "config.save_hf=True does not apply with config.stream=True"),
     (["--config.eval.zeroshot.tasks=boolq"], "zero-shot scoring is not streamed"),
     (["--config.workdir="], "config.workdir is required"),

@@ -1,7 +1,7 @@
 """Real networks: the Flax NNX Llama family, GGUF and Hugging Face I/O, tokenizers."""
 
 from jaxprune.models.config import LlamaConfig, config_from_hf_dict
-from jaxprune.models.gguf_io import load_gguf, read_gguf, unpermute_rotary_rows
+from jaxprune.models.gguf_io import load_gguf, open_gguf, read_gguf, unpermute_rotary_rows
 from jaxprune.models.hf_io import (
     EXPORT_DTYPES,
     export_dtype,
@@ -17,6 +17,7 @@ from jaxprune.models.registry import (
     PackagedModel,
     load,
     model_cache_dir,
+    open_model,
     packaged_model_path,
 )
 from jaxprune.models.rope import ROPE_TYPES, RopeScaling, inverse_frequencies, rope_tables
@@ -51,7 +52,9 @@ __all__ = [
     "load_hf_dir",
     "model_cache_dir",
     "model_from_hf_tensors",
+    "open_gguf",
     "open_hf_dir",
+    "open_model",
     "packaged_model_path",
     "read_gguf",
     "rope_tables",

@@ -15,14 +15,17 @@ block after every five local ones, the local blocks' RoPE base 10,000, and the a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from collections.abc import Iterator, Mapping
 
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.config import GEMMA3_LOCAL_THETA, LlamaConfig, gemma3_layer_windows
 from jaxprune.models.gguf_file import dequantize, import_gguf, read_gguf_file
+from jaxprune.models.lazy import LazyModel
 from jaxprune.models.llama import Llama
 from jaxprune.models.rope import RopeScaling
 from jaxprune.models.tokenizer import Tokenizer, tokenizer_from_gguf_fields
@@ -199,6 +202,26 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
       ValueError: for another architecture, RoPE scaling, or missing metadata, or for the
         first tensor (in file order) holding NaN or inf once dequantized (corrupt bytes).
     """
+    config, tensors, tokenizer = open_gguf_tensors(path)
+    return config, dict(tensors.items()), tokenizer
+
+
+def open_gguf_tensors(path: str) -> tuple[LlamaConfig, GGUFTensors, Tokenizer]:
+    """``read_gguf`` without dequantizing: the tensors come as a ``GGUFTensors`` mapping that
+    reads and dequantizes each when it is looked up.
+
+    Args:
+      path: a ``.gguf`` file of a ``SUPPORTED_ARCHITECTURES`` model.
+
+    Returns:
+      ``(config, tensors, tokenizer)``; the tokenizer is ``None`` when the file has no
+      vocabulary.
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: for another architecture, RoPE scaling, or missing metadata; a tensor
+        holding NaN or inf once dequantized when it is looked up.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
     import_gguf()  # a clear ImportError before any work
@@ -213,20 +236,7 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
                          f"{list(SUPPORTED_ARCHITECTURES)}")
     _check_every_tensor_maps(gguf_file.tensors, arch, path)
     config = _config_from_metadata(metadata, path, {t.name for t in gguf_file.tensors})
-    tensors = {}
-    for tensor in gguf_file.tensors:
-        hf = hf_name_of_gguf_tensor(tensor.name, arch)
-        array = dequantize(tensor)
-        check_finite(f"{tensor.name} ({hf}) in {path}", array)
-        # A (1 + w) norm is stored as 1 + w by llama.cpp's converter.
-        if config.norm_plus_one and hf.endswith("norm.weight"):
-            array = array - 1.0
-        match = _BLOCK_RE.match(tensor.name)
-        if arch in _PERMUTED_ROTARY and match and match.group(2) in ("attn_q", "attn_k"):
-            layer = int(match.group(1))
-            heads = (config.num_heads if match.group(2) == "attn_q" else config.num_kv_heads)
-            array = unpermute_rotary_rows(array, heads[layer])
-        tensors[hf] = array
+    tensors = GGUFTensors(path, arch, config, gguf_file.tensors)
     if metadata.get("tokenizer.ggml.tokens") is None:
         return config, tensors, None  # weights only (a converter may leave the vocabulary out)
     tokenizer = tokenizer_from_gguf_fields(
@@ -243,6 +253,51 @@ def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]
                                   metadata.get("tokenizer.ggml.model") == "llama")),
     )
     return config, tensors, tokenizer
+
+
+class GGUFTensors(Mapping):
+    """Hugging Face name -> float32 array in Hugging Face layout, read from the GGUF file and
+    dequantized when looked up (a new array each time; file order)."""
+
+    def __init__(self, path: str, architecture: str, config: LlamaConfig, tensors):
+        self._path, self._arch, self._config = path, architecture, config
+        self._tensors = {hf_name_of_gguf_tensor(t.name, architecture): t for t in tensors}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __getitem__(self, hf: str) -> np.ndarray:
+        tensor = self._tensors[hf]
+        # Read into memory of its own (freed with the array), not through the file's map,
+        # whose pages would stay resident in the process once touched.
+        raw = np.fromfile(self._path, dtype=tensor.data.dtype, count=tensor.data.size,
+                          offset=tensor.offset).reshape(tensor.data.shape)
+        array = dequantize(dataclasses.replace(tensor, data=raw))
+        check_finite(f"{tensor.name} ({hf}) in {self._path}", array)
+        # A (1 + w) norm is stored as 1 + w by llama.cpp's converter.
+        if self._config.norm_plus_one and hf.endswith("norm.weight"):
+            array = array - 1.0
+        match = _BLOCK_RE.match(tensor.name)
+        if self._arch in _PERMUTED_ROTARY and match and match.group(2) in ("attn_q", "attn_k"):
+            layer = int(match.group(1))
+            heads = (self._config.num_heads if match.group(2) == "attn_q"
+                     else self._config.num_kv_heads)
+            array = unpermute_rotary_rows(array, heads[layer])
+        return array
+
+
+def open_gguf(path: str, *, param_dtype=jnp.float32) -> tuple[LazyModel, Tokenizer | None]:
+    """A GGUF file opened lazily (header read, no tensor): ``(LazyModel, tokenizer)``, each
+    tensor dequantized to ``param_dtype`` when the model asks for its block.
+
+    Raises:
+      FileNotFoundError, ValueError: as ``read_gguf`` (a corrupt tensor when it is read).
+    """
+    config, tensors, tokenizer = open_gguf_tensors(path)
+    return LazyModel(config, tensors, param_dtype), tokenizer
 
 
 def load_gguf(path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenizer]:

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.models.config import LlamaConfig
-from jaxprune.models.gguf_io import load_gguf
-from jaxprune.models.hf_io import load_hf_dir
+from jaxprune.models.gguf_io import load_gguf, open_gguf
+from jaxprune.models.hf_io import load_hf_dir, open_hf_dir
 from jaxprune.models.hub import hub_snapshot, is_hub_id
+from jaxprune.models.lazy import LazyModel
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer, byte_tokenizer
 from jaxprune.workdir import chmod_as_created
@@ -203,3 +204,37 @@ def load(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenize
         f"({sorted(PACKAGED_MODELS) + sorted(RANDOM_MODELS)}), a .gguf file, a Hugging Face "
         "checkpoint directory nor a Hub id (owner/name)"
     )
+
+
+def open_model(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[LazyModel,
+                                                                     Tokenizer | None]:
+    """``load``'s lazy counterpart: the model opened without reading its weights
+    (``LazyModel``: the shell and one block at a time, each read and converted to
+    ``param_dtype`` when asked for), for streamed pruning and evaluation.
+
+    Args:
+      name_or_path: a key of ``PACKAGED_MODELS``, a ``.gguf`` file, a Hugging Face
+        checkpoint directory or a Hub id (fetched or found in the cache, as ``load``).
+      param_dtype: the dtype of every parameter it materialises.
+
+    Returns:
+      ``(LazyModel, tokenizer)``.
+
+    Raises:
+      FileNotFoundError: as ``load``.
+      ValueError: for a random model (``RANDOM_MODELS``: nothing on disk to stream).
+    """
+    if name_or_path in RANDOM_MODELS:
+        raise ValueError(f"{name_or_path!r} is a random model with no file to read block by "
+                         f"block; save it (save_hf_dir) and open the directory")
+    if name_or_path in PACKAGED_MODELS:
+        return open_gguf(packaged_model_path(name_or_path), param_dtype=param_dtype)
+    if os.path.isdir(name_or_path):
+        return open_hf_dir(name_or_path, param_dtype=param_dtype)
+    if name_or_path.endswith(".gguf") or os.path.isfile(name_or_path):
+        return open_gguf(name_or_path, param_dtype=param_dtype)
+    if is_hub_id(name_or_path):
+        return open_hf_dir(hub_snapshot(name_or_path), param_dtype=param_dtype)
+    raise FileNotFoundError(f"{name_or_path!r} is neither a packaged model "
+                            f"({sorted(PACKAGED_MODELS)}), a .gguf file, a Hugging Face "
+                            f"checkpoint directory nor a Hub id (owner/name)")
