@@ -188,19 +188,9 @@ def _maybe_int(value) -> int | None:
 
 
 def read_gguf(path: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]:
-    """Reads config, float32 tensors in Hugging Face names and layout, and the tokenizer.
-
-    Args:
-      path: a ``.gguf`` file of a ``SUPPORTED_ARCHITECTURES`` model.
-
-    Returns:
-      ``(config, tensors, tokenizer)``; the tokenizer is ``None`` when the file has no
-      vocabulary.
-
-    Raises:
-      FileNotFoundError: if ``path`` does not exist.
-      ValueError: for another architecture, RoPE scaling, or missing metadata, or for the
-        first tensor (in file order) holding NaN or inf once dequantized (corrupt bytes).
+    """Reads config, float32 tensors in Hugging Face names and layout, and the tokenizer:
+    ``open_gguf_tensors`` with every tensor dequantized now, in file order (so the first
+    corrupt tensor in the file is the one named).
     """
     config, tensors, tokenizer = open_gguf_tensors(path)
     return config, dict(tensors.items()), tokenizer

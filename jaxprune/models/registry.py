@@ -186,19 +186,31 @@ def load(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[Llama, Tokenize
     if name_or_path in RANDOM_MODELS:
         model = Llama(RANDOM_MODELS[name_or_path], rngs=nnx.Rngs(0), param_dtype=param_dtype)
         return model, byte_tokenizer()
+    kind, path = model_file(name_or_path)
+    reader = load_gguf if kind == "gguf" else load_hf_dir
+    return reader(path, param_dtype=param_dtype)
+
+
+def model_file(name_or_path: str) -> tuple[str, str]:
+    """Where the weights of a packaged name, file, directory or Hub id are: ``("gguf",
+    file)`` or ``("hf", directory)`` (a Hub id fetched into, or found in, the cache).
+
+    Raises:
+      FileNotFoundError: for a missing file, directory, packaged model or Hub model, saying
+        how to get it.
+    """
     if name_or_path in PACKAGED_MODELS:
-        return load_gguf(packaged_model_path(name_or_path), param_dtype=param_dtype)
+        return "gguf", packaged_model_path(name_or_path)
     if os.path.isdir(name_or_path):
-        return load_hf_dir(name_or_path, param_dtype=param_dtype)
+        return "hf", name_or_path
     if name_or_path.endswith(".gguf") or os.path.isfile(name_or_path):
-        return load_gguf(name_or_path, param_dtype=param_dtype)
+        return "gguf", name_or_path
     if is_hub_id(name_or_path):
         try:
-            directory = hub_snapshot(name_or_path)
+            return "hf", hub_snapshot(name_or_path)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{name_or_path!r} is not a local path; as a Hugging Face "
                                     f"Hub id: {err}") from err
-        return load_hf_dir(directory, param_dtype=param_dtype)
     raise FileNotFoundError(
         f"{name_or_path!r} is neither a known model "
         f"({sorted(PACKAGED_MODELS) + sorted(RANDOM_MODELS)}), a .gguf file, a Hugging Face "
@@ -227,14 +239,6 @@ def open_model(name_or_path: str, *, param_dtype=jnp.float32) -> tuple[LazyModel
     if name_or_path in RANDOM_MODELS:
         raise ValueError(f"{name_or_path!r} is a random model with no file to read block by "
                          f"block; save it (save_hf_dir) and open the directory")
-    if name_or_path in PACKAGED_MODELS:
-        return open_gguf(packaged_model_path(name_or_path), param_dtype=param_dtype)
-    if os.path.isdir(name_or_path):
-        return open_hf_dir(name_or_path, param_dtype=param_dtype)
-    if name_or_path.endswith(".gguf") or os.path.isfile(name_or_path):
-        return open_gguf(name_or_path, param_dtype=param_dtype)
-    if is_hub_id(name_or_path):
-        return open_hf_dir(hub_snapshot(name_or_path), param_dtype=param_dtype)
-    raise FileNotFoundError(f"{name_or_path!r} is neither a packaged model "
-                            f"({sorted(PACKAGED_MODELS)}), a .gguf file, a Hugging Face "
-                            f"checkpoint directory nor a Hub id (owner/name)")
+    kind, path = model_file(name_or_path)
+    opener = open_gguf if kind == "gguf" else open_hf_dir
+    return opener(path, param_dtype=param_dtype)
