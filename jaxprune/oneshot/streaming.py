@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from jaxprune import workdir
 from jaxprune.models import EXPORT_DTYPES, LazyModel, block_hf_tensors, hf_tensors_of_state
 from jaxprune.models.lazy import load_block_file
+from jaxprune.models.safetensors_file import read_safetensors
 from jaxprune.oneshot import engine, methods
 from jaxprune.oneshot.engine import OneShotConfig
 
@@ -90,7 +91,7 @@ def prune_streamed(source: LazyModel, segments: np.ndarray, out_dir: str,
     """Prunes ``source`` one-shot, block by block from disk to the directory ``out_dir``.
 
     Args:
-      source: the dense model, opened lazily (``models.open_hf_dir``).
+      source: the dense model, opened lazily (``models.open_model``).
       segments: calibration token ids ``[N, L]``.
       out_dir: where the pruned Hugging Face directory goes; must not exist.
       config: the method and settings, as for ``prune_oneshot`` (one device, no OWL).
@@ -133,7 +134,8 @@ def _open_staging(staging: str, fingerprint: str, num_blocks: int) -> int:
     """Creates ``OUT.partial`` or checks the one there; returns how many blocks it finished
     (the leading run of blocks with a record)."""
     record_path = os.path.join(staging, STATE_FILE)
-    if os.path.isdir(staging):
+    # A run killed before its record was written finished no block: it starts afresh.
+    if os.path.isfile(record_path):
         with open(record_path) as f:
             recorded = json.load(f)
         if recorded != {"fingerprint": fingerprint, "blocks": num_blocks}:
@@ -144,7 +146,7 @@ def _open_staging(staging: str, fingerprint: str, num_blocks: int) -> int:
             done += 1
         logging.info("resuming the streamed run in %s at block %d", staging, done)
         return done
-    os.makedirs(staging)
+    os.makedirs(staging, exist_ok=True)
     workdir.write_atomic(record_path, json.dumps(
         {"fingerprint": fingerprint, "blocks": num_blocks}).encode())
     return 0
@@ -195,9 +197,10 @@ def _finish_directory(staging: str, out_dir: str, shell, source: LazyModel, toke
     weight_map, total = {}, 0
     for index in range(source.config.num_layers + 1):
         shard = _shard_name(index, source)
-        for tensor, array in _read_header(os.path.join(staging, shard)).items():
+        tensors = read_safetensors(os.path.join(staging, shard))  # the header only
+        for tensor in tensors:
             weight_map[tensor] = shard
-            total += array
+            total += int(np.prod(tensors.shape(tensor))) * tensors.dtype(tensor).itemsize
     workdir.write_atomic(os.path.join(staging, "model.safetensors.index.json"), json.dumps(
         {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
         indent=2).encode())
@@ -211,15 +214,6 @@ def _finish_directory(staging: str, out_dir: str, shell, source: LazyModel, toke
 def _read_block_record(directory: str, index: int) -> dict:
     with open(_record_path(directory, index)) as f:
         return json.load(f)
-
-
-def _read_header(path: str) -> dict[str, int]:
-    """Tensor name -> bytes, from a safetensors header."""
-    with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(length))
-    header.pop("__metadata__", None)
-    return {name: e["data_offsets"][1] - e["data_offsets"][0] for name, e in header.items()}
 
 
 def _save_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
@@ -250,8 +244,6 @@ def _record_path(directory: str, index: int) -> str:
 def read_streamed_masks(directory: str) -> dict[str, np.ndarray]:
     """Every pruned kernel's mask of a streamed run (finished or not), by model path
     (``layers/3/mlp/up_proj/kernel``), ``[in, out]`` booleans as the engine's masks."""
-    from jaxprune.models.safetensors_file import read_safetensors
-
     masks = {}
     for name in sorted(os.listdir(directory)):
         if name.startswith("masks-"):
