@@ -164,13 +164,21 @@ def test_streamed_perplexity_agrees_with_the_whole_model(dense_dir, bos_id):
     assert got.mean_nll == pytest.approx(nll, rel=1e-5)
 
 
-def test_the_streamed_job_killed_at_a_random_block_resumes_to_the_same_bytes(tmp_path):
-    """experiments.prune with config.stream=True on a 6-block model: SIGKILLed once a random
-    block is written, run again, against a run never stopped."""
+@pytest.fixture(scope="module")
+def job_source(tmp_path_factory):
+    """A 6-block random model with its byte tokenizer, as a Hugging Face directory."""
     tiny, tokenizer = models.load("tiny-llama")
-    source = str(tmp_path / "dense")
+    source = str(tmp_path_factory.mktemp("job") / "dense")
     models.save_hf_dir(models.Llama(tiny.config.replace(num_layers=6), rngs=nnx.Rngs(1)),
                        source, tokenizer=tokenizer)
+    return source
+
+
+def test_the_streamed_job_killed_at_a_random_block_resumes_to_the_same_bytes(tmp_path,
+                                                                            job_source):
+    """experiments.prune with config.stream=True on a 6-block model: SIGKILLed once a random
+    block is written, run again, against a run never stopped."""
+    source = job_source
     job = ["--config=configs/sparsegpt.py:runlocal", f"--config.model={source}",
            "--config.pattern=2:4", "--config.stream=True"]
     whole = inprocess.run("experiments.prune", *job, f"--config.workdir={tmp_path / 'a'}")
@@ -240,3 +248,16 @@ def test_the_streaming_benchmark_skips_a_whole_model_that_would_not_fit():
          "prune seconds": s} for p, m, s in ((0.1, 1.0, 10.0), (0.3, 1.2, 30.0))])
     assert lines == [{"method": "wanda", "mode": "streamed", "GB per B params": 1.0,
                       "GB at 0": 0.9, "seconds per B params": 100.0, "seconds at 0": 0.0}]
+
+
+def test_a_streamed_job_without_room_for_its_output_fails_before_work(tmp_path, job_source,
+                                                                      monkeypatch):
+    from jaxprune import workdir
+
+    monkeypatch.setattr(workdir, "free_bytes", lambda path: 10_000)
+    result = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                           f"--config.model={job_source}", "--config.stream=True",
+                           f"--config.workdir={tmp_path / 'w'}")
+    assert result.returncode != 0
+    assert "MB free; this job writes about" in result.stderr
+    assert not (tmp_path / "w" / "hf.partial").exists()
