@@ -78,10 +78,6 @@ def check_stream_config(config) -> None:
             raise ValueError(f"config.{name}=True does not apply with config.stream=True (one "
                              f"device; the pruned model is written to WORKDIR/{STREAMED_DIR} "
                              f"block by block)")
-    if common.zeroshot_task_names(config.eval.zeroshot):
-        raise ValueError(f"config.eval.zeroshot.tasks={config.eval.zeroshot.tasks!r}: "
-                         f"zero-shot scoring is not streamed; leave it empty with "
-                         f"config.stream=True")
 
 
 def check_pattern_and_sparsity(config) -> None:
@@ -177,8 +173,8 @@ def run_point(config, resources: common.Resources) -> dict:
 def run_streamed_point(config, resources: common.Resources) -> dict:
     """``run_point`` one block at a time from disk (``config.stream=True``): the model opened
     lazily is pruned into ``WORKDIR/hf`` (``oneshot.prune_streamed``, resuming a killed run of
-    this config) and evaluated from there (``eval.streamed_perplexity``); ``result`` is the
-    ``StreamedResult``."""
+    this config) and evaluated from there (``eval.streamed_perplexity``, and the zero-shot
+    tasks scored a block at a time); ``result`` is the ``StreamedResult``."""
     source, tokenizer = resources.model(config)
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
@@ -196,10 +192,11 @@ def run_streamed_point(config, resources: common.Resources) -> dict:
     evaluation = streamed_perplexity(source, eval_tokens, window=e.window,
                                      batch_size=e.batch_size, max_windows=e.max_windows,
                                      bos_id=tokenizer.sequence_start)
+    metrics = _metrics(config, result, sparsity, evaluation)
+    metrics.update(common.zeroshot_metrics(source, tokenizer, config.eval.zeroshot))
     timings = {"prune_seconds": prune_seconds,
                "eval_seconds": time.perf_counter() - start - prune_seconds}
-    return {"metrics": _metrics(config, result, sparsity, evaluation), "timings": timings,
-            "result": result}
+    return {"metrics": metrics, "timings": timings, "result": result}
 
 
 def _metrics(config, result, sparsity: float, evaluation) -> dict:

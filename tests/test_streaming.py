@@ -180,7 +180,8 @@ def test_the_streamed_job_killed_at_a_random_block_resumes_to_the_same_bytes(tmp
     block is written, run again, against a run never stopped."""
     source = job_source
     job = ["--config=configs/sparsegpt.py:runlocal", f"--config.model={source}",
-           "--config.pattern=2:4", "--config.stream=True"]
+           "--config.pattern=2:4", "--config.stream=True", "--config.eval.zeroshot.tasks=rte",
+           "--config.eval.zeroshot.limit=2"]
     whole = inprocess.run("experiments.prune", *job, f"--config.workdir={tmp_path / 'a'}")
     assert whole.returncode == 0, whole.stderr[-3000:]
     block = int(np.random.default_rng().integers(0, 4))
@@ -206,13 +207,13 @@ def test_the_streamed_job_killed_at_a_random_block_resumes_to_the_same_bytes(tmp
     rows = [json.loads((tmp_path / run / "results.json").read_text())["rows"][-1]
             for run in ("a", "b")]
     assert rows[0]["perplexity"] == rows[1]["perplexity"]
+    assert rows[0]["zeroshot rte acc"] == rows[1]["zeroshot rte acc"]  # scored streamed
 
 
 @pytest.mark.parametrize("overrides, message", [
     ([], "config.model with config.stream=True: 'tiny-llama' is a random model with no file "
          "to read block by block"),
     (["--config.save_hf=True"], "config.save_hf=True does not apply with config.stream=True"),
-    (["--config.eval.zeroshot.tasks=boolq"], "zero-shot scoring is not streamed"),
     (["--config.workdir="], "config.workdir is required"),
 ])
 def test_a_streamed_job_that_cannot_run_fails_before_work(tmp_path, overrides, message):
@@ -261,3 +262,26 @@ def test_a_streamed_job_without_room_for_its_output_fails_before_work(tmp_path, 
     assert result.returncode != 0
     assert "MB free; this job writes about" in result.stderr
     assert not (tmp_path / "w" / "hf.partial").exists()
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_streamed_zero_shot_scores_equal_the_whole_model(tmp_path, family):
+    """Packed groups scored from a lazily opened model, a few batches per read of the model
+    (hold_tokens), against the model in memory: sliding windows and Gemma 3's local RoPE
+    table included."""
+    from jaxprune.eval import loglikelihood
+    from tests.families import tiny_model
+    from tests.test_zeroshot import packable_groups
+
+    model = tiny_model(family, seed=3)
+    models.save_hf_dir(model, str(tmp_path / "hf"))
+    lazy_model = models.open_hf_dir(str(tmp_path / "hf"))[0]
+    groups = packable_groups(6) * 3
+    want = loglikelihood.score_groups(model, groups, batch_size=2, max_length=24,
+                                      progress=False)
+    got = loglikelihood.score_groups(lazy_model, groups, batch_size=2, max_length=24,
+                                     progress=False, hold_tokens=100)
+    for want_group, got_group in zip(want, got, strict=True):
+        for a, b in zip(want_group, got_group, strict=True):
+            assert b.loglikelihood == pytest.approx(a.loglikelihood, rel=1e-5, abs=1e-5)
+            assert b.is_greedy == a.is_greedy

@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.eval.tasks import Request
+from jaxprune.models.lazy import LazyModel
 from jaxprune.models.llama import visible_keys
 
 
@@ -200,15 +201,18 @@ def _run_blocks(blocks: list, stacked, h, cos, sin, masks: dict):
     return h
 
 
-def _continuation_scores_fn(model, stacked, tokens, positions, segments, reads, targets,
-                            owners, num_requests):
+def _attention_masks(windows, positions, segments) -> dict:
+    """One mask per attention window among the blocks, ``[B, 1, query, key]``: each packed
+    request's tokens see the shared prefix and their own earlier tokens (within the window)."""
     behind = positions[:, :, None] - positions[:, None, :]  # [B, query, key]
     own_request = (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None])
-    # One mask per attention window among the blocks ([B, 1, query, key]).
-    masks = {window: (visible_keys(behind, window) & own_request)[:, None]
-             for window in set(model.config.attention_windows)}
-    cos, sin = model.rope_at(positions)
-    h = _run_blocks(list(model.layers), stacked, model.embed(tokens), cos, sin, masks)
+    return {window: (visible_keys(behind, window) & own_request)[:, None]
+            for window in set(windows)}
+
+
+def _head_scores(model, h, reads, targets, owners, num_requests):
+    """Summed continuation log-probabilities ``[B, R]`` and greediness from the last hidden
+    states: only the read positions go through the LM head."""
     picked = jnp.take_along_axis(h, reads[..., None], axis=1)  # [B, N, hidden]
     logits = model.head(picked).astype(jnp.float32)
     # The target's logit minus logsumexp: no [B, N, vocab] log-softmax array is written.
@@ -221,6 +225,14 @@ def _continuation_scores_fn(model, stacked, tokens, positions, segments, reads, 
     return sums, greedy
 
 
+def _continuation_scores_fn(model, stacked, tokens, positions, segments, reads, targets,
+                            owners, num_requests):
+    masks = _attention_masks(model.config.attention_windows, positions, segments)
+    cos, sin = model.rope_at(positions)
+    h = _run_blocks(list(model.layers), stacked, model.embed(tokens), cos, sin, masks)
+    return _head_scores(model, h, reads, targets, owners, num_requests)
+
+
 # Module-level with the graphs static, so every model of one structure shares the programs.
 @functools.partial(jax.jit, static_argnums=(0, 1, 10))
 def _continuation_scores(graphdef, block_graph, state, block_states, tokens, positions,
@@ -228,6 +240,55 @@ def _continuation_scores(graphdef, block_graph, state, block_states, tokens, pos
     stacked = None if block_graph is None else (block_graph, block_states)
     return _continuation_scores_fn(nnx.merge(graphdef, state), stacked, tokens, positions,
                                    segments, reads, targets, owners, num_requests)
+
+
+# The streamed scorer's three stages (a model opened lazily: one block in memory at a time).
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_stage(shell_graph, shell_state, tokens):
+    return nnx.merge(shell_graph, shell_state).embed(tokens)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _block_stage(shell_graph, block_graph, shell_state, block_state, h, positions, segments):
+    shell, block = nnx.merge(shell_graph, shell_state), nnx.merge(block_graph, block_state)
+    window = block.self_attn.window
+    mask = _attention_masks((window,), positions, segments)[window]
+    cos, sin = shell.rope_at(positions)
+    return block(h, cos, sin, mask)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _head_stage(shell_graph, shell_state, h, reads, targets, owners, num_requests):
+    return _head_scores(nnx.merge(shell_graph, shell_state), h, reads, targets, owners,
+                        num_requests)
+
+
+def _whole_model_scorer(model, num_requests: int):
+    """``batches -> [(sums, greedy)]`` for a model in memory, one forward pass per batch."""
+    graphdef, state = nnx.split(model)
+    block_graph, block_states = _stack_uniform_blocks(list(model.layers)) or (None, None)
+    return lambda batches: [
+        _continuation_scores(graphdef, block_graph, state, block_states,
+                             *map(jnp.asarray, arrays), num_requests) for arrays in batches]
+
+
+def _streamed_scorer(source, num_requests: int):
+    """``batches -> [(sums, greedy)]`` for a ``LazyModel``: every batch embedded, then each
+    block read from disk and run over all of them before the next is read, then the head."""
+    shell_graph, shell_state = nnx.split(source.shell())
+
+    def score(batches):
+        inputs = [tuple(map(jnp.asarray, arrays)) for arrays in batches]
+        hidden = [_embed_stage(shell_graph, shell_state, tokens) for tokens, *_ in inputs]
+        for index in range(source.config.num_layers):
+            block_graph, block_state = nnx.split(source.block(index))
+            hidden = [_block_stage(shell_graph, block_graph, shell_state, block_state, h,
+                                   positions, segments)
+                      for h, (_, positions, segments, *_) in zip(hidden, inputs, strict=True)]
+        return [_head_stage(shell_graph, shell_state, h, reads, targets, owners, num_requests)
+                for h, (*_, reads, targets, owners) in zip(hidden, inputs, strict=True)]
+
+    return score
 
 
 def batch_shapes(batches: list[list[PackedGroup]]) -> list[tuple[int, int]]:
@@ -267,20 +328,24 @@ def check_sizes(batch_size, max_length) -> None:
 
 
 def score_groups(model, groups: list[list[TokenizedRequest]], *, batch_size: int = 8,
-                 max_length: int = 2048, progress: bool = True,
-                 unit: str = "doc") -> list[list[Score]]:
+                 max_length: int = 2048, progress: bool = True, unit: str = "doc",
+                 hold_tokens: int = 2 ** 18) -> list[list[Score]]:
     """Scores groups of requests (typically the choices of one document), each group packed
     into one sequence that shares the requests' common prefix.
 
     Args:
       model: a jaxprune decoder (``embed``, ``rope_at``, ``layers``, ``head``): dense, masked,
-        structured-cut or with 2:4 ``SparseLinear`` layers.
+        structured-cut or with 2:4 ``SparseLinear`` layers; or a ``LazyModel`` (a model
+        larger than memory), scored one block at a time over ``hold_tokens`` tokens of
+        batches at once.
       groups: lists of requests, from ``encode_request``.
       batch_size: groups per forward pass (the last batch is padded to it).
       max_length: the most tokens the model sees per request; longer inputs lose their oldest
         tokens, as in the harness.
       progress: show a progress bar with groups/s.
       unit: what the progress bar calls a group.
+      hold_tokens: for a ``LazyModel``, the padded tokens whose activations are held while the
+        blocks are read (each read of the model serves this many).
 
     Returns:
       Per group, one ``Score`` per request, in the order given.
@@ -293,29 +358,50 @@ def score_groups(model, groups: list[list[TokenizedRequest]], *, batch_size: int
     packed = [pack_group(group, max_length) for group in groups]
     num_requests = max((g.size for g in packed), default=1)
     order = sorted(range(len(packed)), key=lambda i: -packed[i].tokens.size)
-    graphdef, state = nnx.split(model)
-    block_graph, block_states = _stack_uniform_blocks(list(model.layers)) or (None, None)
+    streamed = isinstance(model, LazyModel)
+    scorer = (_streamed_scorer if streamed else _whole_model_scorer)(model, num_requests)
     scores: list[list[Score] | None] = [None] * len(packed)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(packed), unit=unit, desc="log-likelihood", disable=not progress)
     batches = [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
     shapes = batch_shapes([[packed[i] for i in chosen] for chosen in batches])
-    for chosen, (length, width) in zip(batches, shapes, strict=True):
-        arrays = _batch_arrays([packed[i] for i in chosen], batch_size, length, width)
-        sums, greedy = _continuation_scores(graphdef, block_graph, state, block_states,
-                                            *map(jnp.asarray, arrays), num_requests)
-        sums, greedy = np.asarray(sums, np.float64), np.asarray(greedy)
-        for row, index in enumerate(chosen):
-            size = packed[index].size
-            if not np.all(np.isfinite(sums[row, :size])):
-                raise ValueError(f"group {index} has a non-finite log-likelihood "
-                                 f"({sums[row, :size]})")
-            scores[index] = [Score(float(s), bool(g))
-                             for s, g in zip(sums[row, :size], greedy[row, :size], strict=True)]
-        bar.update(len(chosen))
+    for chunk in _chunks(list(zip(batches, shapes, strict=True)), batch_size,
+                         hold_tokens if streamed else 0):
+        arrays = [_batch_arrays([packed[i] for i in chosen], batch_size, length, width)
+                  for chosen, (length, width) in chunk]
+        for (chosen, _), (sums, greedy) in zip(chunk, scorer(arrays), strict=True):
+            _record_scores(scores, packed, chosen, np.asarray(sums, np.float64),
+                           np.asarray(greedy))
+            bar.update(len(chosen))
     bar.close()
     return scores
+
+
+def _chunks(batches: list, batch_size: int, hold_tokens: int) -> list[list]:
+    """Consecutive batches whose padded tokens stay within ``hold_tokens`` (at least one per
+    chunk); ``hold_tokens=0``: one batch per chunk."""
+    chunks, held = [], 0
+    for batch in batches:
+        tokens = batch_size * batch[1][0]
+        if not chunks or not hold_tokens or held + tokens > hold_tokens:
+            chunks.append([])
+            held = 0
+        chunks[-1].append(batch)
+        held += tokens
+    return chunks
+
+
+def _record_scores(scores: list, packed: list[PackedGroup], chosen: list[int],
+                   sums: np.ndarray, greedy: np.ndarray) -> None:
+    """Each chosen group's ``Score`` list from its row of a batch's results."""
+    for row, index in enumerate(chosen):
+        size = packed[index].size
+        if not np.all(np.isfinite(sums[row, :size])):
+            raise ValueError(f"group {index} has a non-finite log-likelihood "
+                             f"({sums[row, :size]})")
+        scores[index] = [Score(float(s), bool(g))
+                         for s, g in zip(sums[row, :size], greedy[row, :size], strict=True)]
 
 
 def context_runs(pairs: list[TokenizedRequest]) -> list[list[TokenizedRequest]]:
