@@ -232,6 +232,7 @@ def main(argv):
                 for mode in modes:
                     rows.append(run_point(config, size, method, mode, checkpoint))
                     print(rows[-1], flush=True)
+                    write_results(config, rows)  # a stopped run keeps its finished points
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -242,10 +243,15 @@ def main(argv):
     if lines:
         print(common.markdown_table(lines, list(lines[0])))
     if config.out:
-        common.write_json_atomic(config.out, {"config": config.to_dict(), "rows": rows,
-                                              "slopes": lines, "cpus": os.cpu_count()})
         plot(rows, os.path.splitext(config.out)[0] + ".png")
         print(f"wrote {config.out}")
+
+
+def write_results(config, rows: list[dict]) -> None:
+    """The JSON of the points so far (atomically), when ``config.out`` is set."""
+    if config.out:
+        common.write_json_atomic(config.out, {"config": config.to_dict(), "rows": rows,
+                                              "slopes": slopes(rows), "cpus": os.cpu_count()})
 
 
 if __name__ == "__main__":
