@@ -113,6 +113,7 @@ def write_random_checkpoint(shape: models.LlamaConfig, directory: str, dtype, se
 def checkpoint_for(config, size: str, models_dir: str) -> str:
     """The random checkpoint of ``size`` in ``config.param_dtype``, written once and reused."""
     directory = os.path.join(models_dir, f"{size}-{config.param_dtype}")
+    os.makedirs(models_dir, exist_ok=True)
     if not os.path.isdir(directory):
         started = time.perf_counter()
         dtype = ml_dtypes.bfloat16 if config.param_dtype == "bfloat16" else np.float32
@@ -223,7 +224,6 @@ def main(argv):
     sizes, methods, modes = check_config(config)
     scratch = None if config.models_dir else tempfile.mkdtemp(prefix="bench-streaming-")
     models_dir = config.models_dir or scratch
-    os.makedirs(models_dir, exist_ok=True)
     rows = []
     try:
         for size in sizes:
