@@ -285,3 +285,5 @@ def test_streamed_zero_shot_scores_equal_the_whole_model(tmp_path, family):
         for a, b in zip(want_group, got_group, strict=True):
             assert b.loglikelihood == pytest.approx(a.loglikelihood, rel=1e-5, abs=1e-5)
             assert b.is_greedy == a.is_greedy
+    with pytest.raises(ValueError, match="hold_tokens must be a positive integer, got 0"):
+        loglikelihood.score_groups(lazy_model, groups, hold_tokens=0, progress=False)

@@ -351,14 +351,17 @@ def score_groups(model, groups: list[list[TokenizedRequest]], *, batch_size: int
       Per group, one ``Score`` per request, in the order given.
 
     Raises:
-      ValueError: for a bad batch size or length, an empty group, or a non-finite
-        log-likelihood.
+      ValueError: for a bad batch size, length or ``hold_tokens``, an empty group, or a
+        non-finite log-likelihood.
     """
     check_sizes(batch_size, max_length)
     packed = [pack_group(group, max_length) for group in groups]
     num_requests = max((g.size for g in packed), default=1)
     order = sorted(range(len(packed)), key=lambda i: -packed[i].tokens.size)
     streamed = isinstance(model, LazyModel)
+    if streamed and (isinstance(hold_tokens, bool) or not isinstance(hold_tokens, int)
+                     or hold_tokens < 1):
+        raise ValueError(f"hold_tokens must be a positive integer, got {hold_tokens!r}")
     scorer = (_streamed_scorer if streamed else _whole_model_scorer)(model, num_requests)
     scores: list[list[Score] | None] = [None] * len(packed)
     from tqdm.auto import tqdm
