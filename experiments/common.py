@@ -594,7 +594,7 @@ def markdown_table(rows: list[dict], columns: list[str],
     formats = formats or {}
 
     def cell(column, value):
-        if column in formats:
+        if column in formats and isinstance(value, int | float):  # a missing cell stays empty
             return format(value, formats[column])
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 

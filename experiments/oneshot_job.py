@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from experiments import common
-from jaxprune import masks, models, oneshot
+from jaxprune import models, oneshot
 from jaxprune.eval.perplexity import streamed_perplexity
 from jaxprune.patterns import parse_pattern
 
@@ -186,7 +186,7 @@ def run_streamed_point(config, resources: common.Resources) -> dict:
                                         tokenizer=tokenizer,
                                         fingerprint=common.config_fingerprint(config))
         source = models.open_hf_dir(out, param_dtype=source.param_dtype)[0]
-        sparsity = masks.sparsity(oneshot.read_streamed_masks(out))
+        sparsity = oneshot.streamed_sparsity(out)
     prune_seconds = time.perf_counter() - start
     e = config.eval
     evaluation = streamed_perplexity(source, eval_tokens, window=e.window,

@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from configs import bench_streaming as bench_streaming_config
+from experiments import common
 from jaxprune import models, oneshot, paths
 from jaxprune.eval import evaluation_windows, perplexity, streamed_perplexity
 from tests import inprocess
@@ -70,6 +71,7 @@ def test_streamed_pruning_equals_the_in_memory_engine(dense_dir, tmp_path, metho
     for path, mask in want_masks.items():
         np.testing.assert_array_equal(got_masks[path], mask, err_msg=path)
     assert _without_seconds(got.layers) == _without_seconds(want.layers)
+    assert oneshot.streamed_sparsity(out) == pytest.approx(oneshot.achieved_sparsity(want))
     with open(os.path.join(out, "config.json")) as f:
         stored = json.load(f)["torch_dtype"]
     assert stored == ("bfloat16" if dtype == jnp.bfloat16 else "float32")
@@ -244,6 +246,9 @@ def test_the_streaming_benchmark_skips_a_whole_model_that_would_not_fit():
     settings.memory_limit_gb = 0.5
     row = bench.run_point(settings, "135m", "wanda", "whole", "/nonexistent")
     assert row["note"] == "not run: about 1 GB (two copies)"
+    table = common.markdown_table([row], ["size", "mode", "wall seconds"],
+                                  {"wall seconds": ".1f"})
+    assert table.endswith("| 135m | whole |  |")  # a skipped point's missing cells stay empty
     lines = bench.slopes([
         {"method": "wanda", "mode": "streamed", "params (B)": p, "peak memory MB": 1024 * m,
          "prune seconds": s} for p, m, s in ((0.1, 1.0, 10.0), (0.3, 1.2, 30.0))])

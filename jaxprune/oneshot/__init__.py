@@ -45,6 +45,7 @@ from jaxprune.oneshot.streaming import (
     plan_streamed,
     prune_streamed,
     read_streamed_masks,
+    streamed_sparsity,
 )
 
 __all__ = [
@@ -86,4 +87,5 @@ __all__ = [
     "settings_from_config",
     "sparsegpt_prune_layer",
     "sparsegpt_with_retry",
+    "streamed_sparsity",
 ]

@@ -249,3 +249,15 @@ def read_streamed_masks(directory: str) -> dict[str, np.ndarray]:
         if name.startswith("masks-"):
             masks.update(read_safetensors(os.path.join(directory, name)))
     return masks
+
+
+def streamed_sparsity(directory: str) -> float:
+    """Fraction of zeros over the pruned kernels of a streamed run, counted one block's masks
+    at a time (all masks at once take a byte per pruned weight)."""
+    kept = total = 0
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("masks-"):
+            for mask in read_safetensors(os.path.join(directory, name)).values():
+                kept += int(np.count_nonzero(mask))
+                total += mask.size
+    return 1.0 - kept / total if total else 0.0
