@@ -21,7 +21,12 @@ from flax import nnx
 from jaxprune import paths
 from jaxprune.models.config import LlamaConfig
 from jaxprune.models.llama import Block, Llama, abstract_split
-from jaxprune.models.weights import hf_name, hf_tensors_of_state, param_from_hf_tensors
+from jaxprune.models.weights import (
+    check_tensor_names,
+    hf_name,
+    hf_tensors_of_state,
+    param_from_hf_tensors,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +45,7 @@ class LazyModel:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        wanted = _wanted_names(self.config, self.param_dtype)
-        missing = sorted(wanted - set(self.tensors))
-        unexpected = sorted(set(self.tensors) - wanted)
-        if missing or unexpected:
-            raise ValueError(f"checkpoint tensors do not match the config: missing "
-                             f"{missing[:6]}, unexpected {unexpected[:6]}")
+        check_tensor_names(_wanted_names(self.config, self.param_dtype), self.tensors)
 
     def shell(self) -> Llama:
         """The model without its blocks: embedding, final norm and head as device arrays

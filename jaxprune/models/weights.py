@@ -52,19 +52,25 @@ def model_from_hf_tensors(
     for path, leaf in paths.leaves_with_paths(abstract_state):
         name, transposed = hf_name(path)
         wanted[name] = (path, transposed, tuple(leaf.shape))
-    missing = sorted(set(wanted) - set(tensors))
-    unexpected = sorted(set(tensors) - set(wanted))
+    check_tensor_names(set(wanted), tensors)
+
+    state = paths.map_with_path_str(
+        lambda path, leaf: param_from_hf_tensors(path, leaf, tensors, param_dtype),
+        abstract_state)
+    return nnx.merge(graphdef, state)
+
+
+def check_tensor_names(wanted: set[str], tensors) -> None:
+    """Refuses checkpoint tensors that do not match the config's names (ValueError naming the
+    first missing and unexpected ones)."""
+    missing = sorted(wanted - set(tensors))
+    unexpected = sorted(set(tensors) - wanted)
     if missing or unexpected:
         raise ValueError(
             f"checkpoint tensors do not match the config: missing {missing[:6]}"
             f"{' ...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
             f"{' ...' if len(unexpected) > 6 else ''}"
         )
-
-    state = paths.map_with_path_str(
-        lambda path, leaf: param_from_hf_tensors(path, leaf, tensors, param_dtype),
-        abstract_state)
-    return nnx.merge(graphdef, state)
 
 
 def param_from_hf_tensors(path: str, leaf, tensors: Mapping[str, np.ndarray],
