@@ -59,3 +59,67 @@ def test_a_header_length_past_the_end_is_refused(tmp_path):
     path.write_bytes(struct.pack("<Q", 10 ** 9) + b"{}")
     with pytest.raises(ValueError, match="does not fit the file"):
         read_safetensors(str(path))
+
+
+def _sharded_hf_dir(directory) -> None:
+    """A tiny model's Hugging Face directory, its tensors split over two shards and an index
+    (the layout of a Hub checkpoint and of a streamed run's output)."""
+    from flax import nnx
+    from safetensors.numpy import load_file, save_file
+
+    from jaxprune import models
+
+    config = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
+                                num_kv_heads=2, intermediate_size=48, head_dim=8)
+    models.save_hf_dir(models.Llama(config, rngs=nnx.Rngs(3)), str(directory))
+    single = directory / "model.safetensors"
+    tensors = load_file(single)
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2],
+              "model-00002-of-00002.safetensors": names[1::2]}
+    for file, part in halves.items():
+        save_file({n: tensors[n] for n in part}, directory / file, metadata={"format": "pt"})
+    single.unlink()
+    weight_map = {n: file for file, part in halves.items() for n in part}
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def test_opening_a_sharded_checkpoint_and_asking_for_names_reads_no_tensor(tmp_path,
+                                                                            monkeypatch):
+    """``name in tensors`` must not read the tensor: Mapping's default ``__contains__`` looks
+    it up, which read every tensor of a sharded checkpoint once on opening (the index check),
+    the embedding table included (0.7 GB transient at 3B parameters)."""
+    from jaxprune import models
+    from jaxprune.models import safetensors_file
+
+    _sharded_hf_dir(tmp_path / "hf")
+    reads = []
+    real_fromfile = np.fromfile
+
+    def counting_fromfile(*args, **kwargs):
+        reads.append(kwargs.get("count"))
+        return real_fromfile(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors_file.np, "fromfile", counting_fromfile)
+    source, _ = models.open_hf_dir(str(tmp_path / "hf"))
+    assert "model.embed_tokens.weight" in source.tensors
+    assert "model.layers.9.mlp.up_proj.weight" not in source.tensors
+    assert reads == []
+    block = source.block(1)  # the lookups themselves still read, one tensor each
+    assert len(reads) == 9 and block.mlp.up_proj.kernel.shape == (32, 48)
+
+
+@pytest.mark.real_model
+def test_asking_a_gguf_for_a_name_neither_reads_nor_dequantizes_it(monkeypatch):
+    from jaxprune import models
+    from jaxprune.models import gguf_io
+
+    source, _ = models.open_model("smollm2-135m")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a membership test read a tensor")
+
+    monkeypatch.setattr(gguf_io.np, "fromfile", refuse)
+    assert "model.embed_tokens.weight" in source.tensors
+    assert "lm_head.weight" not in source.tensors  # tied

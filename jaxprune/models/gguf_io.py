@@ -253,6 +253,10 @@ class GGUFTensors(Mapping):
         self._path, self._arch, self._config = path, architecture, config
         self._tensors = {hf_name_of_gguf_tensor(t.name, architecture): t for t in tensors}
 
+    def __contains__(self, hf: object) -> bool:
+        # Mapping's default looks the name up, which would read and dequantize the tensor.
+        return hf in self._tensors
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
 

@@ -52,6 +52,10 @@ class SafetensorsTensors(Mapping):
         count = int(np.prod(e.shape))
         return np.fromfile(e.path, dtype=e.dtype, count=count, offset=e.offset).reshape(e.shape)
 
+    def __contains__(self, name: object) -> bool:
+        # Mapping's default looks the name up, which would read the whole tensor from disk.
+        return name in self._entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
