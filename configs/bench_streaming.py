@@ -25,8 +25,8 @@ def get_config(arg=None):
     config.num_segments = 8  # calibration segments (Python's help topics)
     config.length = 128  # tokens per segment
     config.batch_size = 8
-    # A whole-model run whose parameters (two copies: the model and its pruned clone) would
-    # pass this is skipped and reported as not fitting.
+    # A whole-model run whose estimated peak (bench_streaming.whole_model_gb: two copies, and
+    # on a CPU a float32 copy of bfloat16 weights) would pass this is reported, not run.
     config.memory_limit_gb = 20.0
     config.models_dir = "runs/bench_streaming_models"  # the random checkpoints, kept
     config.out = ""  # JSON path, written atomically; the PNG goes beside it

@@ -27,8 +27,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 from absl import logging
 
@@ -153,8 +153,10 @@ def locked(path: str, *, field: str = "config.workdir") -> Iterator[None]:
         lock.release()
 
 
-def write_atomic(path: str, payload: str | bytes) -> None:
-    """Writes ``payload`` (text as UTF-8) so that ``path`` is either absent, old or complete.
+def write_atomic(path: str, payload: str | bytes | Callable[[BinaryIO], None]) -> None:
+    """Writes ``payload`` (text as UTF-8; or a function that writes to the open binary file,
+    for what should not be built in memory first) so that ``path`` is either absent, old or
+    complete.
 
     The file is written next to its destination, flushed to disk, given the mode an ordinary
     file gets (see ``chmod_as_created``) and renamed into place; the directory is created when
@@ -165,7 +167,10 @@ def write_atomic(path: str, payload: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload.encode() if isinstance(payload, str) else payload)
+            if callable(payload):
+                payload(f)
+            else:
+                f.write(payload.encode() if isinstance(payload, str) else payload)
             f.flush()
             os.fsync(f.fileno())
         chmod_as_created(tmp)

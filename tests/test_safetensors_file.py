@@ -123,3 +123,37 @@ def test_asking_a_gguf_for_a_name_neither_reads_nor_dequantizes_it(monkeypatch):
     monkeypatch.setattr(gguf_io.np, "fromfile", refuse)
     assert "model.embed_tokens.weight" in source.tensors
     assert "lm_head.weight" not in source.tensors  # tied
+
+
+def test_a_written_file_reads_back_in_the_safetensors_package_bfloat16_included(tmp_path):
+    import functools
+
+    import ml_dtypes
+    from safetensors.torch import load_file
+
+    from jaxprune.models.safetensors_file import write_safetensors
+
+    rng = np.random.default_rng(4)
+    arrays = {"w.bf16": (rng.standard_normal((3, 5)) * 7).astype(ml_dtypes.bfloat16),
+              "a.f32": rng.standard_normal((2, 4, 3)).astype(np.float32),
+              "mask": rng.random((4, 6)) > 0.5, "ids": rng.integers(-9, 9, 7),
+              "scalar": np.asarray(2.5, np.float16)}
+    sources = {name: (a.shape, a.dtype, functools.partial(a.copy)) for name, a in arrays.items()}
+    path = tmp_path / "w.safetensors"
+    with open(path, "wb") as f:
+        write_safetensors(f, sources, {"format": "pt"})
+    theirs = load_file(path)
+    assert list(read_safetensors(str(path))) == list(arrays)  # in the order given
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(theirs[name].float().numpy().astype(np.float64),
+                                      array.astype(np.float64), name)
+        np.testing.assert_array_equal(read_safetensors(str(path))[name], array, name)
+
+
+def test_writing_a_tensor_of_another_shape_than_announced_is_refused(tmp_path):
+    from jaxprune.models.safetensors_file import write_safetensors
+
+    values = np.arange(6, dtype=np.float32)
+    with open(tmp_path / "w.safetensors", "wb") as f, pytest.raises(
+            ValueError, match=r"tensor 'w': made float32\[6\], announced float32\[2, 3\]"):
+        write_safetensors(f, {"w": ((2, 3), np.dtype(np.float32), lambda: values)})

@@ -4,6 +4,7 @@ lm-evaluation-harness poses them."""
 
 from jaxprune.eval.decode import forward_with_cache, greedy_decode, init_cache
 from jaxprune.eval.generate import greedy_generate
+from jaxprune.eval.head import vocab_sliced_scores
 from jaxprune.eval.loglikelihood import Score, TokenizedRequest, encode_request, score_requests
 from jaxprune.eval.perplexity import (
     PerplexityResult,
@@ -26,4 +27,4 @@ __all__ = ["PAPER_TASKS", "TASKS", "Document", "PerplexityResult", "Request", "S
            "TaskResult", "TokenizedRequest", "encode_request", "evaluate_task",
            "evaluate_zeroshot", "evaluation_windows", "forward_with_cache", "get_task",
            "greedy_decode", "greedy_generate", "init_cache", "perplexity", "score_requests",
-           "streamed_perplexity", "task_documents"]
+           "streamed_perplexity", "task_documents", "vocab_sliced_scores"]

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.eval.head import vocab_sliced_scores
 from jaxprune.eval.tasks import Request
 from jaxprune.models.lazy import LazyModel
 from jaxprune.models.llama import visible_keys
@@ -218,7 +219,13 @@ def _head_scores(model, h, reads, targets, owners, num_requests):
     # The target's logit minus logsumexp: no [B, N, vocab] log-softmax array is written.
     target_logp = (jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
                    - jax.nn.logsumexp(logits, axis=-1))
-    greedy_token = jnp.argmax(logits, axis=-1) == targets
+    return _sum_by_request(target_logp, jnp.argmax(logits, axis=-1) == targets, owners,
+                           num_requests)
+
+
+def _sum_by_request(target_logp, greedy_token, owners, num_requests):
+    """Per-position scores ``[B, N]`` summed per request ``[B, R]``, and whether every
+    continuation token of a request was the greedy one."""
     owned = owners[..., None] == jnp.arange(num_requests)  # [B, N, R]; padding owns nothing
     sums = jnp.einsum("bn,bnr->br", target_logp, owned.astype(jnp.float32))
     greedy = jnp.all(jnp.where(owned, greedy_token[..., None], True), axis=1)
@@ -257,10 +264,15 @@ def _block_stage(shell_graph, block_graph, shell_state, block_state, h, position
     return block(h, cos, sin, mask)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6))
-def _head_stage(shell_graph, shell_state, h, reads, targets, owners, num_requests):
-    return _head_scores(nnx.merge(shell_graph, shell_state), h, reads, targets, owners,
-                        num_requests)
+def _head_stage(shell, h, reads, targets, owners, num_requests):
+    """``_head_scores`` with the vocabulary a slice at a time (``vocab_sliced_scores``, each
+    slice its own program): the whole head's float32 logits or weights are never held."""
+    picked = jnp.take_along_axis(h, reads[..., None], axis=1)
+    target_logp, greedy_token = vocab_sliced_scores(shell, picked, targets)
+    return _sum_by_request_jit(target_logp, greedy_token, owners, num_requests)
+
+
+_sum_by_request_jit = jax.jit(_sum_by_request, static_argnums=3)
 
 
 def _whole_model_scorer(model, num_requests: int):
@@ -275,7 +287,8 @@ def _whole_model_scorer(model, num_requests: int):
 def _streamed_scorer(source, num_requests: int):
     """``batches -> [(sums, greedy)]`` for a ``LazyModel``: every batch embedded, then each
     block read from disk and run over all of them before the next is read, then the head."""
-    shell_graph, shell_state = nnx.split(source.shell())
+    shell = source.shell()
+    shell_graph, shell_state = nnx.split(shell)
 
     def score(batches):
         inputs = [tuple(map(jnp.asarray, arrays)) for arrays in batches]
@@ -285,7 +298,7 @@ def _streamed_scorer(source, num_requests: int):
             hidden = [_block_stage(shell_graph, block_graph, shell_state, block_state, h,
                                    positions, segments)
                       for h, (_, positions, segments, *_) in zip(hidden, inputs, strict=True)]
-        return [_head_stage(shell_graph, shell_state, h, reads, targets, owners, num_requests)
+        return [_head_stage(shell, h, reads, targets, owners, num_requests)
                 for h, (*_, reads, targets, owners) in zip(hidden, inputs, strict=True)]
 
     return score

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprune.losses import next_token_nll, token_nll
+from jaxprune.eval.head import vocab_sliced_scores
+from jaxprune.losses import next_token_nll
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,9 +157,11 @@ def _block_output(graphdef, state, h: jax.Array, cos: jax.Array, sin: jax.Array)
     return nnx.merge(graphdef, state)(h, cos, sin)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _head_nll_sums(graphdef, state, h: jax.Array, batch: jax.Array) -> jax.Array:
-    return jnp.sum(token_nll(nnx.merge(graphdef, state).head(h), batch[:, 1:]), axis=-1)
+def _head_nll_sums(shell, h: jax.Array, batch: jax.Array) -> jax.Array:
+    # A vocabulary slice at a time: the whole head's logits (and, on a CPU, a float32 copy of
+    # a bfloat16 head) would be the largest thing a streamed run holds.
+    target_logp, _ = vocab_sliced_scores(shell, h, batch[:, 1:])
+    return -jnp.sum(target_logp, axis=-1)
 
 
 def streamed_perplexity(source, tokens: np.ndarray, *, window: int = 512, batch_size: int = 8,
@@ -196,7 +199,7 @@ def streamed_perplexity(source, tokens: np.ndarray, *, window: int = 512, batch_
         hidden = [_block_output(graphdef, state, h, cos, sin) for h in hidden]
     total = 0.0
     for (batch, real), h in zip(batches, hidden, strict=True):
-        sums = np.asarray(_head_nll_sums(shell_graphdef, shell_state, h, jnp.asarray(batch)),
+        sums = np.asarray(_head_nll_sums(shell, h, jnp.asarray(batch)),
                           dtype=np.float64)[:real]
         total += float(sums.sum())
     return _result(total, windows, window, time.perf_counter() - start)

@@ -15,7 +15,8 @@ import dataclasses
 import json
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import BinaryIO
 
 import ml_dtypes
 import numpy as np
@@ -121,3 +122,45 @@ def _entry(path: str, name: str, entry: dict, data_start: int, data_bytes: int) 
                          f"range [{begin}, {end}), which does not match its shape or runs past "
                          f"the {data_bytes} data bytes")
     return _Entry(path, dtype, shape, data_start + begin)
+
+
+# A tensor to write: its shape, its dtype and a function that makes its array when its turn
+# comes (so a file is written one tensor in memory at a time).
+TensorSource = tuple[tuple[int, ...], np.dtype, Callable[[], np.ndarray]]
+
+
+def write_safetensors(f: BinaryIO, tensors: Mapping[str, TensorSource],
+                      metadata: Mapping[str, str] | None = None) -> None:
+    """Writes a safetensors file to the open binary file ``f``, each tensor made and written in
+    turn, never the whole file in memory (``safetensors.numpy.save`` builds it as one bytes
+    object: at a streamed run's end, the embedding table twice).
+
+    Args:
+      f: an open binary file.
+      tensors: name -> ``(shape, dtype, make)``; written in this order.
+      metadata: the header's ``__metadata__`` strings.
+
+    Raises:
+      ValueError: for a dtype safetensors has no name for, or a made array whose shape or
+        dtype differs from the one announced.
+    """
+    names = {np.dtype(dtype): name for name, dtype in DTYPES.items()}
+    header, offset = {}, 0
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    for name, (shape, dtype, _) in tensors.items():
+        if np.dtype(dtype) not in names:
+            raise ValueError(f"tensor {name!r}: dtype {np.dtype(dtype)} has no safetensors name")
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        header[name] = {"dtype": names[np.dtype(dtype)], "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors does
+    f.write(struct.pack("<Q", len(encoded)) + encoded)
+    for name, (shape, dtype, make) in tensors.items():
+        array = np.asarray(make())
+        if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+            raise ValueError(f"tensor {name!r}: made {array.dtype}{list(array.shape)}, "
+                             f"announced {np.dtype(dtype)}{list(shape)}")
+        f.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))

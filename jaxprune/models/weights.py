@@ -7,6 +7,7 @@ Hugging Face stores linear weights ``[out, in]`` under names like
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -118,9 +119,23 @@ def hf_tensors_from_model(model: Llama, dtype=np.float32) -> dict[str, np.ndarra
 def hf_tensors_of_state(state, dtype=np.float32, prefix: str = "") -> dict[str, np.ndarray]:
     """Hugging Face-named tensors of parameters ``state`` whose paths lack ``prefix`` (a
     block's state: ``"layers/3/"``), in ``dtype`` and the Hugging Face layout."""
-    tensors = {}
+    return {name: make() for name, (_, _, make) in hf_tensor_sources(state, dtype,
+                                                                     prefix).items()}
+
+
+def hf_tensor_sources(state, dtype=np.float32, prefix: str = "") -> dict[str, tuple]:
+    """``hf_tensors_of_state`` made one tensor at a time: name -> ``(shape, dtype, make)``
+    (``safetensors_file.write_safetensors``'s input), ``make()`` copying that parameter to host
+    memory in ``dtype`` and the Hugging Face layout only when called."""
+    sources = {}
     for path, leaf in paths.leaves_with_paths(state):
         name, transposed = hf_name(prefix + path)
-        array = np.asarray(leaf).astype(dtype, copy=False)
-        tensors[name] = np.ascontiguousarray(array.T if transposed else array)
-    return tensors
+        shape = tuple(reversed(leaf.shape)) if transposed else tuple(leaf.shape)
+        sources[name] = (shape, np.dtype(dtype),
+                         functools.partial(_host_tensor, leaf, dtype, transposed))
+    return sources
+
+
+def _host_tensor(leaf, dtype, transposed: bool) -> np.ndarray:
+    array = np.asarray(leaf).astype(dtype, copy=False)
+    return np.ascontiguousarray(array.T if transposed else array)

@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -32,9 +33,10 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxprune import workdir
-from jaxprune.models import EXPORT_DTYPES, LazyModel, block_hf_tensors, hf_tensors_of_state
+from jaxprune.models import EXPORT_DTYPES, LazyModel
 from jaxprune.models.lazy import load_block_file
-from jaxprune.models.safetensors_file import read_safetensors
+from jaxprune.models.safetensors_file import TensorSource, read_safetensors, write_safetensors
+from jaxprune.models.weights import hf_tensor_sources
 from jaxprune.oneshot import engine, methods
 from jaxprune.oneshot.engine import OneShotConfig
 
@@ -166,9 +168,11 @@ def _prune_and_write_block(source: LazyModel, staging: str, index: int, run, pla
     masks = {t.path: run.masks.pop(t.path) for t in linears}  # on disk from here, not in memory
     dtype = EXPORT_DTYPES[_dtype_name(source)]
     _save_safetensors(os.path.join(staging, _shard_name(index, source)),
-                      block_hf_tensors(block, index, dtype))
+                      hf_tensor_sources(nnx.state(block, nnx.Param), dtype,
+                                        prefix=f"layers/{index}/"))
     _save_safetensors(os.path.join(staging, _masks_name(index)),
-                      {path: np.asarray(mask) for path, mask in masks.items()})
+                      {path: (tuple(m.shape), np.dtype(m.dtype), functools.partial(np.asarray, m))
+                       for path, m in masks.items()})
     workdir.write_atomic(_record_path(staging, index), json.dumps(
         {"rows": run.rows[rows_before:]}, indent=1).encode())
     if calibrated:
@@ -193,7 +197,7 @@ def _finish_directory(staging: str, out_dir: str, shell, source: LazyModel, toke
     name = _dtype_name(source)
     last = _shard_name(source.config.num_layers, source)
     _save_safetensors(os.path.join(staging, last),
-                      hf_tensors_of_state(nnx.state(shell, nnx.Param), EXPORT_DTYPES[name]))
+                      hf_tensor_sources(nnx.state(shell, nnx.Param), EXPORT_DTYPES[name]))
     weight_map, total = {}, 0
     for index in range(source.config.num_layers + 1):
         shard = _shard_name(index, source)
@@ -216,11 +220,10 @@ def _read_block_record(directory: str, index: int) -> dict:
         return json.load(f)
 
 
-def _save_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
-    """Writes a safetensors file atomically (a kill leaves the old file or none)."""
-    from safetensors.numpy import save
-
-    workdir.write_atomic(path, save(tensors, metadata={"format": "pt"}))
+def _save_safetensors(path: str, tensors: dict[str, TensorSource]) -> None:
+    """Writes a safetensors file atomically (a kill leaves the old file or none), one tensor in
+    host memory at a time."""
+    workdir.write_atomic(path, lambda f: write_safetensors(f, tensors, {"format": "pt"}))
 
 
 def _dtype_name(source: LazyModel) -> str:
