@@ -1,8 +1,13 @@
 """The XLA settings the suite compiles with (imported by conftest.py before JAX starts).
 
 Tests compile thousands of tiny programs and run each a few times, so XLA's compile time was
-most of the suite's CPU time. Three settings trade run time for compile time:
+most of the suite's CPU time. Three settings trade run time for compile time, and one keeps
+the two test workers from fighting over the cores:
 - LLVM's expensive passes off, everywhere;
+- one thread per matrix product (Eigen's), everywhere: pytest-xdist runs a worker per core
+  and the binaries some tests start add processes, each of which had its own thread pool
+  over both cores (the whole suite on the 2-core machine, 2026-12-02: 426 s with the pools,
+  342 s without; the demo binary's smoke run in that suite 26.3 s -> 23.7 s);
 - ``TINY_PROGRAM_FLAGS``, for the tests' own process: -O0, and XLA's legacy IR emitter for
   CPU fusions in place of the newer MLIR fusion emitters, whose pipeline costs far more per
   program (tests/mesh_equivalence.py on the 2-core machine: 31.5 s at XLA's defaults, 18.0 s
@@ -13,7 +18,7 @@ comparison in the suite is between runs made under the same setting or against a
 never against a figure from a run at XLA's defaults.
 """
 
-ALWAYS = ("--xla_llvm_disable_expensive_passes=true",)
+ALWAYS = ("--xla_llvm_disable_expensive_passes=true", "--xla_cpu_multi_thread_eigen=false")
 TINY_PROGRAM_FLAGS = ("--xla_backend_optimization_level=0",
                       "--xla_cpu_use_fusion_emitters=false")
 SUITE = " ".join(ALWAYS + TINY_PROGRAM_FLAGS)
