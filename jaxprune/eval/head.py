@@ -12,6 +12,8 @@ holds one slice's logits and its weight.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,29 +24,38 @@ __all__ = ["HEAD_ROWS", "vocab_sliced_scores"]
 HEAD_ROWS = 8192
 
 
-def _head_product(model) -> tuple:
-    """What the head's product needs besides its weight, as a hashable static value: whether
-    the head is the tied embedding, and its module's dtype promotion, dtype, precision and
-    dot (``nnx.Embed.attend``, ``nnx.Linear``)."""
+class _HeadProduct(NamedTuple):
+    """What the head's product needs besides its weight, hashable (a static argument): whether
+    the head is the tied embedding, and its module's dtype promotion, dtype, precision and dot
+    (``nnx.Embed.attend``, ``nnx.Linear``)."""
+
+    tied: bool
+    promote: Callable
+    dtype: Any
+    precision: Any = None
+    dot_general: Callable | None = None
+
+
+def _head_product(model) -> _HeadProduct:
     if model.config.tie_word_embeddings:
         embed = model.embed_tokens
-        return (True, embed.promote_dtype, embed.dtype, None, None)
+        return _HeadProduct(True, embed.promote_dtype, embed.dtype)
     head = model.lm_head
-    return (False, head.promote_dtype, head.dtype, head.precision, head.dot_general)
+    return _HeadProduct(False, head.promote_dtype, head.dtype, head.precision, head.dot_general)
 
 
-def _slice_logits(product: tuple, hidden: jax.Array, weight: jax.Array) -> jax.Array:
-    tied, promote, dtype, precision, dot_general = product
-    if tied:  # weight: rows of the embedding table
-        query, weight = promote((hidden, weight), dtype=dtype)
+def _slice_logits(product: _HeadProduct, hidden: jax.Array, weight: jax.Array) -> jax.Array:
+    if product.tied:  # weight: rows of the embedding table
+        query, weight = product.promote((hidden, weight), dtype=product.dtype)
         return jnp.dot(query, weight.T).astype(jnp.float32)
-    query, weight, _ = promote((hidden, weight, None), dtype=dtype)  # weight: kernel columns
-    return dot_general(query, weight, (((query.ndim - 1,), (0,)), ((), ())),
-                       precision=precision).astype(jnp.float32)
+    # weight: columns of the kernel
+    query, weight, _ = product.promote((hidden, weight, None), dtype=product.dtype)
+    return product.dot_general(query, weight, (((query.ndim - 1,), (0,)), ((), ())),
+                               precision=product.precision).astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _add_slice(product: tuple, carry: tuple, hidden: jax.Array, weight: jax.Array,
+def _add_slice(product: _HeadProduct, carry: tuple, hidden: jax.Array, weight: jax.Array,
                start: jax.Array, targets: jax.Array) -> tuple:
     """The running maximum, sum of exponentials, target logit and arg-max after one slice."""
     peak, total, target_logit, best_id = carry
@@ -91,13 +102,13 @@ def vocab_sliced_scores(model, h: jax.Array, targets: jax.Array, *,
         raise ValueError(f"rows must be >= 1, got {rows}")
     vocab = model.config.vocab_size
     product = _head_product(model)
-    weight = (model.embed_tokens.embedding if product[0] else model.lm_head.kernel)[...]
+    weight = (model.embed_tokens.embedding if product.tied else model.lm_head.kernel)[...]
     hidden = model.norm(h)
     shape = targets.shape
     carry = (jnp.full(shape, -jnp.inf), jnp.zeros(shape), jnp.zeros(shape),
              jnp.zeros(shape, jnp.int32))
     for start in range(0, vocab, rows):
-        piece = weight[start:start + rows] if product[0] else weight[:, start:start + rows]
+        piece = weight[start:start + rows] if product.tied else weight[:, start:start + rows]
         carry = _add_slice(product, carry, hidden, piece, jnp.int32(start), targets)
     peak, total, target_logit, best_id = carry
     return target_logit - (peak + jnp.log(total)), best_id == targets

@@ -9,7 +9,7 @@ from jaxprune.models.hf_io import (
     open_hf_dir,
     save_hf_dir,
 )
-from jaxprune.models.lazy import LazyModel, block_hf_tensors
+from jaxprune.models.lazy import LazyModel, block_hf_tensor_sources
 from jaxprune.models.llama import Llama, abstract_llama
 from jaxprune.models.registry import (
     PACKAGED_MODELS,
@@ -40,7 +40,7 @@ __all__ = [
     "RopeScaling",
     "Tokenizer",
     "abstract_llama",
-    "block_hf_tensors",
+    "block_hf_tensor_sources",
     "byte_tokenizer",
     "config_from_hf_dict",
     "export_dtype",

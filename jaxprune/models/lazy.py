@@ -4,8 +4,8 @@ arrays one block at a time.
 For models larger than host or device memory: the streamed one-shot engine
 (``jaxprune.oneshot.streaming``) asks for the embedding, final norm and head once (``shell``)
 and for each block in turn (``block``), and writes each pruned block out before it asks for
-the next (``block_hf_tensors``; the shell's: ``hf_tensors_from_model``). Nothing but the piece
-asked for is read from disk.
+the next (``block_hf_tensor_sources``, a tensor at a time; the shell's:
+``weights.hf_tensor_sources``). Nothing but the piece asked for is read from disk.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from jaxprune.models.llama import Block, Llama, abstract_split
 from jaxprune.models.weights import (
     check_tensor_names,
     hf_name,
-    hf_tensors_of_state,
+    hf_tensor_sources,
     param_from_hf_tensors,
 )
 
@@ -71,9 +71,10 @@ class LazyModel:
         return self.config.num_params() * jnp.dtype(self.param_dtype).itemsize
 
 
-def block_hf_tensors(block: Block, index: int, dtype=np.float32) -> dict[str, np.ndarray]:
-    """Block ``index``'s parameters under their Hugging Face names and layout, in ``dtype``."""
-    return hf_tensors_of_state(nnx.state(block, nnx.Param), dtype, prefix=f"layers/{index}/")
+def block_hf_tensor_sources(block: Block, index: int, dtype=np.float32) -> dict[str, tuple]:
+    """Block ``index``'s parameters under their Hugging Face names and layout, in ``dtype``, as
+    ``weights.hf_tensor_sources`` gives them: each copied to host memory only when written."""
+    return hf_tensor_sources(nnx.state(block, nnx.Param), dtype, prefix=f"layers/{index}/")
 
 
 def load_block_file(source: LazyModel, index: int, path: str) -> Block:

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from jaxprune import workdir
 from jaxprune.models import EXPORT_DTYPES, LazyModel
-from jaxprune.models.lazy import load_block_file
+from jaxprune.models.lazy import block_hf_tensor_sources, load_block_file
 from jaxprune.models.safetensors_file import TensorSource, read_safetensors, write_safetensors
 from jaxprune.models.weights import hf_tensor_sources
 from jaxprune.oneshot import engine, methods
@@ -168,8 +168,7 @@ def _prune_and_write_block(source: LazyModel, staging: str, index: int, run, pla
     masks = {t.path: run.masks.pop(t.path) for t in linears}  # on disk from here, not in memory
     dtype = EXPORT_DTYPES[_dtype_name(source)]
     _save_safetensors(os.path.join(staging, _shard_name(index, source)),
-                      hf_tensor_sources(nnx.state(block, nnx.Param), dtype,
-                                        prefix=f"layers/{index}/"))
+                      block_hf_tensor_sources(block, index, dtype))
     _save_safetensors(os.path.join(staging, _masks_name(index)),
                       {path: (tuple(m.shape), np.dtype(m.dtype), functools.partial(np.asarray, m))
                        for path, m in masks.items()})
@@ -244,13 +243,19 @@ def _record_path(directory: str, index: int) -> str:
     return os.path.join(directory, f"block-{index:05d}.json")
 
 
+def _mask_shards(directory: str):
+    """Each block's masks file of a streamed run, in block order, headers read only."""
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("masks-"):
+            yield read_safetensors(os.path.join(directory, name))
+
+
 def read_streamed_masks(directory: str) -> dict[str, np.ndarray]:
     """Every pruned kernel's mask of a streamed run (finished or not), by model path
     (``layers/3/mlp/up_proj/kernel``), ``[in, out]`` booleans as the engine's masks."""
     masks = {}
-    for name in sorted(os.listdir(directory)):
-        if name.startswith("masks-"):
-            masks.update(read_safetensors(os.path.join(directory, name)))
+    for shard in _mask_shards(directory):
+        masks.update(shard)
     return masks
 
 
@@ -258,9 +263,8 @@ def streamed_sparsity(directory: str) -> float:
     """Fraction of zeros over the pruned kernels of a streamed run, counted one block's masks
     at a time (all masks at once take a byte per pruned weight)."""
     kept = total = 0
-    for name in sorted(os.listdir(directory)):
-        if name.startswith("masks-"):
-            for mask in read_safetensors(os.path.join(directory, name)).values():
-                kept += int(np.count_nonzero(mask))
-                total += mask.size
+    for shard in _mask_shards(directory):
+        for mask in shard.values():
+            kept += int(np.count_nonzero(mask))
+            total += mask.size
     return 1.0 - kept / total if total else 0.0
