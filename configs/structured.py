@@ -8,7 +8,8 @@ Launch (the argument picks the cut; add ",distill" for a short logit distillatio
 Cuts: dense (no cut), depth4, depth8 (blocks by block influence), fuse4 (4 pairs of
 consecutive blocks each averaged into one, the pairs of smallest angular distance), laco4 and
 lowrank4 (the same pairs merged by LaCo's RDSC, or folded by rank-64 updates fitted on the
-calibration text; --config.cut.rank sets the rank), mlp (MLP
+calibration text; --config.cut.rank sets the rank), fold4 (the 4 blocks depth4 drops, each run
+of them folded into the kept block below it by the rank-64 fit), mlp (MLP
 channels 1536 -> 1264, about the parameters of 4 blocks), heads6 (query heads 9 -> 6, two
 per KV group), hidden448 (hidden size 576 -> 448); --config.cut.criterion picks another
 importance (depth: block_influence, angular, drop_one; width: activation, magnitude, taylor).
@@ -27,6 +28,7 @@ CUTS = {
     "fuse4": dict(kind="fuse", criterion="angular", blocks=4),
     "laco4": dict(kind="fuse", criterion="angular", blocks=4, fusion="laco"),
     "lowrank4": dict(kind="fuse", criterion="angular", blocks=4, fusion="lowrank"),
+    "fold4": dict(kind="fuse", criterion="block_influence", blocks=4, fusion="lowrank"),
     "mlp": dict(kind="width", criterion="activation", mlp_channels=1264),
     "search100m": dict(kind="search", criterion="activation",
                        search=dict(target_params=100_000_000)),
@@ -42,6 +44,7 @@ SHORT_DISTILL = dict(steps=32, batch_size=4, seq_len=256, warmup_steps=4, log_ev
 # The same cuts scaled to tiny-llama (2 blocks, 4 heads in 2 groups, 128 channels, hidden 64).
 RUNLOCAL_CUTS = {"depth4": dict(blocks=1), "depth8": dict(blocks=1), "fuse4": dict(blocks=1),
                  "laco4": dict(blocks=1), "lowrank4": dict(blocks=1, rank=8),
+                 "fold4": dict(blocks=1, rank=8),
                  # tiny-llama has 90,432 parameters
                  "search100m": dict(search=dict(target_params=70_000, tolerance=0.05,
                                                 hidden_step=16, mlp_step=32, segments=2,

@@ -98,7 +98,13 @@ def check_cut_fits(cut, model_config) -> None:
     if cut.kind == "fuse":
         method = fusion_method(cut)
         lowest = 1 if method.keeps_first_block else 0
-        if 2 * cut.blocks > c.num_layers - lowest:
+        if CRITERIA["fuse"][cut.criterion].fold:  # each removed block needs one kept below
+            if cut.blocks >= c.num_layers - lowest:
+                raise ValueError(f"config.cut.blocks={cut.blocks} folded blocks need "
+                                 f"{cut.blocks + 1} blocks, the model has "
+                                 f"{c.num_layers - lowest} that config.cut.fusion="
+                                 f"{cut.fusion!r} may fuse")
+        elif 2 * cut.blocks > c.num_layers - lowest:
             raise ValueError(f"config.cut.blocks={cut.blocks} fusions need {2 * cut.blocks} "
                              f"blocks, the model has {c.num_layers - lowest} that "
                              f"config.cut.fusion={cut.fusion!r} may fuse")
@@ -238,7 +244,7 @@ def cut_model(config, model, segments: np.ndarray, *, cache=None, distill_fn=Non
         return structured.cut_depth(model, plan), details
     method = fusion_method(cut)
     plan = criterion.plan(scores, cut.blocks, lowest=1 if method.keeps_first_block else 0)
-    details["fused"] = list(plan.fuse)
+    details.update({"folded": list(plan.fold)} if plan.fold else {"fused": list(plan.fuse)})
     return structured.cut_depth(model, plan, fusion=method, segments=segments,
                                 batch_size=batch), details
 
@@ -254,7 +260,8 @@ def method_label(config) -> str:
                 f"({cut.criterion}, {cut.search.depth_criterion})")
     if cut.kind == "fuse":
         how = f"low-rank {cut.rank}" if cut.fusion == "lowrank" else cut.fusion
-        return f"fuse {cut.blocks} pairs, {how} ({cut.criterion})"
+        what = "blocks folded down" if CRITERIA["fuse"][cut.criterion].fold else "pairs"
+        return f"fuse {cut.blocks} {what}, {how} ({cut.criterion})"
     parts = [f"{name} {cut[field]}" for field, name in
              (("heads_per_group", "heads/group"), ("mlp_channels", "mlp"),
               ("hidden", "hidden")) if cut[field]]

@@ -127,6 +127,35 @@ def test_low_rank_fusion_of_a_block_that_adds_nothing_changes_nothing():
         np.testing.assert_allclose(fused[name], value, rtol=0, atol=1e-7)
 
 
+def test_runs_below_join_each_run_of_removed_blocks_to_the_kept_block_under_it():
+    assert structured.runs_below([8, 3, 2, 5]) == [(1, 3), (4, 2), (7, 2)]
+    assert structured.runs_below([]) == []
+    with pytest.raises(ValueError, match="block 0 cannot be folded: no block lies below it"):
+        structured.runs_below([0, 4])
+
+
+def test_folding_blocks_fits_each_run_bottom_up_and_a_silent_block_folds_to_a_drop():
+    model, data = tiny(layers=6, seed=9), segments(4, 12)
+    method = fusion.LowRankFusion(rank=6)
+    folded = structured.fold_blocks(model, [5, 2, 3], method, segments=data)
+    lower = method.fuse(model, 1, 3, segments=data)  # blocks 2, 3 into 1
+    expected = method.fuse(lower, 2, 2, segments=data, reference=model, reference_first=4)
+    assert folded.config.num_layers == 3
+    got, want = models.hf_tensors_from_model(folded), models.hf_tensors_from_model(expected)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value)
+    # Nothing is missing when the folded block adds nothing: the fold is the drop, exactly.
+    quiet = silence(tiny(seed=6), 3)
+    folded = models.hf_tensors_from_model(structured.cut_depth(
+        quiet, structured.DepthPlan(fold=(3,)), fusion=method, segments=segments()))
+    dropped = models.hf_tensors_from_model(structured.remove_blocks(quiet, [3]))
+    assert folded.keys() == dropped.keys()
+    for name, value in dropped.items():
+        np.testing.assert_allclose(folded[name], value, rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match=r"blocks 0..1 does not fit: .* never fuses block 0"):
+        structured.fold_blocks(model, [1], fusion.LACO)
+
+
 def run_error(model, fused, first, length, data):
     """Mean squared distance between the dense run's output and the fused block's."""
     cos, sin = model.rope(data.shape[1])
@@ -177,7 +206,7 @@ def test_fuse_runs_goes_bottom_up_against_the_dense_runs():
                           r"never fuses block 0"),
     (fusion.AVERAGE, [4], 2, r"blocks 4..5 does not fit: the model has 5 blocks"),
     (fusion.AVERAGE, [1], 1, "at least 2 blocks, got length=1"),
-    (fusion.AVERAGE, [1, 2], 2, "starting at 1 and 2 overlap"),
+    (fusion.AVERAGE, [1, 2], 2, r"blocks 1..2 and 2..3 overlap"),
     (fusion.LowRankFusion(rank=0), [1], 2, r"rank must be an integer in \[1, 32\]"),
     (fusion.LowRankFusion(rank=33), [1], 2, r"rank must be an integer in \[1, 32\]"),
     (fusion.LowRankFusion(rank=8, damp=0.0), [1], 2, "damp must be a positive finite number"),

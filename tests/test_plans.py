@@ -45,6 +45,22 @@ def test_plan_depth_drops_the_lowest_the_lowest_run_or_fuses_the_closest_pairs()
     assert structured.cut_depth(model, structured.DepthPlan(remove=(1, 3))).config.num_layers == 2
 
 
+def test_plan_depth_folds_the_lowest_blocks_that_have_a_kept_block_below():
+    scores = np.array([0.1, 0.15, 0.2, 0.9, 0.3])  # block 0 lowest, but nothing lies below it
+    assert structured.plan_depth(scores, 2, fold=True) == structured.DepthPlan(fold=(1, 2))
+    # A method that never fuses block 0 needs the kept block at 1 or above.
+    assert structured.plan_depth(scores, 2, fold=True, lowest=1).fold == (2, 4)
+    assert structured.plan_depth(scores, 4, fold=True).fold == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match=r"blocks must be an integer in \[0, 3\] \(the blocks "
+                                         r"above block 1\), got 4"):
+        structured.plan_depth(scores, 4, fold=True, lowest=1)
+    criterion = structured.FUSE_CRITERIA["block_influence"]
+    assert criterion.fold and criterion.scores_key(4) == "block_influence"
+    model = models.Llama(CONFIG, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="folds blocks or removes and fuses them, not both"):
+        structured.cut_depth(model, structured.DepthPlan(remove=(1,), fold=(3,)))
+
+
 def test_criteria_are_registered_values():
     criterion = structured.DEPTH_CRITERIA["angular"]
     assert criterion.runs and criterion.scores_key(3) == "angular3"

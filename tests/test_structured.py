@@ -261,7 +261,7 @@ def test_distillation_kl_matches_its_definition():
 
 @pytest.mark.parametrize("cut, criterion", [
     ("dense", ""), ("depth4", "block_influence"), ("depth4", "angular"),
-    ("depth4", "drop_one"), ("lowrank4", "angular"),
+    ("depth4", "drop_one"), ("lowrank4", "angular"), ("fold4", "block_influence"),
     ("heads6", "activation"), ("mlp", "magnitude"), ("hidden448", "taylor"),
     ("search80m", "activation")])
 def test_structured_job_cuts_every_way(cut, criterion):
@@ -289,8 +289,10 @@ def test_structured_job_cuts_every_way(cut, criterion):
     else:
         assert metrics["params"] < teacher.config.num_params()
     assert 1.0 < metrics["perplexity"] < 1000 and metrics["tokens_per_second"] > 0
-    if cut in ("depth4", "lowrank4"):
+    if cut in ("depth4", "lowrank4", "fold4"):
         assert student.config.num_layers == teacher.config.num_layers - 1
+    if cut == "fold4":  # tiny-llama's 2 blocks: block 1 folds into block 0
+        assert outcome["details"]["folded"] == [1]
     if cut == "search80m":  # the winner is one of the candidates, each within the budget
         rows = outcome["details"]["search"]
         assert len(rows) >= 2 and sum("distilled_loss" in r for r in rows) == 2
@@ -311,6 +313,8 @@ def test_structured_job_cuts_every_way(cut, criterion):
         ("--config.cut.kind=fuse --config.cut.criterion=angular --config.cut.blocks=1 "
          "--config.cut.fusion=laco", "config.cut.blocks=1 fusions need 2 blocks, the model "
                                     "has 1 that config.cut.fusion='laco' may fuse"),
+        ("--config.cut.kind=fuse --config.cut.criterion=block_influence --config.cut.blocks=2",
+         "config.cut.blocks=2 folded blocks need 3 blocks, the model has 2"),
         ("--config.cut.kind=fuse --config.cut.criterion=angular --config.cut.blocks=1 "
          "--config.cut.fusion=svd", "config.cut.fusion must be one of ['average', 'laco', "
                                     "'lowrank'], got 'svd'"),

@@ -108,7 +108,7 @@ def test_the_structured_zeroshot_sweep_scores_both_cuts_before_and_after_distill
     assert resolved[0].eval.zeroshot.tasks.split(",") == list(PAPER_TASKS)
 
 
-@pytest.mark.parametrize("part, count", [("fusion", 16), ("search", 6)])
+@pytest.mark.parametrize("part, count", [("fusion", 20), ("search", 6)])
 def test_the_fusion_and_search_sweeps_resolve_to_checked_points(part, count):
     from configs.sweeps import fusion_search
 
@@ -124,6 +124,9 @@ def test_the_fusion_and_search_sweeps_resolve_to_checked_points(part, count):
     else:
         assert {c.cut.fusion for c in resolved if c.cut.kind == "fuse"} == {
             "average", "laco", "lowrank"}
+        assert {(c.cut.criterion, c.cut.blocks, c.distill.enabled) for c in resolved
+                if c.cut.kind == "fuse" and c.cut.criterion == "block_influence"} == {
+            ("block_influence", n, d) for n in (4, 8) for d in (False, True)}
     small = sweep.resolve_points(common.apply_runlocal(fusion_search.get_config(
         f"{part},runlocal")))
     assert all(cfg.model == "mini-llama" for _, cfg, _ in small)

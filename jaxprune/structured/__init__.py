@@ -3,7 +3,7 @@
 Surgery (``prune_width``, ``remove_blocks``, ``model_without_blocks``, ``fuse_blocks``,
 ``interpolate_blocks``), width importance (activation, magnitude, Taylor) and depth scores;
 cut plans from scores and targets (``plan_width``, ``plan_depth``, ``cut_width``,
-``cut_depth``); layer fusion (``fuse_runs`` with ``AVERAGE``, ``LACO`` or a
+``cut_depth``); layer fusion (``fuse_runs`` and ``fold_blocks`` with ``AVERAGE``, ``LACO`` or a
 ``LowRankFusion``); Minitron's budgeted search (``plan_structured``, ``search_structured``);
 the criteria as values in ``registry``.
 Distillation after a cut is ``jaxprune.training.distill``. See docs/structured.md.
@@ -24,8 +24,10 @@ from jaxprune.structured.fusion import (
     LaCoFusion,
     LowRankFusion,
     RunFusion,
+    fold_blocks,
     fuse_runs,
     reduced_rank_ridge,
+    runs_below,
 )
 from jaxprune.structured.importance import (
     Importance,
@@ -87,8 +89,10 @@ __all__ = [
     "plan_structured",
     "search_structured",
     "shape_params",
+    "fold_blocks",
     "fuse_runs",
     "reduced_rank_ridge",
+    "runs_below",
     "DEPTH_CRITERIA",
     "FUSE_CRITERIA",
     "FUSION_METHODS",

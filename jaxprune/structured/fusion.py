@@ -336,16 +336,77 @@ def fuse_runs(model: Llama, starts: Sequence[int], length: int, method, *,
       ValueError: for overlapping runs, a run the method refuses, or missing calibration data;
         before any fusion.
     """
-    starts = sorted(int(s) for s in starts)
-    for start in starts:
-        method.check(model.config, start, length)
-    for a, b in zip(starts, starts[1:], strict=False):
-        if b < a + length:
-            raise ValueError(f"runs of {length} blocks starting at {a} and {b} overlap")
+    return _fuse_disjoint_runs(model, [(int(s), length) for s in starts], method,
+                               segments=segments, batch_size=batch_size)
+
+
+def runs_below(blocks: Sequence[int]) -> list[tuple[int, int]]:
+    """The runs that fold ``blocks`` into the nearest block below each: every maximal run of
+    consecutive removed blocks joins the kept block just below it.
+
+    Args:
+      blocks: the blocks to remove, any order.
+
+    Returns:
+      ``(first, length)`` per run, sorted: ``first`` the kept block, ``length - 1`` removed.
+
+    Raises:
+      ValueError: when block 0 is among ``blocks`` (no block lies below it).
+    """
+    blocks = sorted({int(b) for b in blocks})
+    if blocks and blocks[0] == 0:
+        raise ValueError("block 0 cannot be folded: no block lies below it to take it in; "
+                         "choose blocks 1 and above")
+    runs: list[list[int]] = []
+    for b in blocks:
+        if runs and runs[-1][0] + runs[-1][1] == b:
+            runs[-1][1] += 1
+        else:
+            runs.append([b - 1, 2])
+    return [(first, length) for first, length in runs]
+
+
+def fold_blocks(model: Llama, blocks: Sequence[int], method, *,
+                segments: np.ndarray | None = None, batch_size: int = 8) -> Llama:
+    """Removes ``blocks`` as a depth cut does, folding each into the kept block below it.
+
+    The cut has the blocks (and so the size) of dropping ``blocks``; the fusion method makes
+    the kept block below each run of removed blocks stand in for the run (``runs_below``).
+    With the blocks a drop criterion chose (block influence), this separates what the fusion
+    method adds from which blocks go.
+
+    Args:
+      model: the dense model (not changed).
+      blocks: the blocks to remove.
+      method: a ``RunFusion`` (``LowRankFusion`` for the fitted fold).
+      segments: calibration token ids ``[n, seq]``, for a method that ``needs_data``.
+      batch_size: segments per forward pass.
+
+    Returns:
+      The model ``len(blocks)`` blocks fewer.
+
+    Raises:
+      ValueError: for block 0, a run the method refuses (LaCo's never starts at block 0), or
+        missing calibration data; before any fusion.
+    """
+    return _fuse_disjoint_runs(model, runs_below(blocks), method, segments=segments,
+                               batch_size=batch_size)
+
+
+def _fuse_disjoint_runs(model: Llama, runs: Sequence[tuple[int, int]], method, *,
+                        segments: np.ndarray | None, batch_size: int) -> Llama:
+    """Checks every ``(first, length)`` run, then fuses them bottom-up (``fuse_runs``)."""
+    runs = sorted(runs)
+    for first, length in runs:
+        method.check(model.config, first, length)
+    for (a, n), (b, m) in zip(runs, runs[1:], strict=False):
+        if b < a + n:
+            raise ValueError(f"runs of blocks {a}..{a + n - 1} and {b}..{b + m - 1} overlap")
     if method.needs_data and segments is None:
         raise ValueError(f"fusion method {method.name!r} fits on calibration data: pass segments")
-    fused = model
-    for done, start in enumerate(starts):
-        fused = method.fuse(fused, start - done * (length - 1), length, segments=segments,
-                            reference=model, reference_first=start, batch_size=batch_size)
+    fused, removed = model, 0
+    for first, length in runs:
+        fused = method.fuse(fused, first - removed, length, segments=segments,
+                            reference=model, reference_first=first, batch_size=batch_size)
+        removed += length - 1
     return fused

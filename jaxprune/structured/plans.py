@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from jaxprune.structured.depth import closest_pairs, least_important
-from jaxprune.structured.fusion import AVERAGE, fuse_runs
+from jaxprune.structured.fusion import AVERAGE, fold_blocks, fuse_runs
 from jaxprune.structured.importance import Importance
 from jaxprune.structured.surgery import prune_width, remove_blocks
 
@@ -98,14 +98,17 @@ class DepthPlan:
     Attributes:
       remove: blocks dropped, sorted.
       fuse: first block of each pair of consecutive blocks merged into one, sorted.
+      fold: blocks removed and folded into the kept block below them (``fold_blocks``),
+        sorted.
     """
 
     remove: tuple[int, ...] = ()
     fuse: tuple[int, ...] = ()
+    fold: tuple[int, ...] = ()
 
 
 def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
-               fuse: bool = False, lowest: int = 0) -> DepthPlan:
+               fuse: bool = False, fold: bool = False, lowest: int = 0) -> DepthPlan:
     """The blocks to drop (or pairs to fuse) from depth scores.
 
     Args:
@@ -115,7 +118,9 @@ def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
       blocks: how many blocks fewer.
       contiguous: drop the run of ``blocks`` consecutive blocks with the lowest score.
       fuse: merge ``blocks`` disjoint pairs, most similar first (``closest_pairs``).
-      lowest: with ``fuse``, the lowest block a pair may start at.
+      fold: remove the ``blocks`` lowest-scored blocks above block ``lowest``, each to be
+        folded into the kept block below it.
+      lowest: with ``fuse`` or ``fold``, the lowest block a fused run may start at.
 
     Returns:
       A ``DepthPlan``.
@@ -129,6 +134,14 @@ def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
     """
     if fuse:
         return DepthPlan(fuse=tuple(closest_pairs(scores, blocks, lowest=lowest)))
+    if fold:  # a removed block needs a kept block below it, itself at `lowest` or above
+        above = np.asarray(scores, np.float64)[lowest + 1:]
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not (
+                0 <= blocks <= above.size):
+            raise ValueError(f"blocks must be an integer in [0, {above.size}] (the blocks "
+                             f"above block {lowest}), got {blocks!r}")
+        chosen = np.argsort(above, kind="stable")[:blocks] + lowest + 1
+        return DepthPlan(fold=tuple(sorted(chosen.tolist())))
     if contiguous:
         start = int(np.argmin(np.asarray(scores)))
         return DepthPlan(remove=tuple(range(start, start + blocks)))
@@ -137,16 +150,21 @@ def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
 
 def cut_depth(model, plan: DepthPlan, *, fusion=AVERAGE, segments: np.ndarray | None = None,
               batch_size: int = 8):
-    """A new model without the plan's blocks, then with its pairs fused.
+    """A new model without the plan's blocks, then with its pairs fused and its folded blocks
+    folded.
 
     Args:
       model: the model (not changed).
       plan: the cut.
-      fusion: how a pair becomes one block (``jaxprune.structured.fusion``: ``AVERAGE``,
-        ``LACO``, a ``LowRankFusion``).
+      fusion: how a pair or a folded run becomes one block (``jaxprune.structured.fusion``:
+        ``AVERAGE``, ``LACO``, a ``LowRankFusion``).
       segments: calibration token ids for a fusion method that fits on data.
       batch_size: segments per forward pass of such a fit.
     """
+    if plan.fold and (plan.remove or plan.fuse):
+        raise ValueError(f"a depth plan folds blocks or removes and fuses them, not both: {plan}")
+    if plan.fold:
+        return fold_blocks(model, plan.fold, fusion, segments=segments, batch_size=batch_size)
     student = remove_blocks(model, list(plan.remove)) if plan.remove else model
     if plan.fuse:
         student = fuse_runs(student, plan.fuse, 2, fusion, segments=segments,

@@ -35,12 +35,15 @@ class DepthCriterion:
       runs: the scores rate runs of ``blocks`` consecutive blocks (so they depend on
         ``blocks``) and the lowest run is dropped; else each block is rated, higher kept.
       fuse: the scores rate pairs (``angular_distances`` with n=2) and pairs are fused.
+      fold: the scores rate blocks (higher kept) and the lowest are folded into the kept
+        block below them (``fold_blocks``).
     """
 
     name: str
     score_fn: Callable[..., np.ndarray]
     runs: bool = False
     fuse: bool = False
+    fold: bool = False
 
     def scores_key(self, blocks: int) -> str:
         """What the scores depend on beyond the model and data (for caching them)."""
@@ -51,8 +54,9 @@ class DepthCriterion:
         return self.score_fn(model, segments, blocks, batch_size)
 
     def plan(self, scores: np.ndarray, blocks: int, *, lowest: int = 0) -> DepthPlan:
-        """The plan ``blocks`` fewer (fused pairs start at block ``lowest`` or above)."""
-        return plan_depth(scores, blocks, contiguous=self.runs, fuse=self.fuse, lowest=lowest)
+        """The plan ``blocks`` fewer (fused runs start at block ``lowest`` or above)."""
+        return plan_depth(scores, blocks, contiguous=self.runs, fuse=self.fuse, fold=self.fold,
+                          lowest=lowest)
 
 
 def _drop_one(model, segments, blocks, batch_size):
@@ -62,16 +66,23 @@ def _drop_one(model, segments, blocks, batch_size):
                                window=np.asarray(segments).shape[1], batch_size=batch_size)
 
 
+def _block_influence(model, segments, blocks, batch_size):
+    del blocks
+    return block_influence(model, segments, batch_size=batch_size)
+
+
 DEPTH_CRITERIA = {
-    "block_influence": DepthCriterion(
-        "block_influence", lambda m, s, n, b: block_influence(m, s, batch_size=b)),
+    "block_influence": DepthCriterion("block_influence", _block_influence),
     "angular": DepthCriterion(
         "angular", lambda m, s, n, b: angular_distances(m, s, n, batch_size=b), runs=True),
     "drop_one": DepthCriterion("drop_one", _drop_one),
 }
+# A fusion cut either fuses the most similar pairs (angular) or removes the blocks a drop
+# criterion would and folds each into the block below it (the same blocks as that depth cut).
 FUSE_CRITERIA = {
     "angular": DepthCriterion(
         "angular2", lambda m, s, n, b: angular_distances(m, s, 2, batch_size=b), fuse=True),
+    "block_influence": DepthCriterion("block_influence", _block_influence, fold=True),
 }
 
 
