@@ -35,9 +35,9 @@ AXES = ("depth,width", "depth", "width")
 
 def _fusion_points(runlocal: bool) -> list[dict]:
     sizes = (1,) if runlocal else (4, 8)
-    # The new methods at both sizes first, then the baselines (a stopped sweep has the new
-    # methods' rows; dropping and averaging at 4 blocks also have rows in the structured
-    # ablation).
+    # The new methods at both sizes first, then the baselines, dropping before averaging (a
+    # stopped sweep has the new methods' rows; dropping and averaging at 4 blocks also have
+    # rows in the structured ablation).
     fusions = [{"cut.kind": "fuse", "cut.criterion": "angular", "cut.blocks": n,
                 "cut.fusion": fusion, **({"cut.rank": 8} if runlocal else {})}
                for fusion in reversed(FUSION_METHODS) for n in sizes]
@@ -46,9 +46,8 @@ def _fusion_points(runlocal: bool) -> list[dict]:
     folds = [{"cut.kind": "fuse", "cut.criterion": "block_influence", "cut.blocks": n,
               "cut.fusion": "lowrank", **({"cut.rank": 8} if runlocal else {})} for n in sizes]
     new = [cut for cut in fusions if cut["cut.fusion"] != "average"] + folds
-    baselines = [cut for cut in fusions if cut["cut.fusion"] == "average"] + [
-        {"cut.kind": "depth", "cut.criterion": "block_influence", "cut.blocks": n}
-        for n in sizes]
+    baselines = [{"cut.kind": "depth", "cut.criterion": "block_influence", "cut.blocks": n}
+                 for n in sizes] + [cut for cut in fusions if cut["cut.fusion"] == "average"]
     # LaCo never fuses block 0: the smoke points need mini-llama's 4 blocks.
     model = {"model": "mini-llama"} if runlocal else {}
     return [{**model, **cut, **distill} for cut in new + baselines

@@ -109,7 +109,7 @@ class DepthPlan:
 
 def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
                fuse: bool = False, fold: bool = False, lowest: int = 0) -> DepthPlan:
-    """The blocks to drop (or pairs to fuse) from depth scores.
+    """The blocks to drop (or pairs to fuse, or blocks to fold) from depth scores.
 
     Args:
       scores: per-block scores, higher kept (``block_influence``, ``drop_one_perplexity``);
@@ -150,8 +150,8 @@ def plan_depth(scores: np.ndarray, blocks: int, *, contiguous: bool = False,
 
 def cut_depth(model, plan: DepthPlan, *, fusion=AVERAGE, segments: np.ndarray | None = None,
               batch_size: int = 8):
-    """A new model without the plan's blocks, then with its pairs fused and its folded blocks
-    folded.
+    """A new model without the plan's blocks: dropped, then pairs fused; or folded into the
+    kept blocks below them.
 
     Args:
       model: the model (not changed).
@@ -160,6 +160,10 @@ def cut_depth(model, plan: DepthPlan, *, fusion=AVERAGE, segments: np.ndarray | 
         ``AVERAGE``, ``LACO``, a ``LowRankFusion``).
       segments: calibration token ids for a fusion method that fits on data.
       batch_size: segments per forward pass of such a fit.
+
+    Raises:
+      ValueError: for a plan that folds and also removes or fuses, or a run the fusion method
+        refuses (``fuse_runs``, ``fold_blocks``).
     """
     if plan.fold and (plan.remove or plan.fuse):
         raise ValueError(f"a depth plan folds blocks or removes and fuses them, not both: {plan}")
