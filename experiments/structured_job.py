@@ -98,16 +98,13 @@ def check_cut_fits(cut, model_config) -> None:
     if cut.kind == "fuse":
         method = fusion_method(cut)
         lowest = 1 if method.keeps_first_block else 0
-        if CRITERIA["fuse"][cut.criterion].fold:  # each removed block needs one kept below
-            if cut.blocks >= c.num_layers - lowest:
-                raise ValueError(f"config.cut.blocks={cut.blocks} folded blocks need "
-                                 f"{cut.blocks + 1} blocks, the model has "
-                                 f"{c.num_layers - lowest} that config.cut.fusion="
-                                 f"{cut.fusion!r} may fuse")
-        elif 2 * cut.blocks > c.num_layers - lowest:
-            raise ValueError(f"config.cut.blocks={cut.blocks} fusions need {2 * cut.blocks} "
-                             f"blocks, the model has {c.num_layers - lowest} that "
-                             f"config.cut.fusion={cut.fusion!r} may fuse")
+        # Folded blocks need one kept block below them all; fused pairs two blocks each.
+        fold = CRITERIA["fuse"][cut.criterion].fold
+        what, need = ("folded blocks", cut.blocks + 1) if fold else ("fusions", 2 * cut.blocks)
+        if need > c.num_layers - lowest:
+            raise ValueError(f"config.cut.blocks={cut.blocks} {what} need {need} blocks, the "
+                             f"model has {c.num_layers - lowest} that config.cut.fusion="
+                             f"{cut.fusion!r} may fuse")
         try:  # the method's own limits (rank, norms), on the first pair it could fuse
             method.check(c, lowest, 2)
         except ValueError as error:
