@@ -16,4 +16,9 @@ class LazyModule:
         self._name = name
 
     def __getattr__(self, attribute: str):
+        # pytest's collection probes every module-level object for private markers
+        # (``__test__``, ``_pytestfixturefunction``, ``__wrapped__``, ...); importing on those
+        # would import every reference in every worker. Tests read only public names.
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
         return getattr(importlib.import_module(self._name), attribute)
