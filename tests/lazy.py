@@ -9,8 +9,8 @@ import importlib
 
 
 class LazyModule:
-    """Stands for module ``name``; the first attribute read imports it (an ImportError then,
-    not a skip: the test extras install every reference)."""
+    """Stands for module ``name``; the first read of a public attribute imports it (an
+    ImportError then, not a skip: the test extras install every reference)."""
 
     def __init__(self, name: str):
         self._name = name
