@@ -137,12 +137,14 @@ def prepare(config, resources: common.Resources) -> None:
     resources.evaluation_tokens(config)
 
 
-def run_point(config, resources: common.Resources) -> dict:
+def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dict:
     """Prunes and evaluates the model of ``config`` (or only evaluates it, method "dense").
 
     Args:
       config: a one-shot config (configs/oneshot_base.py), runlocal already applied.
       resources: loaded models and texts, shared between calls.
+      keep_dir: a folder owned by this config, where finished zero-shot tasks are kept for a
+        resumed run (``common.zeroshot_metrics``); empty: none kept.
 
     Returns:
       ``{"metrics": ..., "timings": ..., "result": ...}``: metrics depend only on the config
@@ -151,7 +153,7 @@ def run_point(config, resources: common.Resources) -> dict:
       seconds; result is the ``OneShotResult`` (None for "dense").
     """
     if config.get("stream"):
-        return run_streamed_point(config, resources)
+        return run_streamed_point(config, resources, keep_dir)
     model, tokenizer = resources.model(config)
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
@@ -164,13 +166,14 @@ def run_point(config, resources: common.Resources) -> dict:
     evaluation = common.evaluate(model, eval_tokens, config.eval, tokenizer)
     metrics = _metrics(config, result, oneshot.achieved_sparsity(result) if result else 0.0,
                        evaluation)
-    metrics.update(common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot))
+    metrics.update(common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot,
+                                           keep_dir=keep_dir))
     timings = {"prune_seconds": prune_seconds,
                "eval_seconds": time.perf_counter() - start - prune_seconds}
     return {"metrics": metrics, "timings": timings, "result": result}
 
 
-def run_streamed_point(config, resources: common.Resources) -> dict:
+def run_streamed_point(config, resources: common.Resources, keep_dir: str = "") -> dict:
     """``run_point`` one block at a time from disk (``config.stream=True``): the model opened
     lazily is pruned into ``WORKDIR/hf`` (``oneshot.prune_streamed``, resuming a killed run of
     this config) and evaluated from there (``eval.streamed_perplexity``, and the zero-shot
@@ -193,7 +196,8 @@ def run_streamed_point(config, resources: common.Resources) -> dict:
                                      batch_size=e.batch_size, max_windows=e.max_windows,
                                      bos_id=tokenizer.sequence_start)
     metrics = _metrics(config, result, sparsity, evaluation)
-    metrics.update(common.zeroshot_metrics(source, tokenizer, config.eval.zeroshot))
+    metrics.update(common.zeroshot_metrics(source, tokenizer, config.eval.zeroshot,
+                                           keep_dir=keep_dir))
     timings = {"prune_seconds": prune_seconds,
                "eval_seconds": time.perf_counter() - start - prune_seconds}
     return {"metrics": metrics, "timings": timings, "result": result}

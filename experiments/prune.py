@@ -76,12 +76,15 @@ def clear_unfinished(workdir: str) -> None:
 def prune_and_evaluate(config, resources) -> tuple[list[dict], dict]:
     """The dense row (``config.evaluate_dense``) and the pruned row, and the pruned point."""
     rows = []
+    # Finished zero-shot tasks are kept in the claimed work directory (one process writes it).
+    keep_dir = config.workdir if not config.distributed else ""
     if config.evaluate_dense and config.method != DENSE:
-        dense = oneshot_job.run_point(common.copy_with(config, method=DENSE), resources)
+        dense = oneshot_job.run_point(common.copy_with(config, method=DENSE), resources,
+                                      keep_dir=os.path.join(keep_dir, "dense") if keep_dir else "")
         rows.append({**dense["metrics"], "prune seconds": 0.0,
                      "peak memory MB": round(common.peak_memory_mb())})
     common.reset_peak_memory()
-    point = oneshot_job.run_point(config, resources)
+    point = oneshot_job.run_point(config, resources, keep_dir=keep_dir)
     logging.info("pruned in %.1f s, peak memory %.0f MB", point["timings"]["prune_seconds"],
                  common.peak_memory_mb())
     rows.append({**point["metrics"], "prune seconds": round(point["timings"]["prune_seconds"], 1),

@@ -60,7 +60,8 @@ def main(argv):
         teacher, tokenizer = resources.model(config)
         dense = common.evaluate(teacher, resources.evaluation_tokens(config), config.eval,
                                 tokenizer)
-        outcome = structured_job.run_point(config, resources, workdir=config.workdir)
+        outcome = structured_job.run_point(config, resources, workdir=config.workdir,
+                                           keep_dir=config.workdir)
         metrics = {**outcome["metrics"], "dense_perplexity": dense.perplexity,
                    "dense_tokens_per_second": dense.tokens_per_second}
         print(common.markdown_table([metrics], list(metrics)))

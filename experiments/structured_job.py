@@ -285,9 +285,18 @@ def workdir_bytes(config, resources: common.Resources) -> int:
     return checkpoints + export
 
 
-def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict:
+def run_point(config, resources: common.Resources, *, workdir: str = "",
+              keep_dir: str = "") -> dict:
     """Cuts, evaluates, distils (``config.distill.enabled``: ``config.train.steps`` steps of
     logit distillation from the uncut model) and evaluates again.
+
+    Args:
+      config: a structured config (configs/structured.py), runlocal already applied.
+      resources: loaded models and texts, shared between calls.
+      workdir: a work directory claimed for this config, for distillation checkpoints
+        (empty: none).
+      keep_dir: a folder owned by this config, where finished zero-shot tasks are kept for a
+        resumed run (``common.zeroshot_metrics``); empty: none kept.
 
     Returns:
       ``{"metrics", "timings", "details", "curve"}``; metrics hold the parameter counts
@@ -311,7 +320,8 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
                                                       tokenizer))
     zeroshot_before = resources.cached(
         ("cut-zeroshot", cut_key(config, "eval")),
-        lambda: common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot, " before"))
+        lambda: common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot, " before",
+                                        keep_dir))
     metrics = {
         "method": method_label(config),
         "setting": "distilled" if config.distill.enabled else "cut only",
@@ -334,7 +344,8 @@ def run_point(config, resources: common.Resources, *, workdir: str = "") -> dict
         metrics["distill_tokens"] = (config.train.steps * config.train.batch_size
                                      * config.train.seq_len)
         after = common.evaluate(student, eval_tokens, config.eval, tokenizer)
-        metrics.update(common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot))
+        metrics.update(common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot,
+                                               keep_dir=keep_dir))
     metrics["perplexity"] = after.perplexity
     return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,
             "student": student}

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import time
 
 from absl import logging
@@ -21,12 +22,15 @@ from experiments import common, sweep_report
 from jaxprune import workdir
 
 # config.experiment -> module providing check_config(config), prepare(config, resources) and
-# run_point(config, resources) -> {"metrics": dict, "timings": dict, ...}.
+# run_point(config, resources, keep_dir=...) -> {"metrics": dict, "timings": dict, ...}.
 EXPERIMENTS = {"prune": "experiments.oneshot_job", "train": "experiments.train_job",
                "structured": "experiments.structured_job"}
 
 RESULTS = "results.jsonl"
 PROGRESS = "progress.json"
+# WORKDIR/unfinished/<fingerprint>: what a point keeps while it runs (its finished zero-shot
+# tasks), so that a killed sweep resumes the point where it stopped; removed with its row.
+UNFINISHED = "unfinished"
 
 
 def _point_field_names(message: str, overrides: dict, index: int) -> str:
@@ -182,12 +186,19 @@ def prepare_points(resolved: list, module) -> common.Resources:
     return resources
 
 
-def run_one(index: int, resolved: list, module, resources, provenance: dict) -> dict:
-    """Runs point ``index`` and returns its row (see the module docstring of the binary)."""
+def unfinished_dir(sweep_dir: str, fingerprint: str) -> str:
+    """The folder point ``fingerprint`` keeps its partial work in (``UNFINISHED``)."""
+    return os.path.join(sweep_dir, UNFINISHED, fingerprint)
+
+
+def run_one(index: int, resolved: list, module, resources, provenance: dict,
+            sweep_dir: str) -> dict:
+    """Runs point ``index`` and returns its row (see the module docstring of the binary);
+    the point keeps its partial work under ``unfinished_dir(sweep_dir, ...)``."""
     overrides, config, fingerprint = resolved[index]
     common.reset_peak_memory()
     start = time.perf_counter()
-    outcome = module.run_point(config, resources)
+    outcome = module.run_point(config, resources, keep_dir=unfinished_dir(sweep_dir, fingerprint))
     wall = time.perf_counter() - start
     return {
         "point": index, "overrides": overrides, "fingerprint": fingerprint,
@@ -213,8 +224,9 @@ def run_points(sweep, resolved: list, todo: list[int], module, resources, done: 
         common.write_json_atomic(os.path.join(sweep.workdir, PROGRESS), {
             "point": index, "fingerprint": fingerprint, "overrides": overrides,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat()})
-        row = run_one(index, resolved, module, resources, provenance)
+        row = run_one(index, resolved, module, resources, provenance, sweep.workdir)
         append_row(os.path.join(sweep.workdir, RESULTS), row)
+        shutil.rmtree(unfinished_dir(sweep.workdir, fingerprint), ignore_errors=True)
         done[fingerprint] = row
         elapsed = time.perf_counter() - sweep_start
         logging.info("point %d done in %.1f s: %s; %d left, about %.0f s", index,
@@ -223,6 +235,8 @@ def run_points(sweep, resolved: list, todo: list[int], module, resources, done: 
     progress = os.path.join(sweep.workdir, PROGRESS)
     if os.path.exists(progress):
         os.unlink(progress)
+    with contextlib.suppress(OSError):  # left in place while a point without a row keeps work
+        os.rmdir(os.path.join(sweep.workdir, UNFINISHED))
 
 
 def run_sweep(sweep, *, dry_run: bool = False,

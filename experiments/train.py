@@ -50,7 +50,7 @@ def main(argv):
         curve = train_job.run_with_checkpoints(trainer, config.workdir)
         metrics = {"rule": config.rule, "steps": config.train.steps,
                    "final_loss": curve[-1][1],
-                   **train_job.evaluate(trainer, config, resources),
+                   **train_job.evaluate(trainer, config, resources, config.workdir),
                    "params_sha256": training.params_fingerprint(trainer.state["params"])}
         print(common.markdown_table([metrics], list(metrics)))
         if config.workdir:

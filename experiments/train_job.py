@@ -114,26 +114,30 @@ def prepare(config, resources: common.Resources) -> None:
     resources.evaluation_tokens(config)
 
 
-def evaluate(trainer: training.Trainer, config, resources: common.Resources) -> dict:
+def evaluate(trainer: training.Trainer, config, resources: common.Resources,
+             keep_dir: str = "") -> dict:
     """Perplexity of the trained model by ``config.eval``, its measured sparsity and its
-    zero-shot figures (``config.eval.zeroshot``)."""
+    zero-shot figures (``config.eval.zeroshot``; finished tasks kept in ``keep_dir``, a
+    folder owned by this config, for a resumed run)."""
     model = trainer.model()
     result = common.evaluate(model, resources.evaluation_tokens(config), config.eval,
                              resources.model(config)[1])
     return {"perplexity": result.perplexity, "mean_nll": result.mean_nll,
             "sparsity": trainer.sparsity(),
-            **common.zeroshot_metrics(model, resources.model(config)[1], config.eval.zeroshot)}
+            **common.zeroshot_metrics(model, resources.model(config)[1], config.eval.zeroshot,
+                                      keep_dir=keep_dir)}
 
 
-def run_point(config, resources: common.Resources) -> dict:
-    """Trains from scratch (no checkpoints) and evaluates; the sweep's entry point."""
+def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dict:
+    """Trains from scratch (no checkpoints) and evaluates; the sweep's entry point
+    (``keep_dir``: as ``evaluate``'s)."""
     start = time.perf_counter()
     trainer = make_trainer(config, resources)
     logged = trainer.run(until=config.train.steps)
     train_seconds = time.perf_counter() - start
     metrics = {"method": config.rule, "setting": f"{config.sparsity.final:.0%}"
                if config.rule != "dense" else "dense",
-               "final_loss": logged[-1][1], **evaluate(trainer, config, resources),
+               "final_loss": logged[-1][1], **evaluate(trainer, config, resources, keep_dir),
                "params_sha256": training.params_fingerprint(trainer.state["params"])}
     return {"metrics": metrics, "timings": {"train_seconds": train_seconds,
                                             "eval_seconds": time.perf_counter() - start -

@@ -9,8 +9,6 @@ started again with the same config scores only the tasks it had not finished.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import platform
 import sys
@@ -20,7 +18,6 @@ from ml_collections import config_flags
 
 from experiments import common
 from jaxprune.eval import zeroshot
-from jaxprune.eval.tasks import get_task
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/zeroshot.py", "Zero-shot evaluation configuration."
@@ -49,37 +46,12 @@ def prepare(config, resources: common.Resources) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    with common.job(_CONFIG.value, sys.modules[__name__]) as (config, resources, state):
+    with common.job(_CONFIG.value, sys.modules[__name__]) as (config, resources, _):
         model, tokenizer = resources.model(config)
-        z = config.zeroshot
-        results = {}
-        for name in common.zeroshot_task_names(config.zeroshot):
-            results[name] = finished_task(config, name) if state == "resume" else None
-            if results[name] is None:
-                results[name] = zeroshot.evaluate_task(
-                    model, tokenizer, get_task(name), limit=z.limit, batch_size=z.batch_size,
-                    max_length=z.max_length)
-                if config.workdir:
-                    common.write_json_atomic(task_path(config, name),
-                                             dataclasses.asdict(results[name]))
+        # The work directory was claimed for this config: tasks kept there are this config's.
+        keep_dir = os.path.join(config.workdir, "tasks") if config.workdir else ""
+        results = common.zeroshot_results(model, tokenizer, config.zeroshot, keep_dir)
         write_results(config, results)
-
-
-def task_path(config, name: str) -> str:
-    """Where a finished task's ``TaskResult`` is kept in the work directory."""
-    return os.path.join(config.workdir, "tasks", f"{name}.json")
-
-
-def finished_task(config, name: str) -> zeroshot.TaskResult | None:
-    """The task's result from an earlier run of this config, or None when it had not
-    finished it (``common.job`` resumes only a work directory of the same config)."""
-    path = task_path(config, name)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        result = zeroshot.TaskResult(**json.load(f))
-    print(f"{name}: kept the result of the earlier run ({path})")
-    return result
 
 
 def write_results(config, results) -> None:

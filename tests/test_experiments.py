@@ -166,6 +166,26 @@ def test_the_prune_job_reports_zero_shot_accuracy(tmp_path):
     assert "| zeroshot rte acc |" in (tmp_path / "results.md").read_text().replace(
         " | zeroshot lambada_openai acc", "").replace(" | zeroshot lambada_openai perplexity", "")
 
+    # Each finished task is kept in the work directory with its documents; a run of this
+    # config killed before results.json scores again only the tasks it had not kept.
+    kept = {t: json.loads((tmp_path / "zeroshot" / f"{t}.json").read_text())
+            for t in ("rte", "lambada_openai")}
+    assert kept["rte"]["metrics"]["acc"] == acc and len(kept["rte"]["documents"]) == 2
+    (tmp_path / "results.json").unlink()
+    (tmp_path / "zeroshot" / "rte.json").write_text(json.dumps(
+        {**kept["rte"], "metrics": {"acc": 0.25}, "stderr": {"acc": 0.125}}))
+    (tmp_path / "zeroshot" / "lambada_openai.json").unlink()
+    again = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                          "--config.model=tiny-llama", f"--config.workdir={tmp_path}",
+                          "--config.eval.zeroshot.tasks=rte,lambada_openai",
+                          "--config.eval.zeroshot.limit=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
+    assert resumed["zeroshot rte acc"] == resumed["zeroshot mean"] == 0.25
+    assert resumed["zeroshot rte acc stderr"] == 0.125
+    assert resumed["zeroshot lambada_openai perplexity"] == pytest.approx(
+        figures["zeroshot lambada_openai perplexity"], rel=1e-6)  # scored again, same model
+
 
 def test_scaling_benchmark_runlocal(tmp_path):
     """The benchmark's smoke run: the prune binary on a 2x2 mesh of four fake CPU devices, set
@@ -213,7 +233,7 @@ def test_zeroshot_binary_writes_rows_and_documents(tmp_path):
     again = inprocess.run("experiments.zeroshot", "--config=configs/zeroshot.py:runlocal",
                           f"--config.workdir={tmp_path}")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "rte: kept the result of the earlier run" in again.stdout
+    assert "rte: kept the result of an earlier run of this config" in again.stderr
     rows = json.loads((tmp_path / "zeroshot.json").read_text())["rows"]
     assert rows[0]["docs/s"] == 2 / 1000.0 and rows[1] == payload["rows"][1] | {
         "docs/s": rows[1]["docs/s"]}

@@ -331,6 +331,42 @@ def test_sweep_resumes_after_sigkill_and_matches_an_uninterrupted_run(tmp_path):
     assert row["timings"]["wall_seconds"] > 0 and row["config"]["model"] == "tiny-llama"
 
 
+class KeepingModule:
+    """A job whose points keep partial work in the folder the sweep gives them, and whose
+    point ``fail_at`` dies after keeping it (a kill)."""
+
+    def __init__(self, fail_at=None):
+        self.fail_at, self.kept_before = fail_at, {}
+
+    def run_point(self, config, resources, *, keep_dir):
+        path = os.path.join(keep_dir, "zeroshot", "rte.json")
+        self.kept_before[config.point] = os.path.exists(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("{}")
+        if config.point == self.fail_at:
+            raise KeyboardInterrupt
+        return {"metrics": {"point": config.point}, "timings": {}}
+
+
+def test_a_point_keeps_partial_work_until_its_row_is_written(tmp_path):
+    import ml_collections
+
+    config = ml_collections.ConfigDict({"workdir": str(tmp_path)})
+    resolved = [({"x": i}, ml_collections.ConfigDict({"point": i}), f"fp{i}") for i in range(3)]
+    first = KeepingModule(fail_at=1)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_points(config, resolved, [0, 1, 2], first, None, {})
+    assert [r["point"] for r in sweep.read_rows(str(tmp_path / sweep.RESULTS))] == [0]
+    assert os.listdir(tmp_path / sweep.UNFINISHED) == ["fp1"]  # point 0's went with its row
+    assert (tmp_path / sweep.UNFINISHED / "fp1" / "zeroshot" / "rte.json").exists()
+
+    again = KeepingModule()
+    sweep.run_points(config, resolved, [1, 2], again, None, {})
+    assert again.kept_before == {1: True, 2: False}  # point 1 found its own partial work
+    assert not (tmp_path / sweep.UNFINISHED).exists()
+
+
 def test_dry_run_lists_points_without_running(tmp_path):
     result = run_sweep_binary(tmp_path / "dry", "--dry_run")
     assert result.returncode == 0, result.stderr[-2000:]
