@@ -188,32 +188,57 @@ def test_scanned_blocks_equal_the_blocks_one_after_another(tiny):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_length_buckets_grow_by_at_most_half():
-    buckets = sorted({loglikelihood.length_bucket(n) for n in range(1, 3000)})
-    assert buckets[:8] == [8, 12, 16, 24, 32, 48, 64, 96]
-    assert all(b >= n for n in range(1, 3000) for b in [loglikelihood.length_bucket(n)])
-    steps = zip(buckets[:-1], buckets[1:], strict=True)
-    assert all(later <= 1.5 * earlier for earlier, later in steps)
+def brute_force_padding(sizes, program_cost, step):
+    """The least padded total plus program cost, by trying every set of shared sizes (each
+    size padded to the smallest member at or above it)."""
+    rounded = [-(-n // step) * step for n in sizes]
+    values = sorted(set(rounded))
+    best = float("inf")
+    for mask in range(2 ** (len(values) - 1)):  # the largest value is always shared
+        shared = [v for i, v in enumerate(values[:-1]) if mask >> i & 1] + [values[-1]]
+        cost = sum(min(v for v in shared if v >= r) for r in rounded)
+        best = min(best, cost + program_cost * len(shared))
+    return best
 
 
-def test_each_length_bucket_has_one_read_width_that_fits_every_batch():
+@pytest.mark.parametrize("seed", range(6))
+def test_shared_sizes_spend_the_least_on_padding_and_programs(seed):
+    rng = np.random.default_rng(seed)
+    sizes = [int(n) for n in rng.integers(1, 90, int(rng.integers(1, 30)))]
+    cost = float(rng.choice([0.0, 3.0, 40.0, 1e6]))
+    step = int(rng.choice([1, 8]))
+    padded = loglikelihood.shared_sizes(sizes, cost, step)
+    assert set(padded) == set(sizes)
+    assert all(padded[n] >= n and padded[n] % step == 0 for n in sizes)
+    total = sum(padded[n] for n in sizes) + cost * len(set(padded.values()))
+    assert total == pytest.approx(brute_force_padding(sizes, cost, step))
+    if cost == 0:  # programs are free: every size keeps its own
+        assert all(padded[n] == -(-n // step) * step for n in sizes)
+    if cost == 1e6:  # programs are dear: one size for all
+        assert set(padded.values()) == {-(-max(sizes) // step) * step}
+
+
+def test_a_batch_is_padded_to_its_longest_sequence_and_all_its_reads():
     rng = np.random.default_rng(4)
     pairs = [loglikelihood.TokenizedRequest(rng.integers(1, 64, int(rng.integers(2, 70))),
                                             rng.integers(1, 64, int(rng.integers(1, 12))))
              for _ in range(40)]
     packed = sorted((loglikelihood.pack_group([p]) for p in pairs), key=lambda g: -g.tokens.size)
     batches = [packed[i:i + 4] for i in range(0, len(packed), 4)]
-    shapes = loglikelihood.batch_shapes(batches)
-    widths = {}
+    shapes = loglikelihood.batch_shapes(batches, 4)
     for batch, (length, width) in zip(batches, shapes, strict=True):
         assert length >= max(g.tokens.size for g in batch)
-        assert width >= max(g.reads.size for g in batch)
-        assert widths.setdefault(length, width) == width
-    # the width is the bucket of the most reads in that length, not more
-    for length, width in widths.items():
-        most = max(g.reads.size for b, s in zip(batches, shapes, strict=True) if s[0] == length
-                   for g in b)
-        assert width == loglikelihood.length_bucket(most)
+        assert width >= sum(g.reads.size for g in batch)
+    arrays = loglikelihood._batch_arrays(batches[0], 4, *shapes[0], num_requests=2)
+    tokens, _, segments, read_rows, read_cols, targets, slots = arrays
+    reads = sum(g.reads.size for g in batches[0])
+    assert tokens.shape == segments.shape == (4, shapes[0][0])
+    assert read_rows.shape == slots.shape == (shapes[0][1],)
+    # each real read points at its row's packed position and its request's slot
+    assert list(slots[:reads]) == [row * 2 for row, g in enumerate(batches[0])
+                                   for _ in range(g.reads.size)]
+    assert list(read_cols[:reads]) == [int(r) for g in batches[0] for r in g.reads]
+    assert set(slots[reads:]) <= {4 * 2}  # padding reads: the dropped slot
 
 
 def test_document_metrics_follow_the_harness():

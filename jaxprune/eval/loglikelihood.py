@@ -14,10 +14,12 @@ with rotary positions as in the request's own sequence and an attention mask tha
 request's tokens see the prefix and their own earlier tokens only. The log-likelihoods are
 those of scoring each request alone (up to float rounding), for about half the tokens on the
 paper tasks. Packed sequences are scored longest first, a few per forward pass, padded on
-the right to a few length buckets (one compiled program per bucket shape, the blocks scanned
-when they share a structure); only the positions
-that predict continuation tokens go through the LM head, padded to one width per length
-bucket.
+the right to a few shared lengths (one compiled program of the blocks per length, the blocks
+scanned when they share a structure); only the positions that predict continuation tokens go
+through the LM head, all of a batch's in one flat list padded to a few shared widths (one
+compiled program of the head per width). The shared lengths and widths are chosen per task,
+from the batches' own sizes, to spend the least on padding and compiling together
+(``shared_sizes``).
 """
 
 from __future__ import annotations
@@ -87,13 +89,45 @@ def encode_request(tokenizer, request: Request) -> TokenizedRequest:
     return pair
 
 
-def length_bucket(n: int, smallest: int = 8) -> int:
-    """``n`` rounded up to the next of smallest * 2**k or smallest * 1.5 * 2**k: at most two
-    compiled shapes per doubling of the length."""
-    bucket = smallest
-    while bucket < n:
-        bucket = bucket * 3 // 2 if bucket & (bucket - 1) == 0 else bucket * 4 // 3
-    return bucket
+# What compiling one more program costs, counted in the padding it could save (used by
+# ``batch_shapes``). On SmolLM2-135M on 2 cores a length compiles the scanned blocks in about
+# 1.1 s, the time of about 700 tokens, and a width compiles the head in about 0.3 s, the time
+# of about 300 reads.
+LENGTH_PROGRAM_TOKENS = 1024
+WIDTH_PROGRAM_READS = 256
+# Shared sizes are multiples of this (vector-friendly shapes, and fewer candidates).
+SIZE_STEP = 8
+
+
+def shared_sizes(sizes: list[int], program_cost: float, step: int = SIZE_STEP) -> dict[int, int]:
+    """Pads each size up to one of a few shared sizes, chosen to minimise the summed padded
+    sizes plus ``program_cost`` per shared size (each compiles its own program): a dynamic
+    program over the distinct sizes, rounded up to multiples of ``step``, in increasing order.
+
+    Args:
+      sizes: one size per item (repeats count: each item pays its padding).
+      program_cost: the cost of one more shared size, in units of one item's size.
+      step: the shared sizes are multiples of it.
+
+    Returns:
+      ``{size: shared size}`` for every size given; each shared size is at least its sizes.
+    """
+    rounded = [-(-size // step) * step for size in sizes]
+    values, counts = np.unique(rounded, return_counts=True)
+    before = np.concatenate([[0], np.cumsum(counts)])
+    # best[j]: the least cost of the j smallest values; start[j]: where the run of values padded
+    # to values[j - 1] begins.
+    best, start = np.zeros(len(values) + 1), np.zeros(len(values) + 1, int)
+    for j in range(1, len(values) + 1):
+        options = best[:j] + (before[j] - before[:j]) * float(values[j - 1]) + program_cost
+        start[j] = int(np.argmin(options))
+        best[j] = options[start[j]]
+    target, j = {}, len(values)
+    while j:
+        for value in values[start[j]:j]:
+            target[int(value)] = int(values[j - 1])
+        j = start[j]
+    return {size: target[r] for size, r in zip(sizes, rounded, strict=True)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,42 +245,46 @@ def _attention_masks(windows, positions, segments) -> dict:
             for window in set(windows)}
 
 
-def _head_scores(model, h, reads, targets, owners, num_requests):
-    """Summed continuation log-probabilities ``[B, R]`` and greediness from the last hidden
-    states: only the read positions go through the LM head."""
-    picked = jnp.take_along_axis(h, reads[..., None], axis=1)  # [B, N, hidden]
-    logits = model.head(picked).astype(jnp.float32)
-    # The target's logit minus logsumexp: no [B, N, vocab] log-softmax array is written.
-    target_logp = (jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+def _read_logp(logits, targets):
+    """Each read's target log-probability and whether the target is the arg-max, from its
+    logits ``[W, vocab]``: the target's logit minus the logsumexp, so no ``[W, vocab]``
+    log-softmax array is written."""
+    logits = logits.astype(jnp.float32)
+    target_logp = (jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
                    - jax.nn.logsumexp(logits, axis=-1))
-    return _sum_by_request(target_logp, jnp.argmax(logits, axis=-1) == targets, owners,
-                           num_requests)
+    return target_logp, jnp.argmax(logits, axis=-1) == targets
 
 
-def _sum_by_request(target_logp, greedy_token, owners, num_requests):
-    """Per-position scores ``[B, N]`` summed per request ``[B, R]``, and whether every
-    continuation token of a request was the greedy one."""
-    owned = owners[..., None] == jnp.arange(num_requests)  # [B, N, R]; padding owns nothing
-    sums = jnp.einsum("bn,bnr->br", target_logp, owned.astype(jnp.float32))
-    greedy = jnp.all(jnp.where(owned, greedy_token[..., None], True), axis=1)
-    return sums, greedy
+def _sum_by_slot(target_logp, greedy_token, slots, num_slots: int):
+    """Per-read scores ``[W]`` summed per slot ``[num_slots]`` (a request of a row), and whether
+    every read of the slot was greedy (a slot without reads: True); slot ``num_slots`` takes
+    the padding and is dropped."""
+    sums = jax.ops.segment_sum(target_logp, slots, num_segments=num_slots + 1)
+    all_greedy = jax.ops.segment_min(greedy_token.astype(jnp.int32), slots,
+                                     num_segments=num_slots + 1)
+    return sums[:num_slots], all_greedy[:num_slots] > 0
 
 
-def _continuation_scores_fn(model, stacked, tokens, positions, segments, reads, targets,
-                            owners, num_requests):
+def _hidden_states_fn(model, stacked, tokens, positions, segments):
     masks = _attention_masks(model.config.attention_windows, positions, segments)
     cos, sin = model.rope_at(positions)
-    h = _run_blocks(list(model.layers), stacked, model.embed(tokens), cos, sin, masks)
-    return _head_scores(model, h, reads, targets, owners, num_requests)
+    return _run_blocks(list(model.layers), stacked, model.embed(tokens), cos, sin, masks)
 
 
 # Module-level with the graphs static, so every model of one structure shares the programs.
-@functools.partial(jax.jit, static_argnums=(0, 1, 10))
-def _continuation_scores(graphdef, block_graph, state, block_states, tokens, positions,
-                         segments, reads, targets, owners, num_requests):
+# The blocks and the head are two programs: a batch's length and its reads' width vary apart,
+# and each compiles once per value.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _hidden_states(graphdef, block_graph, state, block_states, tokens, positions, segments):
     stacked = None if block_graph is None else (block_graph, block_states)
-    return _continuation_scores_fn(nnx.merge(graphdef, state), stacked, tokens, positions,
-                                   segments, reads, targets, owners, num_requests)
+    return _hidden_states_fn(nnx.merge(graphdef, state), stacked, tokens, positions, segments)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _read_scores(graphdef, state, h, read_rows, read_cols, targets, slots, num_slots):
+    model = nnx.merge(graphdef, state)
+    target_logp, greedy_token = _read_logp(model.head(h[read_rows, read_cols]), targets)
+    return _sum_by_slot(target_logp, greedy_token, slots, num_slots)
 
 
 # The streamed scorer's three stages (a model opened lazily: one block in memory at a time).
@@ -264,24 +302,37 @@ def _block_stage(shell_graph, block_graph, shell_state, block_state, h, position
     return block(h, cos, sin, mask)
 
 
-def _head_stage(shell, h, reads, targets, owners, num_requests):
-    """``_head_scores`` with the vocabulary a slice at a time (``vocab_sliced_scores``, each
+def _head_stage(shell, h, read_rows, read_cols, targets, slots, num_slots):
+    """``_read_scores`` with the vocabulary a slice at a time (``vocab_sliced_scores``, each
     slice its own program): the whole head's float32 logits or weights are never held."""
-    picked = jnp.take_along_axis(h, reads[..., None], axis=1)
-    target_logp, greedy_token = vocab_sliced_scores(shell, picked, targets)
-    return _sum_by_request_jit(target_logp, greedy_token, owners, num_requests)
+    target_logp, greedy_token = vocab_sliced_scores(shell, h[read_rows, read_cols], targets)
+    return _sum_by_slot_jit(target_logp, greedy_token, slots, num_slots)
 
 
-_sum_by_request_jit = jax.jit(_sum_by_request, static_argnums=3)
+_sum_by_slot_jit = jax.jit(_sum_by_slot, static_argnums=3)
+
+
+def _per_request(num_requests: int):
+    """``(sums, greedy)`` of a batch's slots as ``[rows, num_requests]`` arrays."""
+    return lambda scores: tuple(x.reshape(-1, num_requests) for x in scores)
 
 
 def _whole_model_scorer(model, num_requests: int):
     """``batches -> [(sums, greedy)]`` for a model in memory, one forward pass per batch."""
     graphdef, state = nnx.split(model)
     block_graph, block_states = _stack_uniform_blocks(list(model.layers)) or (None, None)
-    return lambda batches: [
-        _continuation_scores(graphdef, block_graph, state, block_states,
-                             *map(jnp.asarray, arrays), num_requests) for arrays in batches]
+    per_request = _per_request(num_requests)
+
+    def score(batches):
+        out = []
+        for tokens, positions, segments, *reads in (map(jnp.asarray, b) for b in batches):
+            h = _hidden_states(graphdef, block_graph, state, block_states, tokens, positions,
+                               segments)
+            out.append(per_request(_read_scores(graphdef, state, h, *reads,
+                                                tokens.shape[0] * num_requests)))
+        return out
+
+    return score
 
 
 def _streamed_scorer(source, num_requests: int):
@@ -289,6 +340,7 @@ def _streamed_scorer(source, num_requests: int):
     block read from disk and run over all of them before the next is read, then the head."""
     shell = source.shell()
     shell_graph, shell_state = nnx.split(shell)
+    per_request = _per_request(num_requests)
 
     def score(batches):
         inputs = [tuple(map(jnp.asarray, arrays)) for arrays in batches]
@@ -298,39 +350,43 @@ def _streamed_scorer(source, num_requests: int):
             hidden = [_block_stage(shell_graph, block_graph, shell_state, block_state, h,
                                    positions, segments)
                       for h, (_, positions, segments, *_) in zip(hidden, inputs, strict=True)]
-        return [_head_stage(shell, h, reads, targets, owners, num_requests)
-                for h, (*_, reads, targets, owners) in zip(hidden, inputs, strict=True)]
+        return [per_request(_head_stage(shell, h, *reads, tokens.shape[0] * num_requests))
+                for h, (tokens, _, _, *reads) in zip(hidden, inputs, strict=True)]
 
     return score
 
 
-def batch_shapes(batches: list[list[PackedGroup]]) -> list[tuple[int, int]]:
-    """The padded ``(length, reads)`` of each batch: the length bucket of its longest
-    sequence, and one read width per length bucket (that of the most reads among every batch
-    of the bucket), so each length compiles one program: half the programs on the paper tasks
-    for about 3% more LM-head work."""
-    lengths = [length_bucket(max(g.tokens.size for g in batch), 16) for batch in batches]
-    most_reads: dict[int, int] = {}
-    for length, batch in zip(lengths, batches, strict=True):
-        most_reads[length] = max(most_reads.get(length, 0), *(g.reads.size for g in batch))
-    return [(length, length_bucket(most_reads[length])) for length in lengths]
+def batch_shapes(batches: list[list[PackedGroup]], rows: int) -> list[tuple[int, int]]:
+    """The padded ``(length, width)`` of each batch of ``rows`` sequences: ``length`` for the
+    tokens of its longest sequence, ``width`` for the reads of all its sequences together,
+    each one of a few values shared between batches (``shared_sizes``)."""
+    lengths = [max(g.tokens.size for g in batch) for batch in batches]
+    widths = [sum(g.reads.size for g in batch) for batch in batches]
+    length_of = shared_sizes(lengths, LENGTH_PROGRAM_TOKENS / rows)
+    width_of = shared_sizes(widths, WIDTH_PROGRAM_READS)
+    return [(length_of[n], width_of[w]) for n, w in zip(lengths, widths, strict=True)]
 
 
-def _batch_arrays(groups: list[PackedGroup], rows: int, length: int,
-                  width: int) -> tuple[np.ndarray, ...]:
-    """Right-padded arrays of a batch, ``[rows, length]`` and ``[rows, width]``; padding tokens
-    form their own segment (-1), which no real token attends to, and padding reads belong to
-    no request (-1)."""
+def _batch_arrays(groups: list[PackedGroup], rows: int, length: int, width: int,
+                  num_requests: int) -> tuple[np.ndarray, ...]:
+    """A batch's arrays: right-padded ``[rows, length]`` tokens, positions and segments
+    (padding tokens form their own segment, -1, which no real token attends to), then the flat
+    ``[width]`` reads (row and column of each position read), their targets, and the slot
+    ``row * num_requests + request`` each read's log-probability is summed into (padding reads
+    go to the slot after the last, ``rows * num_requests``)."""
     tokens = np.zeros((rows, length), np.int32)
     positions = np.zeros((rows, length), np.int32)
     segments = np.full((rows, length), -1, np.int32)
-    reads, targets = np.zeros((rows, width), np.int32), np.zeros((rows, width), np.int32)
-    owners = np.full((rows, width), -1, np.int32)
+    read_rows, read_cols = np.zeros(width, np.int32), np.zeros(width, np.int32)
+    targets, slots = np.zeros(width, np.int32), np.full(width, rows * num_requests, np.int32)
+    at = 0
     for i, g in enumerate(groups):
         n, m = g.tokens.size, g.reads.size
         tokens[i, :n], positions[i, :n], segments[i, :n] = g.tokens, g.positions, g.segments
-        reads[i, :m], targets[i, :m], owners[i, :m] = g.reads, g.targets, g.owners
-    return tokens, positions, segments, reads, targets, owners
+        read_rows[at:at + m], read_cols[at:at + m] = i, g.reads
+        targets[at:at + m], slots[at:at + m] = g.targets, i * num_requests + g.owners
+        at += m
+    return tokens, positions, segments, read_rows, read_cols, targets, slots
 
 
 def check_sizes(batch_size, max_length) -> None:
@@ -381,10 +437,11 @@ def score_groups(model, groups: list[list[TokenizedRequest]], *, batch_size: int
 
     bar = tqdm(total=len(packed), unit=unit, desc="log-likelihood", disable=not progress)
     batches = [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
-    shapes = batch_shapes([[packed[i] for i in chosen] for chosen in batches])
+    shapes = batch_shapes([[packed[i] for i in chosen] for chosen in batches], batch_size)
     for chunk in _chunks(list(zip(batches, shapes, strict=True)), batch_size,
                          hold_tokens if streamed else 0):
-        arrays = [_batch_arrays([packed[i] for i in chosen], batch_size, length, width)
+        arrays = [_batch_arrays([packed[i] for i in chosen], batch_size, length, width,
+                                num_requests)
                   for chosen, (length, width) in chunk]
         for (chosen, _), (sums, greedy) in zip(chunk, scorer(arrays), strict=True):
             _record_scores(scores, packed, chosen, np.asarray(sums, np.float64),
