@@ -91,8 +91,9 @@ def encode_request(tokenizer, request: Request) -> TokenizedRequest:
 
 # What compiling one more program costs, counted in the padding it could save (used by
 # ``batch_shapes``). On SmolLM2-135M on 2 cores a length compiles the scanned blocks in about
-# 1.1 s, the time of about 700 tokens, and a width compiles the head in about 0.3 s, the time
-# of about 300 reads.
+# 1.1 s alone, the time of about 700 tokens, and a width compiles the head in a third of a
+# length's time (0.9-1.7 s against 3.6-3.9 s beside another job), a few hundred reads. The
+# total is flat near its minimum, so these need only be the right size.
 LENGTH_PROGRAM_TOKENS = 1024
 WIDTH_PROGRAM_READS = 256
 # Shared sizes are multiples of this (vector-friendly shapes, and fewer candidates).
