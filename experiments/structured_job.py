@@ -291,12 +291,9 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
     logit distillation from the uncut model) and evaluates again.
 
     Args:
-      config: a structured config (configs/structured.py), runlocal already applied.
-      resources: loaded models and texts, shared between calls.
-      workdir: a work directory claimed for this config, for distillation checkpoints
-        (empty: none).
-      keep_dir: a folder owned by this config, where finished zero-shot tasks are kept for a
-        resumed run (``common.zeroshot_metrics``); empty: none kept.
+      config, resources: a structured config (runlocal applied) and the shared resources.
+      workdir: a directory claimed for this config, for distillation checkpoints ("": none).
+      keep_dir: one where finished zero-shot tasks are kept for a resumed run ("": none).
 
     Returns:
       ``{"metrics", "timings", "details", "curve"}``; metrics hold the parameter counts
