@@ -143,10 +143,11 @@ def test_missing_task_data_fails_the_prune_job_before_pruning(monkeypatch, tmp_p
 def test_the_prune_job_reports_zero_shot_accuracy(tmp_path):
     """``--config.eval.zeroshot.tasks``: the pruned row carries each task's figures (those of
     jaxprune.eval.evaluate_task on the pruned model) and their mean, in JSON and the table."""
-    result = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
-                           "--config.model=tiny-llama", f"--config.workdir={tmp_path}",
-                           "--config.eval.zeroshot.tasks=rte,lambada_openai",
-                           "--config.eval.zeroshot.limit=2")
+    prune_with_zeroshot = lambda: inprocess.run(  # noqa: E731
+        "experiments.prune", "--config=configs/wanda.py:runlocal", "--config.model=tiny-llama",
+        f"--config.workdir={tmp_path}", "--config.eval.zeroshot.tasks=rte,lambada_openai",
+        "--config.eval.zeroshot.limit=2")
+    result = prune_with_zeroshot()
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
     figures = {k: v for k, v in row.items() if k.startswith("zeroshot ")}
@@ -175,10 +176,7 @@ def test_the_prune_job_reports_zero_shot_accuracy(tmp_path):
     (tmp_path / "zeroshot" / "rte.json").write_text(json.dumps(
         {**kept["rte"], "metrics": {"acc": 0.25}, "stderr": {"acc": 0.125}}))
     (tmp_path / "zeroshot" / "lambada_openai.json").unlink()
-    again = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
-                          "--config.model=tiny-llama", f"--config.workdir={tmp_path}",
-                          "--config.eval.zeroshot.tasks=rte,lambada_openai",
-                          "--config.eval.zeroshot.limit=2")
+    again = prune_with_zeroshot()
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
     assert resumed["zeroshot rte acc"] == resumed["zeroshot mean"] == 0.25
