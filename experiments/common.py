@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
-import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -21,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from jaxprune import data, models, workdir
 from jaxprune.eval import perplexity, tasks, zeroshot
@@ -517,33 +516,12 @@ def check_zeroshot_data(settings) -> None:
 
 def zeroshot_results(model, tokenizer, settings,
                      keep_dir: str = "") -> dict[str, zeroshot.TaskResult]:
-    """Each task of a zero-shot settings group scored on ``model``, task by task.
-
-    Args:
-      model, tokenizer: what to score.
-      settings: a zero-shot settings group (configs/zeroshot.py's ``zeroshot_settings``).
-      keep_dir: a folder owned by this model and these settings (inside a work directory
-        claimed for this config): each finished task is written there as ``<task>.json`` at
-        once, and a task found there, left by a killed run of the same config, is read back
-        instead of scored again. Empty: nothing is kept.
-
-    Returns:
-      ``{task name: TaskResult}`` in the order of ``settings.tasks``.
-    """
-    results = {}
-    for name in zeroshot_task_names(settings):
-        path = os.path.join(keep_dir, f"{name}.json") if keep_dir else ""
-        if path and os.path.isfile(path):
-            with open(path) as f:
-                results[name] = zeroshot.TaskResult(**json.load(f))
-            logging.info("%s: kept the result of an earlier run of this config (%s)", name, path)
-            continue
-        results[name] = zeroshot.evaluate_task(
-            model, tokenizer, tasks.get_task(name), limit=settings.limit,
-            batch_size=settings.batch_size, max_length=settings.max_length)
-        if path:
-            write_json_atomic(path, dataclasses.asdict(results[name]))
-    return results
+    """``jaxprune.eval.evaluate_zeroshot`` with a zero-shot settings group (configs/
+    zeroshot.py's ``zeroshot_settings``); ``keep_dir`` must be owned by this config (inside a
+    work directory claimed for it)."""
+    return zeroshot.evaluate_zeroshot(
+        model, tokenizer, zeroshot_task_names(settings), limit=settings.limit,
+        batch_size=settings.batch_size, max_length=settings.max_length, keep_dir=keep_dir)
 
 
 def zeroshot_metrics(model, tokenizer, settings, suffix: str = "", keep_dir: str = "") -> dict:
@@ -553,11 +531,12 @@ def zeroshot_metrics(model, tokenizer, settings, suffix: str = "", keep_dir: str
     documents"``, and ``"zeroshot mean"`` (the mean ``acc`` of the paper tasks among them),
     each key followed by ``suffix``. With ``keep_dir`` (a folder the run owns), finished
     tasks are kept in its ``zeroshot<suffix>`` subfolder for a resumed run
-    (``zeroshot_results``)."""
+    (``jaxprune.eval.evaluate_zeroshot``'s ``keep_dir``)."""
     if not zeroshot_task_names(settings):
         return {}
-    folder = os.path.join(keep_dir, "zeroshot" + suffix.replace(" ", "_")) if keep_dir else ""
-    results = zeroshot_results(model, tokenizer, settings, folder)
+    results = zeroshot_results(model, tokenizer, settings,
+                               os.path.join(keep_dir, "zeroshot" + suffix.replace(" ", "_"))
+                               if keep_dir else "")
     out = {}
     for name, result in results.items():
         for metric, value in result.metrics.items():

@@ -17,11 +17,15 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import time
 
 import numpy as np
+from absl import logging
 
+from jaxprune import workdir
 from jaxprune.eval import loglikelihood
 from jaxprune.eval.tasks import (
     PAPER_TASKS,
@@ -177,13 +181,35 @@ def summary_rows(results: dict[str, TaskResult]) -> list[dict]:
 
 def evaluate_zeroshot(model, tokenizer, task_names: list[str] | tuple[str, ...], *,
                       limit: int | None = None, batch_size: int = 8, max_length: int = 2048,
-                      progress: bool = True) -> dict[str, TaskResult]:
+                      progress: bool = True, keep_dir: str = "") -> dict[str, TaskResult]:
     """``evaluate_task`` for each named task, every name checked before any work.
+
+    Args:
+      model, tokenizer, limit, batch_size, max_length, progress: as ``evaluate_task``.
+      task_names: names of ``jaxprune.eval.TASKS``.
+      keep_dir: a folder owned by this model and these settings: each finished task is
+        written there as ``<task>.json`` at once (atomically), and a task found there, left by
+        an interrupted run of the same evaluation, is read back instead of scored again.
+        Empty: nothing is kept.
+
+    Returns:
+      ``{task name: TaskResult}`` in the order given.
 
     Raises:
       ValueError: for an unknown task (listing the known ones), an empty list, or a bad limit.
     """
-    tasks = check_request(task_names, limit)
-    return {task.name: evaluate_task(model, tokenizer, task, limit=limit, batch_size=batch_size,
-                                     max_length=max_length, progress=progress)
-            for task in tasks}
+    results = {}
+    for task in check_request(task_names, limit):
+        path = os.path.join(keep_dir, f"{task.name}.json") if keep_dir else ""
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                results[task.name] = TaskResult(**json.load(f))
+            logging.info("%s: kept the result of an earlier run of this config (%s)", task.name,
+                         path)
+            continue
+        results[task.name] = evaluate_task(model, tokenizer, task, limit=limit,
+                                           batch_size=batch_size, max_length=max_length,
+                                           progress=progress)
+        if path:
+            workdir.write_atomic(path, json.dumps(dataclasses.asdict(results[task.name])))
+    return results
