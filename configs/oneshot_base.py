@@ -26,6 +26,12 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     config.blocksize = 128  # sparsegpt
     config.damp = 0.01  # sparsegpt
     config.ria_alpha = 0.5  # ria
+    # A refinement of the method's mask (jaxprune.oneshot.registry.REFINEMENTS): "none" or
+    # "dsnot" (the DSnoT paper's settings below).
+    config.refine = "none"
+    config.dsnot_cycles = 50
+    config.dsnot_threshold = 0.1
+    config.dsnot_var_power = 1.0
     config.allocation = "uniform"  # or "owl"
     config.owl_lambda = 0.08
     config.owl_m = 5.0

@@ -205,7 +205,10 @@ def run_streamed_point(config, resources: common.Resources, keep_dir: str = "") 
 
 def _metrics(config, result, sparsity: float, evaluation) -> dict:
     """A results row's figures; they depend only on the config."""
-    method = config.method + ("+owl" if config.allocation == "owl" and result else "")
+    method = config.method
+    if result:
+        method += ("+owl" if config.allocation == "owl" else "") + (
+            f"+{config.refine}" if config.refine != "none" else "")
     return {
         "method": method,
         "pattern": config.pattern if result else "-",

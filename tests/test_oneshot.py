@@ -32,7 +32,7 @@ def settings(**fields):
     through the same conversion the binaries use."""
     defaults = {f.name: f.default for f in dataclasses.fields(oneshot.OneShotConfig)}
     defaults |= {"method": "wanda", "allocation": "uniform", "blocksize": 128, "damp": 0.01,
-                 "owl_lambda": 0.08, "owl_m": 5.0}
+                 "owl_lambda": 0.08, "owl_m": 5.0, "refine": "none"}
     return oneshot.settings_from_config(defaults | fields)
 
 

@@ -54,7 +54,7 @@ def test_ria_by_name_through_the_engine_matches_the_reference_on_block_0():
     segments = np.random.default_rng(2).integers(0, CONFIG.vocab_size, (4, 16))
     fields = {"method": "ria", "ria_alpha": 0.5, "allocation": "uniform", "sparsity": 0.5,
               "pattern": "per_output", "layers": "", "order": "sequential", "batch_size": 2,
-              "mesh_data": 1, "mesh_model": 1}
+              "mesh_data": 1, "mesh_model": 1, "refine": "none"}
     settings = oneshot.settings_from_config(fields)
     result = oneshot.prune_oneshot(model, segments, settings, progress=False)
     # Block 0's inputs do not depend on any pruning: recompute its statistics independently.

@@ -1,12 +1,14 @@
 """One-shot pruning with calibration data, block by block; methods are values.
 
 Built in: ``MAGNITUDE``, ``OBD``, ``OBD_FISHER``, ``WANDA``, ``SparseGPT(blocksize, damp)``,
-``ria_method(ria_alpha)``; a criterion of one's own is ``ScoreMethod(score_fn)``. Configs name
-them through ``registry.METHODS``.
+``ria_method(ria_alpha)``; a criterion of one's own is ``ScoreMethod(score_fn)``; ``DSnoT(base)``
+refines any of their masks. Configs name them through ``registry.METHODS`` and
+``registry.REFINEMENTS``.
 """
 
 from jaxprune.oneshot import registry
 from jaxprune.oneshot.checkpoint import restore_pruned
+from jaxprune.oneshot.dsnot import DSnoT, dsnot_refine, dsnot_refinement
 from jaxprune.oneshot.engine import (
     ORDERS,
     OneShotConfig,
@@ -49,6 +51,7 @@ from jaxprune.oneshot.streaming import (
 )
 
 __all__ = [
+    "DSnoT",
     "FISHER",
     "GRAM",
     "INPUT_NORMS",
@@ -72,6 +75,8 @@ __all__ = [
     "add_input_stats",
     "batch_input_stats",
     "check_sparsegpt_settings",
+    "dsnot_refine",
+    "dsnot_refinement",
     "empirical_fisher_diagonal",
     "outlier_ratio",
     "owl_sparsities",

@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 from typing import Any
 
-from jaxprune.oneshot import methods, owl, ria
+from jaxprune.oneshot import dsnot, methods, owl, ria
 from jaxprune.oneshot.engine import OneShotConfig
 
 METHODS: dict[str, Any] = {
@@ -26,6 +26,8 @@ METHODS: dict[str, Any] = {
 }
 # "uniform": every block at the target sparsity (no allocation value).
 ALLOCATIONS: dict[str, Any] = {"uniform": None, "owl": owl.OWL}
+# A refinement wraps the method's value (``config.refine``): "none" keeps the method's mask.
+REFINEMENTS: dict[str, Any] = {"none": None, "dsnot": dsnot.dsnot_refinement}
 # OneShotConfig fields that come from a registry rather than straight from the config.
 _FROM_REGISTRY = ("method", "allocation")
 
@@ -77,8 +79,8 @@ def plain_fields() -> tuple[str, ...]:
 def config_fields() -> set[str]:
     """Every config field the one-shot settings read: the plain fields, the two names and
     every registered factory's options."""
-    return {*plain_fields(), *_FROM_REGISTRY, *option_names(METHODS),
-            *option_names(ALLOCATIONS)}
+    return {*plain_fields(), *_FROM_REGISTRY, "refine", *option_names(METHODS),
+            *option_names(ALLOCATIONS), *option_names(REFINEMENTS)}
 
 
 def settings_from_config(config) -> OneShotConfig:
@@ -88,12 +90,20 @@ def settings_from_config(config) -> OneShotConfig:
       config: a ``ConfigDict`` (or mapping) with the fields of ``config_fields()``.
 
     Returns:
-      A ``OneShotConfig`` holding method and allocation values.
+      A ``OneShotConfig`` holding method and allocation values (the method wrapped by the
+      refinement ``config.refine`` names, if any).
 
     Raises:
       ValueError: naming the field for an unknown name or a bad option.
     """
+    method = from_registry(METHODS, "method", config)
+    refine = from_registry(REFINEMENTS, "refine", config)
+    if refine is not None:
+        try:
+            method = refine(method)
+        except ValueError as err:
+            raise ValueError(f"config.refine={config['refine']!r}: {err}") from None
     return OneShotConfig(
-        method=from_registry(METHODS, "method", config),
+        method=method,
         allocation=from_registry(ALLOCATIONS, "allocation", config),
         **{name: config[name] for name in plain_fields()})

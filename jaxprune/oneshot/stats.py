@@ -6,6 +6,7 @@ partial sums from several devices add up to the same result.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -20,23 +21,35 @@ class InputStats(NamedTuple):
         diagonal of the Gram matrix).
       gram: ``sum_t x_t x_t^T`` ``[in, in]``, or ``None`` when not collected.
       count: number of tokens summed.
+      sums: ``sum_t x_tj`` ``[in]`` (the first moment, for DSnoT's expected error), or
+        ``None`` when a caller built the statistics without it.
+      windows: number of calibration windows (sequences) summed, or ``None`` likewise.
     """
 
     sq_norms: jax.Array
     gram: jax.Array | None
     count: jax.Array
+    sums: jax.Array | None = None
+    windows: jax.Array | None = None
 
 
 def batch_input_stats(x: jax.Array, *, with_gram: bool) -> InputStats:
-    """Statistics of one batch ``[..., in]``, in float32."""
+    """Statistics of one batch ``[windows, length, in]`` (or ``[tokens, in]``: one window), in
+    float32."""
     flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
     gram = flat.T @ flat if with_gram else None
-    return InputStats(jnp.sum(flat * flat, axis=0), gram, jnp.asarray(flat.shape[0], jnp.int32))
+    windows = math.prod(x.shape[:-2])
+    return InputStats(jnp.sum(flat * flat, axis=0), gram, jnp.asarray(flat.shape[0], jnp.int32),
+                      jnp.sum(flat, axis=0), jnp.asarray(windows, jnp.int32))
+
+
+def _add_optional(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
+    return None if a is None or b is None else a + b
 
 
 def add_input_stats(a: InputStats | None, b: InputStats) -> InputStats:
     """Sum of two statistics (``a`` may be ``None``, the empty sum)."""
     if a is None:
         return b
-    gram = None if a.gram is None else a.gram + b.gram
-    return InputStats(a.sq_norms + b.sq_norms, gram, a.count + b.count)
+    return InputStats(a.sq_norms + b.sq_norms, _add_optional(a.gram, b.gram), a.count + b.count,
+                      _add_optional(a.sums, b.sums), _add_optional(a.windows, b.windows))
