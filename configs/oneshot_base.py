@@ -10,7 +10,7 @@ from configs.zeroshot import zeroshot_settings
 # The comparison group of each method's unstructured setting in its paper: the whole tensor
 # for magnitude, OBD and SparseGPT's ranking, each output unit for Wanda and RIA.
 UNSTRUCTURED_GROUP = {"magnitude": "unstructured", "obd": "unstructured", "wanda": "per_output",
-                      "sparsegpt": "unstructured", "ria": "per_output"}
+                      "sparsegpt": "unstructured", "ria": "per_output", "alps": "unstructured"}
 
 
 def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: str) -> None:
@@ -26,6 +26,10 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     config.blocksize = 128  # sparsegpt
     config.damp = 0.01  # sparsegpt
     config.ria_alpha = 0.5  # ria
+    config.alps_rho = 0.1  # alps: the initial ADMM penalty
+    config.alps_iters = 300  # alps: the most ADMM iterations
+    config.alps_cg_steps = 10  # alps: conjugate-gradient steps of the final refit
+    config.alps_damp = 0.01  # alps: fraction of the mean Gram diagonal added to it
     # A refinement of the method's mask (jaxprune.oneshot.registry.REFINEMENTS): "none" or
     # "dsnot" (the DSnoT paper's settings below).
     config.refine = "none"

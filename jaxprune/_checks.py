@@ -76,3 +76,20 @@ def check_int(name: str, value: Any, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_real(name: str, value: Any, *, minimum: float, strict: bool = False) -> float:
+    """Checks that ``value`` is a finite real number ``>= minimum`` (``> minimum`` when
+    ``strict``) and returns it as a float.
+
+    Raises:
+      TypeError: if ``value`` is not a real number (booleans are refused).
+      ValueError: if it is NaN, infinite or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    low_ok = value > minimum if strict else value >= minimum
+    if not (math.isfinite(value) and low_ok):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}, "
+                         f"got {value!r}")
+    return float(value)

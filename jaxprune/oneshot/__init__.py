@@ -1,12 +1,13 @@
 """One-shot pruning with calibration data, block by block; methods are values.
 
 Built in: ``MAGNITUDE``, ``OBD``, ``OBD_FISHER``, ``WANDA``, ``SparseGPT(blocksize, damp)``,
-``ria_method(ria_alpha)``; a criterion of one's own is ``ScoreMethod(score_fn)``; ``DSnoT(base)``
-refines any of their masks. Configs name them through ``registry.METHODS`` and
-``registry.REFINEMENTS``.
+``ria_method(ria_alpha)``, ``ALPS(rho, iters, cg_steps, damp)``; a criterion of one's own is
+``ScoreMethod(score_fn)``; ``DSnoT(base)`` refines any of their masks. Configs name them
+through ``registry.METHODS`` and ``registry.REFINEMENTS``.
 """
 
 from jaxprune.oneshot import registry
+from jaxprune.oneshot.alps import ALPS, alps_method, alps_prune_layer
 from jaxprune.oneshot.checkpoint import restore_pruned
 from jaxprune.oneshot.dsnot import DSnoT, dsnot_refine, dsnot_refinement
 from jaxprune.oneshot.engine import (
@@ -51,6 +52,7 @@ from jaxprune.oneshot.streaming import (
 )
 
 __all__ = [
+    "ALPS",
     "DSnoT",
     "FISHER",
     "GRAM",
@@ -72,6 +74,8 @@ __all__ = [
     "StreamedResult",
     "SparseGPT",
     "achieved_sparsity",
+    "alps_method",
+    "alps_prune_layer",
     "add_input_stats",
     "batch_input_stats",
     "check_sparsegpt_settings",

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxprune._checks import check_int, check_real
 from jaxprune.oneshot.methods import (
     GRAM,
     INPUT_NORMS,
@@ -179,14 +180,6 @@ def dsnot_refine(kernel: jax.Array, keep: jax.Array, sq_norms: jax.Array, sums: 
     return ~state.pruned.T, state.swaps
 
 
-def _check_number(name: str, value, *, low: float, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value >= low \
-            or value != value or value == float("inf"):
-        what = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {what} >= {low}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class DSnoT:
     """A base method's mask refined by DSnoT's swaps (``dsnot_refine``).
@@ -217,9 +210,9 @@ class DSnoT:
             raise ValueError(f"DSnoT refines masks from calibration inputs; base method "
                              f"{method_name(self.base)!r} needs a whole-model statistic "
                              f"({base_statistic.name}), which cannot be combined with them")
-        _check_number("dsnot_cycles", self.cycles, low=1, integer=True)
-        _check_number("dsnot_threshold", self.threshold, low=0)
-        _check_number("dsnot_var_power", self.var_power, low=0)
+        check_int("dsnot_cycles", self.cycles, minimum=1)
+        check_real("dsnot_threshold", self.threshold, minimum=0)
+        check_real("dsnot_var_power", self.var_power, minimum=0)
 
     @property
     def statistic(self):

@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 from typing import Any
 
-from jaxprune.oneshot import dsnot, methods, owl, ria
+from jaxprune.oneshot import alps, dsnot, methods, owl, ria
 from jaxprune.oneshot.engine import OneShotConfig
 
 METHODS: dict[str, Any] = {
@@ -23,6 +23,7 @@ METHODS: dict[str, Any] = {
     "wanda": methods.WANDA,
     "sparsegpt": methods.SparseGPT,
     "ria": ria.ria_method,
+    "alps": alps.alps_method,
 }
 # "uniform": every block at the target sparsity (no allocation value).
 ALLOCATIONS: dict[str, Any] = {"uniform": None, "owl": owl.OWL}
