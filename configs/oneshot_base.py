@@ -33,6 +33,9 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     # A refinement of the method's mask (jaxprune.oneshot.registry.REFINEMENTS): "none" or
     # "dsnot" (the DSnoT paper's settings below).
     config.refine = "none"
+    # True prunes each kernel on RIA's channel permutation of its inputs (N:M patterns only),
+    # folded back into the layer's own order.
+    config.permute = False
     config.dsnot_cycles = 50
     config.dsnot_threshold = 0.1
     config.dsnot_var_power = 1.0

@@ -208,7 +208,8 @@ def _metrics(config, result, sparsity: float, evaluation) -> dict:
     method = config.method
     if result:
         method += ("+owl" if config.allocation == "owl" else "") + (
-            f"+{config.refine}" if config.refine != "none" else "")
+            f"+{config.refine}" if config.refine != "none" else "") + (
+            "+permute" if config.permute else "")
     return {
         "method": method,
         "pattern": config.pattern if result else "-",

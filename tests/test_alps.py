@@ -134,7 +134,7 @@ def test_alps_by_name_through_the_engine_prunes_every_kernel_to_its_pattern():
     fields = {"method": "alps", "alps_rho": 0.1, "alps_iters": 300, "alps_cg_steps": 10,
               "alps_damp": 0.01, "allocation": "uniform", "sparsity": 0.5, "pattern": "2:4",
               "layers": "", "order": "sequential", "batch_size": 2, "mesh_data": 1,
-              "mesh_model": 1, "refine": "none"}
+              "mesh_model": 1, "refine": "none", "permute": False}
     settings = oneshot.settings_from_config(fields)
     assert settings.method == oneshot.ALPS(0.1, 300, 10, 0.01)
     result = oneshot.prune_oneshot(model, segments, settings, progress=False)

@@ -132,7 +132,7 @@ def test_dsnot_by_name_through_the_engine_refines_wanda_at_the_same_sparsity():
     fields = {"method": "wanda", "ria_alpha": 0.5, "blocksize": 128, "damp": 0.01,
               "allocation": "uniform", "sparsity": 0.5, "pattern": "2:4", "layers": "",
               "order": "sequential", "batch_size": 2, "mesh_data": 1, "mesh_model": 1,
-              "refine": "none", "dsnot_cycles": 50, "dsnot_threshold": 0.0,
+              "refine": "none", "permute": False, "dsnot_cycles": 50, "dsnot_threshold": 0.0,
               "dsnot_var_power": 1.0}
     wanda = oneshot.prune_oneshot(model, segments, oneshot.settings_from_config(fields),
                                   progress=False)
@@ -156,8 +156,8 @@ def test_bad_dsnot_settings_are_refused_naming_the_field(field, value, message):
         oneshot.settings_from_config({
             "method": "wanda", "allocation": "uniform", "sparsity": 0.5, "pattern": "2:4",
             "layers": "", "order": "sequential", "batch_size": 2, "mesh_data": 1,
-            "mesh_model": 1, "refine": "dsnot", "dsnot_cycles": 50, "dsnot_threshold": 0.1,
-            "dsnot_var_power": 1.0, field: value})
+            "mesh_model": 1, "refine": "dsnot", "permute": False, "dsnot_cycles": 50,
+            "dsnot_threshold": 0.1, "dsnot_var_power": 1.0, field: value})
 
 
 def test_dsnot_refuses_a_fisher_base_and_global_selection():

@@ -32,7 +32,7 @@ def settings(**fields):
     through the same conversion the binaries use."""
     defaults = {f.name: f.default for f in dataclasses.fields(oneshot.OneShotConfig)}
     defaults |= {"method": "wanda", "allocation": "uniform", "blocksize": 128, "damp": 0.01,
-                 "owl_lambda": 0.08, "owl_m": 5.0, "refine": "none"}
+                 "owl_lambda": 0.08, "owl_m": 5.0, "refine": "none", "permute": False}
     return oneshot.settings_from_config(defaults | fields)
 
 
@@ -144,7 +144,8 @@ def test_input_stats_are_sums_over_batches():
     (dict(method="wanda", pattern="global"), ValueError, "without calibration statistics"),
     (dict(layers="attention/query"), ValueError, "matches no prunable kernel"),
     (dict(layers="embed_tokens"), ValueError, "not the kernel of a block's linear layer"),
-    (dict(method="sparse"), ValueError, r"config.method='sparse' is not one of \['magnitude'"),
+    (dict(method="sparse"), ValueError,
+     r"config.method='sparse' is not one of \['alps', 'magnitude'"),
     (dict(order="random"), ValueError, "order must be one of"),
     (dict(allocation="owl", pattern="2:4", sparsity=None), ValueError, "allocation OWL sets"),
     (dict(batch_size=0), ValueError, "batch_size must be >= 1"),

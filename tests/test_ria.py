@@ -54,7 +54,7 @@ def test_ria_by_name_through_the_engine_matches_the_reference_on_block_0():
     segments = np.random.default_rng(2).integers(0, CONFIG.vocab_size, (4, 16))
     fields = {"method": "ria", "ria_alpha": 0.5, "allocation": "uniform", "sparsity": 0.5,
               "pattern": "per_output", "layers": "", "order": "sequential", "batch_size": 2,
-              "mesh_data": 1, "mesh_model": 1, "refine": "none"}
+              "mesh_data": 1, "mesh_model": 1, "refine": "none", "permute": False}
     settings = oneshot.settings_from_config(fields)
     result = oneshot.prune_oneshot(model, segments, settings, progress=False)
     # Block 0's inputs do not depend on any pruning: recompute its statistics independently.
@@ -82,8 +82,9 @@ def test_ria_is_one_file_and_one_registry_line():
 
 
 def test_unknown_method_lists_the_registry():
-    with pytest.raises(ValueError, match=r"config.method='rial' is not one of \['magnitude', "
-                                         r"'obd', 'obd_fisher', 'ria', 'sparsegpt', 'wanda'\]"):
+    with pytest.raises(ValueError, match=r"config.method='rial' is not one of \['alps', "
+                                         r"'magnitude', 'obd', 'obd_fisher', 'ria', "
+                                         r"'sparsegpt', 'wanda'\]"):
         oneshot.settings_from_config({"method": "rial"})
     with pytest.raises(ValueError, match=r"config.method='ria': ria_alpha must be a number"):
         oneshot.settings_from_config({"method": "ria", "ria_alpha": -1.0})

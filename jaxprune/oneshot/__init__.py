@@ -2,7 +2,8 @@
 
 Built in: ``MAGNITUDE``, ``OBD``, ``OBD_FISHER``, ``WANDA``, ``SparseGPT(blocksize, damp)``,
 ``ria_method(ria_alpha)``, ``ALPS(rho, iters, cg_steps, damp)``; a criterion of one's own is
-``ScoreMethod(score_fn)``; ``DSnoT(base)`` refines any of their masks. Configs name them
+``ScoreMethod(score_fn)``; ``DSnoT(base)`` refines any of their masks and
+``ChannelPermutation(base)`` runs any N:M one on permuted inputs. Configs name them
 through ``registry.METHODS`` and ``registry.REFINEMENTS``.
 """
 
@@ -35,6 +36,7 @@ from jaxprune.oneshot.methods import (
     SparseGPT,
 )
 from jaxprune.oneshot.owl import OWL, outlier_ratio, owl_sparsities
+from jaxprune.oneshot.permutation import ChannelPermutation, kept_score, ria_permutation
 from jaxprune.oneshot.registry import settings_from_config
 from jaxprune.oneshot.ria import ria_method, ria_score
 from jaxprune.oneshot.sparsegpt import (
@@ -53,6 +55,7 @@ from jaxprune.oneshot.streaming import (
 
 __all__ = [
     "ALPS",
+    "ChannelPermutation",
     "DSnoT",
     "FISHER",
     "GRAM",
@@ -82,6 +85,7 @@ __all__ = [
     "dsnot_refine",
     "dsnot_refinement",
     "empirical_fisher_diagonal",
+    "kept_score",
     "outlier_ratio",
     "owl_sparsities",
     "plan_oneshot",
@@ -91,6 +95,7 @@ __all__ = [
     "read_streamed_masks",
     "registry",
     "restore_pruned",
+    "ria_permutation",
     "ria_method",
     "ria_score",
     "settings_from_config",

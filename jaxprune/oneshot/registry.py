@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 from typing import Any
 
-from jaxprune.oneshot import alps, dsnot, methods, owl, ria
+from jaxprune.oneshot import alps, dsnot, methods, owl, permutation, ria
 from jaxprune.oneshot.engine import OneShotConfig
 
 METHODS: dict[str, Any] = {
@@ -80,7 +80,7 @@ def plain_fields() -> tuple[str, ...]:
 def config_fields() -> set[str]:
     """Every config field the one-shot settings read: the plain fields, the two names and
     every registered factory's options."""
-    return {*plain_fields(), *_FROM_REGISTRY, "refine", *option_names(METHODS),
+    return {*plain_fields(), *_FROM_REGISTRY, "refine", "permute", *option_names(METHODS),
             *option_names(ALLOCATIONS), *option_names(REFINEMENTS)}
 
 
@@ -91,8 +91,9 @@ def settings_from_config(config) -> OneShotConfig:
       config: a ``ConfigDict`` (or mapping) with the fields of ``config_fields()``.
 
     Returns:
-      A ``OneShotConfig`` holding method and allocation values (the method wrapped by the
-      refinement ``config.refine`` names, if any).
+      A ``OneShotConfig`` holding method and allocation values: the method wrapped by the
+      refinement ``config.refine`` names, if any, and then by ``ChannelPermutation`` if
+      ``config.permute`` (so a refinement works on the permuted kernel).
 
     Raises:
       ValueError: naming the field for an unknown name or a bad option.
@@ -104,6 +105,10 @@ def settings_from_config(config) -> OneShotConfig:
             method = refine(method)
         except ValueError as err:
             raise ValueError(f"config.refine={config['refine']!r}: {err}") from None
+    if not isinstance(config["permute"], bool):
+        raise ValueError(f"config.permute must be True or False, got {config['permute']!r}")
+    if config["permute"]:
+        method = permutation.ChannelPermutation(method)
     return OneShotConfig(
         method=method,
         allocation=from_registry(ALLOCATIONS, "allocation", config),
