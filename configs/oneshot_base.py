@@ -39,6 +39,11 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     config.dsnot_cycles = 50
     config.dsnot_threshold = 0.1
     config.dsnot_var_power = 1.0
+    # "adam" refits each pruned block's kept weights to the dense block's output
+    # (jaxprune.oneshot.reconstruct; Wanda++'s regional optimisation).
+    config.reconstruction = "none"
+    config.recon_steps = 32
+    config.recon_lr = 1e-5
     config.allocation = "uniform"  # or "owl"
     config.owl_lambda = 0.08
     config.owl_m = 5.0

@@ -207,9 +207,10 @@ def _metrics(config, result, sparsity: float, evaluation) -> dict:
     """A results row's figures; they depend only on the config."""
     method = config.method
     if result:
-        method += ("+owl" if config.allocation == "owl" else "") + (
-            f"+{config.refine}" if config.refine != "none" else "") + (
-            "+permute" if config.permute else "")
+        extras = [config.refine, "permute" if config.permute else "none",
+                  "owl" if config.allocation == "owl" else "none",
+                  "recon" if config.reconstruction != "none" else "none"]
+        method += "".join(f"+{extra}" for extra in extras if extra != "none")
     return {
         "method": method,
         "pattern": config.pattern if result else "-",

@@ -10,6 +10,7 @@ from flax import nnx
 
 from jaxprune import masks, models, oneshot
 from jaxprune.patterns import parse_pattern
+from tests.oneshot_fields import oneshot_fields
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                             num_kv_heads=2, intermediate_size=48, head_dim=8)
@@ -131,10 +132,7 @@ def test_alps_under_jit_equals_eager():
 def test_alps_by_name_through_the_engine_prunes_every_kernel_to_its_pattern():
     model = models.Llama(CONFIG, rngs=nnx.Rngs(1))
     segments = np.random.default_rng(2).integers(0, CONFIG.vocab_size, (4, 16))
-    fields = {"method": "alps", "alps_rho": 0.1, "alps_iters": 300, "alps_cg_steps": 10,
-              "alps_damp": 0.01, "allocation": "uniform", "sparsity": 0.5, "pattern": "2:4",
-              "layers": "", "order": "sequential", "batch_size": 2, "mesh_data": 1,
-              "mesh_model": 1, "refine": "none", "permute": False}
+    fields = oneshot_fields(method="alps", sparsity=0.5, pattern="2:4", batch_size=2)
     settings = oneshot.settings_from_config(fields)
     assert settings.method == oneshot.ALPS(0.1, 300, 10, 0.01)
     result = oneshot.prune_oneshot(model, segments, settings, progress=False)
@@ -152,8 +150,7 @@ def test_alps_by_name_through_the_engine_prunes_every_kernel_to_its_pattern():
     ("alps_damp", -0.01, "alps_damp must be a finite number > 0, got -0.01"),
 ])
 def test_bad_alps_settings_are_refused_naming_the_field(field, value, error):
-    fields = {"method": "alps", "alps_rho": 0.1, "alps_iters": 300, "alps_cg_steps": 10,
-              "alps_damp": 0.01, field: value}
+    fields = oneshot_fields(method="alps", **{field: value})
     with pytest.raises(ValueError, match=f"config.method='alps': {error}"):
         oneshot.registry.from_registry(oneshot.registry.METHODS, "method", fields)
 

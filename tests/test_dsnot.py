@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from jaxprune import masks, models, oneshot
 from jaxprune.oneshot import dsnot
 from jaxprune.patterns import parse_pattern
+from tests.oneshot_fields import oneshot_fields
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                             num_kv_heads=2, intermediate_size=48, head_dim=8)
@@ -129,11 +130,8 @@ def test_swaps_keep_each_units_count_and_the_n_of_m_pattern(seed, group, cycles,
 def test_dsnot_by_name_through_the_engine_refines_wanda_at_the_same_sparsity():
     model = models.Llama(CONFIG, rngs=nnx.Rngs(1))
     segments = np.random.default_rng(2).integers(0, CONFIG.vocab_size, (4, 16))
-    fields = {"method": "wanda", "ria_alpha": 0.5, "blocksize": 128, "damp": 0.01,
-              "allocation": "uniform", "sparsity": 0.5, "pattern": "2:4", "layers": "",
-              "order": "sequential", "batch_size": 2, "mesh_data": 1, "mesh_model": 1,
-              "refine": "none", "permute": False, "dsnot_cycles": 50, "dsnot_threshold": 0.0,
-              "dsnot_var_power": 1.0}
+    fields = oneshot_fields(method="wanda", sparsity=0.5, pattern="2:4", batch_size=2,
+                            dsnot_cycles=50, dsnot_threshold=0.0, dsnot_var_power=1.0)
     wanda = oneshot.prune_oneshot(model, segments, oneshot.settings_from_config(fields),
                                   progress=False)
     settings_ = oneshot.settings_from_config({**fields, "refine": "dsnot"})
@@ -153,11 +151,8 @@ def test_dsnot_by_name_through_the_engine_refines_wanda_at_the_same_sparsity():
 ])
 def test_bad_dsnot_settings_are_refused_naming_the_field(field, value, message):
     with pytest.raises(ValueError, match=f"config.refine='dsnot': {message}"):
-        oneshot.settings_from_config({
-            "method": "wanda", "allocation": "uniform", "sparsity": 0.5, "pattern": "2:4",
-            "layers": "", "order": "sequential", "batch_size": 2, "mesh_data": 1,
-            "mesh_model": 1, "refine": "dsnot", "permute": False, "dsnot_cycles": 50,
-            "dsnot_threshold": 0.1, "dsnot_var_power": 1.0, field: value})
+        oneshot.settings_from_config(oneshot_fields(pattern="2:4", refine="dsnot",
+                                                    **{field: value}))
 
 
 def test_dsnot_refuses_a_fisher_base_and_global_selection():

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import jaxprune as jp
 from jaxprune import models, oneshot
+from tests.oneshot_fields import oneshot_fields
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                             num_kv_heads=2, intermediate_size=48, head_dim=8)
@@ -30,10 +31,9 @@ def segments():
 def settings(**fields):
     """One-shot settings from config-style fields (names for the method and the allocation),
     through the same conversion the binaries use."""
-    defaults = {f.name: f.default for f in dataclasses.fields(oneshot.OneShotConfig)}
-    defaults |= {"method": "wanda", "allocation": "uniform", "blocksize": 128, "damp": 0.01,
-                 "owl_lambda": 0.08, "owl_m": 5.0, "refine": "none", "permute": False}
-    return oneshot.settings_from_config(defaults | fields)
+    defaults = {f.name: f.default for f in dataclasses.fields(oneshot.OneShotConfig)
+                if f.name not in ("method", "allocation", "reconstruction", "gather")}
+    return oneshot.settings_from_config(oneshot_fields(**defaults) | fields)
 
 
 # Every method in the comparison group of its paper and at 2:4; 4:8 (the same code with M=8)

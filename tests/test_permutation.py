@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxprune import criteria, masks, models, oneshot
 from jaxprune.patterns import parse_pattern
+from tests.oneshot_fields import oneshot_fields
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                             num_kv_heads=2, intermediate_size=48, head_dim=8)
@@ -89,10 +90,8 @@ def test_permuted_pruning_is_n_of_m_in_the_permuted_order_and_folded_back(base):
 def test_permute_by_config_through_the_engine():
     model = models.Llama(CONFIG, rngs=nnx.Rngs(1))
     segments = np.random.default_rng(2).integers(0, CONFIG.vocab_size, (4, 16))
-    fields = {"method": "wanda", "allocation": "uniform", "sparsity": 0.5, "pattern": "2:4",
-              "layers": "", "order": "sequential", "batch_size": 2, "mesh_data": 1,
-              "mesh_model": 1, "refine": "dsnot", "permute": True, "dsnot_cycles": 10,
-              "dsnot_threshold": 0.0, "dsnot_var_power": 1.0}
+    fields = oneshot_fields(pattern="2:4", batch_size=2, refine="dsnot", permute=True,
+                            dsnot_cycles=10, dsnot_threshold=0.0, dsnot_var_power=1.0)
     settings = oneshot.settings_from_config(fields)
     assert settings.method == oneshot.ChannelPermutation(oneshot.DSnoT(oneshot.WANDA, 10, 0.0))
     result = oneshot.prune_oneshot(model, segments, settings, progress=False)
@@ -108,10 +107,7 @@ def test_permutation_refuses_patterns_that_are_not_n_of_m_and_bad_flags():
     with pytest.raises(ValueError, match="whole-model statistic"):
         oneshot.ChannelPermutation(oneshot.OBD_FISHER)
     with pytest.raises(ValueError, match="config.permute must be True or False, got 'yes'"):
-        oneshot.settings_from_config({
-            "method": "wanda", "allocation": "uniform", "sparsity": 0.5, "pattern": "2:4",
-            "layers": "", "order": "sequential", "batch_size": 2, "mesh_data": 1,
-            "mesh_model": 1, "refine": "none", "permute": "yes"})
+        oneshot.settings_from_config(oneshot_fields(pattern="2:4", permute="yes"))
     with pytest.raises(ValueError, match="input size 18 is not a multiple of M=4"):
         kernel, stats = layer_case(3, dim=18)
         oneshot.ChannelPermutation().prune_layer(jnp.asarray(kernel), stats, sparsity=0.5,

@@ -11,6 +11,7 @@ from flax import nnx
 
 from jaxprune import models, oneshot, paths
 from jaxprune.oneshot import engine, registry
+from tests.oneshot_fields import oneshot_fields
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                             num_kv_heads=2, intermediate_size=48, head_dim=8)
@@ -52,9 +53,8 @@ def test_ria_layer_matches_the_paper_in_float64(alpha):
 def test_ria_by_name_through_the_engine_matches_the_reference_on_block_0():
     model = models.Llama(CONFIG, rngs=nnx.Rngs(1))
     segments = np.random.default_rng(2).integers(0, CONFIG.vocab_size, (4, 16))
-    fields = {"method": "ria", "ria_alpha": 0.5, "allocation": "uniform", "sparsity": 0.5,
-              "pattern": "per_output", "layers": "", "order": "sequential", "batch_size": 2,
-              "mesh_data": 1, "mesh_model": 1, "refine": "none", "permute": False}
+    fields = oneshot_fields(method="ria", ria_alpha=0.5, sparsity=0.5, pattern="per_output",
+                            batch_size=2)
     settings = oneshot.settings_from_config(fields)
     result = oneshot.prune_oneshot(model, segments, settings, progress=False)
     # Block 0's inputs do not depend on any pruning: recompute its statistics independently.

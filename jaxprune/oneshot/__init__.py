@@ -37,6 +37,7 @@ from jaxprune.oneshot.methods import (
 )
 from jaxprune.oneshot.owl import OWL, outlier_ratio, owl_sparsities
 from jaxprune.oneshot.permutation import ChannelPermutation, kept_score, ria_permutation
+from jaxprune.oneshot.reconstruct import BlockReconstruction, reconstruct_block
 from jaxprune.oneshot.registry import settings_from_config
 from jaxprune.oneshot.ria import ria_method, ria_score
 from jaxprune.oneshot.sparsegpt import (
@@ -55,6 +56,7 @@ from jaxprune.oneshot.streaming import (
 
 __all__ = [
     "ALPS",
+    "BlockReconstruction",
     "ChannelPermutation",
     "DSnoT",
     "FISHER",
@@ -93,6 +95,7 @@ __all__ = [
     "prune_oneshot",
     "prune_streamed",
     "read_streamed_masks",
+    "reconstruct_block",
     "registry",
     "restore_pruned",
     "ria_permutation",

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from jaxprune import _checks, criteria, masks, paths, selection
 from jaxprune.oneshot import methods, owl
+from jaxprune.oneshot.reconstruct import BlockReconstruction, reconstruct_block
 from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats
 from jaxprune.patterns import GLOBAL, Pattern, parse_pattern
 
@@ -59,6 +60,9 @@ class OneShotConfig:
       batch_size: calibration segments per forward pass.
       allocation: ``None`` (every block at ``sparsity``) or ``owl.OWL(owl_lambda, owl_m)``
         (per-block sparsities from outlier ratios).
+      reconstruction: ``None``, or ``BlockReconstruction(steps, lr)``: after each block's
+        layers are pruned, its kept weights are refit to the dense block's output
+        (``jaxprune.oneshot.reconstruct``).
       mesh_data: devices along the mesh's ``data`` axis: each calibration batch is split over
         them and the statistics are summed across them.
       mesh_model: devices along the ``model`` axis: each pruned kernel is split by output
@@ -75,6 +79,7 @@ class OneShotConfig:
     order: str = "sequential"
     batch_size: int = 8
     allocation: owl.OWL | None = None
+    reconstruction: BlockReconstruction | None = None
     mesh_data: int = 1
     mesh_model: int = 1
     # A choice for library callers (a job always gathers to save), so no config field.
@@ -92,6 +97,8 @@ class OneShotResult:
         reports (SparseGPT's dampening).
       block_sparsity: the sparsity asked of each block (differs across blocks under OWL).
       seconds: wall time of the whole job.
+      block_errors: with a reconstruction, each block's mean squared error against the dense
+        block before and after it (by block index); else empty.
     """
 
     model: Any
@@ -99,6 +106,7 @@ class OneShotResult:
     layers: list[dict]
     block_sparsity: dict[int, float]
     seconds: float
+    block_errors: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +170,21 @@ def _check_method(config: OneShotConfig, pattern) -> None:
     if config.order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {config.order!r}")
     _checks.check_int("batch_size", config.batch_size, minimum=1)
+
+
+def _check_reconstruction(config: OneShotConfig, pattern) -> None:
+    """A reconstruction value, and the settings it cannot run with."""
+    if config.reconstruction is None:
+        return
+    if not isinstance(config.reconstruction, BlockReconstruction):
+        raise TypeError(f"reconstruction must be None or BlockReconstruction(...), got "
+                        f"{config.reconstruction!r}")
+    if pattern.kind == GLOBAL:
+        raise ValueError("reconstruction refits each block after its layers are pruned; "
+                         "pattern 'global' prunes every kernel at once, before any block runs")
+    if config.mesh_data * config.mesh_model > 1:
+        raise ValueError(f"reconstruction runs on one device; mesh "
+                         f"{config.mesh_data}x{config.mesh_model} must be 1x1 with it")
 
 
 def _planned_sparsity(config: OneShotConfig, pattern) -> float:
@@ -245,6 +268,7 @@ def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
     """
     pattern = parse_pattern(config.pattern)
     _check_method(config, pattern)
+    _check_reconstruction(config, pattern)
     sparsity = _planned_sparsity(config, pattern)
     _check_allocation(config, pattern)
     targets, chosen = _layer_targets(model, config, pattern)
@@ -301,6 +325,7 @@ class _Pass:
       block_sparsity: the sparsity asked of each block.
       masks: kept masks of the kernels pruned so far, by path.
       rows: their report rows.
+      block_errors: each refit block's error before and after its reconstruction.
     """
 
     hidden: list
@@ -310,6 +335,7 @@ class _Pass:
     block_sparsity: dict[int, float]
     masks: dict = dataclasses.field(default_factory=dict)
     rows: list = dataclasses.field(default_factory=list)
+    block_errors: dict = dataclasses.field(default_factory=dict)
 
 
 def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotConfig(), *,
@@ -344,7 +370,7 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     pruned = nnx.clone(model)  # new variables; arrays are shared until replaced
     if plan.mesh is not None:
         _shard_model(pruned, plan)
-    if plan.method.statistic is None:
+    if plan.method.statistic is None and config.reconstruction is None:
         run = _prune_without_calibration(pruned, plan)
     else:
         run = _start_calibration(model, pruned, segments, plan, config, progress)
@@ -355,12 +381,13 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
             dense_out, stats = _calibrate_block(block, linears, run, plan, config)
             _solve_layers(block, linears, stats, run, plan, run.block_sparsity[index]
                           if linears else plan.sparsity)
+            refit_block(block, index, linears, dense_out, run, config)
             _advance(block, dense_out, run, config)
             if linears:
                 logging.info("block %d: pruned %d layers, %.1f s elapsed", index,
                              len(linears), time.perf_counter() - start)
     result = OneShotResult(pruned, _mask_tree(pruned, run.masks), run.rows, run.block_sparsity,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, run.block_errors)
     return _finish(result, plan, config)
 
 
@@ -386,10 +413,12 @@ def _start_calibration(model, pruned, segments, plan: _Plan, config: OneShotConf
 
 def _calibrate_block(block, linears, run: _Pass, plan: _Plan, config: OneShotConfig):
     """The dense block's outputs and its layers' input statistics, when the method needs the
-    statistics or the order needs the dense outputs; else ``(None, {})``."""
+    statistics or the order or a reconstruction needs the dense outputs; else
+    ``(None, {})``."""
     statistic = plan.method.statistic
     needs_inputs = isinstance(statistic, methods.InputStatistic)
-    if not linears or not (needs_inputs or config.order == "dense"):
+    needs_outputs = config.order == "dense" or config.reconstruction is not None
+    if not linears or not (needs_inputs or needs_outputs):
         return None, {}
     groups = tuple(sorted({t.group for t in linears}))
     with_gram = needs_inputs and statistic.with_gram
@@ -407,6 +436,19 @@ def _solve_layers(block, linears, stats: dict, run: _Pass, plan: _Plan,
         run.masks[target.path], row = _prune_kernel(
             _linear(block, target.name), target.path, statistic, sparsity, plan)
         run.rows.append(row)
+
+
+def refit_block(block, index: int, linears, dense_out, run: _Pass,
+                config: OneShotConfig) -> None:
+    """With a reconstruction, refits the block's pruned kernels to its dense outputs in place
+    (``reconstruct_block``) and records the error before and after."""
+    if config.reconstruction is None or not linears:
+        return
+    kept = {t.name: run.masks[t.path] for t in linears}
+    errors = reconstruct_block(block, kept, run.hidden, dense_out, run.cos, run.sin,
+                               config.reconstruction)
+    run.block_errors[index] = errors
+    logging.info("block %d: reconstruction error %.4g -> %.4g", index, *errors)
 
 
 def _advance(block, dense_out, run: _Pass, config: OneShotConfig) -> None:

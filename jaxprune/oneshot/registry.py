@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 from typing import Any
 
-from jaxprune.oneshot import alps, dsnot, methods, owl, permutation, ria
+from jaxprune.oneshot import alps, dsnot, methods, owl, permutation, reconstruct, ria
 from jaxprune.oneshot.engine import OneShotConfig
 
 METHODS: dict[str, Any] = {
@@ -27,10 +27,12 @@ METHODS: dict[str, Any] = {
 }
 # "uniform": every block at the target sparsity (no allocation value).
 ALLOCATIONS: dict[str, Any] = {"uniform": None, "owl": owl.OWL}
+# "adam": each block's kept weights refit to the dense block's output (config.recon_*).
+RECONSTRUCTIONS: dict[str, Any] = {"none": None, "adam": reconstruct.block_reconstruction}
 # A refinement wraps the method's value (``config.refine``): "none" keeps the method's mask.
 REFINEMENTS: dict[str, Any] = {"none": None, "dsnot": dsnot.dsnot_refinement}
 # OneShotConfig fields that come from a registry rather than straight from the config.
-_FROM_REGISTRY = ("method", "allocation")
+_FROM_REGISTRY = ("method", "allocation", "reconstruction")
 
 
 def _is_factory(entry) -> bool:
@@ -81,7 +83,8 @@ def config_fields() -> set[str]:
     """Every config field the one-shot settings read: the plain fields, the two names and
     every registered factory's options."""
     return {*plain_fields(), *_FROM_REGISTRY, "refine", "permute", *option_names(METHODS),
-            *option_names(ALLOCATIONS), *option_names(REFINEMENTS)}
+            *option_names(ALLOCATIONS), *option_names(REFINEMENTS),
+            *option_names(RECONSTRUCTIONS)}
 
 
 def settings_from_config(config) -> OneShotConfig:
@@ -112,4 +115,5 @@ def settings_from_config(config) -> OneShotConfig:
     return OneShotConfig(
         method=method,
         allocation=from_registry(ALLOCATIONS, "allocation", config),
+        reconstruction=from_registry(RECONSTRUCTIONS, "reconstruction", config),
         **{name: config[name] for name in plain_fields()})

@@ -159,12 +159,13 @@ def _prune_and_write_block(source: LazyModel, staging: str, index: int, run, pla
     """Reads block ``index``, prunes it as the in-memory engine does, writes it out (weights,
     masks, then the record) and moves the calibration pass past it."""
     block, linears = source.block(index), plan.targets.get(index, [])
-    calibrated = plan.method.statistic is not None
+    calibrated = plan.method.statistic is not None or config.reconstruction is not None
     dense_out, stats = (engine._calibrate_block(block, linears, run, plan, config)
                         if calibrated else (None, {}))
     rows_before = len(run.rows)
     engine._solve_layers(block, linears, stats, run, plan,
                          run.block_sparsity.get(index, plan.sparsity))
+    engine.refit_block(block, index, linears, dense_out, run, config)
     masks = {t.path: run.masks.pop(t.path) for t in linears}  # on disk from here, not in memory
     dtype = EXPORT_DTYPES[_dtype_name(source)]
     _save_safetensors(os.path.join(staging, _shard_name(index, source)),
