@@ -10,7 +10,8 @@ from configs.zeroshot import zeroshot_settings
 # The comparison group of each method's unstructured setting in its paper: the whole tensor
 # for magnitude, OBD and SparseGPT's ranking, each output unit for Wanda and RIA.
 UNSTRUCTURED_GROUP = {"magnitude": "unstructured", "obd": "unstructured", "wanda": "per_output",
-                      "sparsegpt": "unstructured", "ria": "per_output", "alps": "unstructured"}
+                      "sparsegpt": "unstructured", "ria": "per_output", "alps": "unstructured",
+                      "wanda_pp": "per_output"}
 
 
 def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: str) -> None:
@@ -26,6 +27,7 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     config.blocksize = 128  # sparsegpt
     config.damp = 0.01  # sparsegpt
     config.ria_alpha = 0.5  # ria
+    config.rgs_alpha = 100.0  # wanda_pp: weight of the regional gradient in the score
     config.alps_rho = 0.1  # alps: the initial ADMM penalty
     config.alps_iters = 300  # alps: the most ADMM iterations
     config.alps_cg_steps = 10  # alps: conjugate-gradient steps of the final refit

@@ -156,7 +156,7 @@ def test_bad_dsnot_settings_are_refused_naming_the_field(field, value, message):
 
 
 def test_dsnot_refuses_a_fisher_base_and_global_selection():
-    with pytest.raises(ValueError, match="whole-model statistic"):
+    with pytest.raises(ValueError, match="needs its own .empirical Fisher diagonal."):
         oneshot.DSnoT(oneshot.OBD_FISHER)
     with pytest.raises(ValueError, match="pattern 'global' is not supported"):
         oneshot.DSnoT(oneshot.MAGNITUDE).check(parse_pattern("global"))

@@ -61,7 +61,7 @@ def test_reconstruction_keeps_every_pruned_weight_at_zero_and_lowers_the_error(s
 
 def test_an_adam_step_under_jit_equals_eager():
     block, kept, inputs, targets, cos, sin = block_case(3)
-    graphdef, kernels, rest = nnx.split(block, reconstruct._kernel_filter(frozenset(kept)), ...)
+    graphdef, kernels, rest = reconstruct.split_kernels(block, kept)
     mask_tree = jax.tree_util.tree_map_with_path(
         lambda path, _: kept["/".join(str(k.key) for k in path[:2])], kernels)
     optimizer = optax.adam(1e-3)

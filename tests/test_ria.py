@@ -84,7 +84,7 @@ def test_ria_is_one_file_and_one_registry_line():
 def test_unknown_method_lists_the_registry():
     with pytest.raises(ValueError, match=r"config.method='rial' is not one of \['alps', "
                                          r"'magnitude', 'obd', 'obd_fisher', 'ria', "
-                                         r"'sparsegpt', 'wanda'\]"):
+                                         r"'sparsegpt', 'wanda', 'wanda_pp'\]"):
         oneshot.settings_from_config({"method": "rial"})
     with pytest.raises(ValueError, match=r"config.method='ria': ria_alpha must be a number"):
         oneshot.settings_from_config({"method": "ria", "ria_alpha": -1.0})

@@ -1,7 +1,8 @@
 """One-shot pruning with calibration data, block by block; methods are values.
 
 Built in: ``MAGNITUDE``, ``OBD``, ``OBD_FISHER``, ``WANDA``, ``SparseGPT(blocksize, damp)``,
-``ria_method(ria_alpha)``, ``ALPS(rho, iters, cg_steps, damp)``; a criterion of one's own is
+``ria_method(ria_alpha)``, ``ALPS(rho, iters, cg_steps, damp)``,
+``wanda_pp_method(rgs_alpha)``; a criterion of one's own is
 ``ScoreMethod(score_fn)``; ``DSnoT(base)`` refines any of their masks and
 ``ChannelPermutation(base)`` runs any N:M one on permuted inputs. Configs name them
 through ``registry.METHODS`` and ``registry.REFINEMENTS``.
@@ -38,6 +39,14 @@ from jaxprune.oneshot.methods import (
 from jaxprune.oneshot.owl import OWL, outlier_ratio, owl_sparsities
 from jaxprune.oneshot.permutation import ChannelPermutation, kept_score, ria_permutation
 from jaxprune.oneshot.reconstruct import BlockReconstruction, reconstruct_block
+from jaxprune.oneshot.regional import (
+    REGIONAL_GRADIENT,
+    RegionalStatistic,
+    RegionalStats,
+    regional_gradients,
+    rgs_score,
+    wanda_pp_method,
+)
 from jaxprune.oneshot.registry import settings_from_config
 from jaxprune.oneshot.ria import ria_method, ria_score
 from jaxprune.oneshot.sparsegpt import (
@@ -67,6 +76,7 @@ __all__ = [
     "OBD_FISHER",
     "ORDERS",
     "OWL",
+    "REGIONAL_GRADIENT",
     "WANDA",
     "InputStatistic",
     "InputStats",
@@ -75,6 +85,8 @@ __all__ = [
     "OneShotConfig",
     "OneShotMethod",
     "OneShotResult",
+    "RegionalStatistic",
+    "RegionalStats",
     "ScoreMethod",
     "StreamedResult",
     "SparseGPT",
@@ -96,13 +108,16 @@ __all__ = [
     "prune_streamed",
     "read_streamed_masks",
     "reconstruct_block",
+    "regional_gradients",
     "registry",
     "restore_pruned",
     "ria_permutation",
     "ria_method",
+    "rgs_score",
     "ria_score",
     "settings_from_config",
     "sparsegpt_prune_layer",
     "sparsegpt_with_retry",
     "streamed_sparsity",
+    "wanda_pp_method",
 ]

@@ -207,8 +207,8 @@ class DSnoT:
     def __post_init__(self):
         base_statistic = getattr(self.base, "statistic", None)
         if base_statistic is not None and not isinstance(base_statistic, InputStatistic):
-            raise ValueError(f"DSnoT refines masks from calibration inputs; base method "
-                             f"{method_name(self.base)!r} needs a whole-model statistic "
+            raise ValueError(f"DSnoT refines masks from the calibration inputs' statistics; "
+                             f"base method {method_name(self.base)!r} needs its own "
                              f"({base_statistic.name}), which cannot be combined with them")
         check_int("dsnot_cycles", self.cycles, minimum=1)
         check_real("dsnot_threshold", self.threshold, minimum=0)

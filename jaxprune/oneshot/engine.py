@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from jaxprune import _checks, criteria, masks, paths, selection
 from jaxprune.oneshot import methods, owl
 from jaxprune.oneshot.reconstruct import BlockReconstruction, reconstruct_block
+from jaxprune.oneshot.regional import RegionalStatistic, RegionalStats, regional_gradients
 from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats
 from jaxprune.patterns import GLOBAL, Pattern, parse_pattern
 
@@ -137,7 +138,7 @@ def _check_mesh(config: OneShotConfig, num_segments: int, chosen) -> Mesh | None
         if leaf.shape[-1] % model:
             raise ValueError(f"mesh_model={model} must divide the output size of {path!r} "
                              f"(shape {leaf.shape}): kernels are split by output units")
-    if isinstance(config.method.statistic, methods.ModelStatistic):
+    if isinstance(config.method.statistic, methods.ModelStatistic | RegionalStatistic):
         raise ValueError(f"method {methods.method_name(config.method)!r} computes its "
                          f"{config.method.statistic.name} on one device "
                          f"(mesh_data=mesh_model=1)")
@@ -159,10 +160,10 @@ def _check_method(config: OneShotConfig, pattern) -> None:
                         f"jaxprune.oneshot.registry)")
     statistic = method.statistic
     if statistic is not None and not isinstance(
-            statistic, methods.InputStatistic | methods.ModelStatistic):
+            statistic, methods.InputStatistic | methods.ModelStatistic | RegionalStatistic):
         raise TypeError(f"method {methods.method_name(method)!r} has statistic "
-                        f"{statistic!r}; it must be None, INPUT_NORMS, GRAM or a "
-                        f"ModelStatistic")
+                        f"{statistic!r}; it must be None, INPUT_NORMS, GRAM, "
+                        f"REGIONAL_GRADIENT or a ModelStatistic")
     method.check(pattern)
     if pattern.kind == GLOBAL and not isinstance(method, methods.ScoreMethod):
         raise ValueError(f"pattern 'global' needs a ScoreMethod (scores of every kernel "
@@ -326,6 +327,7 @@ class _Pass:
       masks: kept masks of the kernels pruned so far, by path.
       rows: their report rows.
       block_errors: each refit block's error before and after its reconstruction.
+      gradients: the current block's regional gradients by linear-layer name (Wanda++).
     """
 
     hidden: list
@@ -336,6 +338,7 @@ class _Pass:
     masks: dict = dataclasses.field(default_factory=dict)
     rows: list = dataclasses.field(default_factory=list)
     block_errors: dict = dataclasses.field(default_factory=dict)
+    gradients: dict = dataclasses.field(default_factory=dict)
 
 
 def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotConfig(), *,
@@ -416,12 +419,16 @@ def _calibrate_block(block, linears, run: _Pass, plan: _Plan, config: OneShotCon
     statistics or the order or a reconstruction needs the dense outputs; else
     ``(None, {})``."""
     statistic = plan.method.statistic
-    needs_inputs = isinstance(statistic, methods.InputStatistic)
+    regional = isinstance(statistic, RegionalStatistic)
+    needs_inputs = regional or isinstance(statistic, methods.InputStatistic)
     needs_outputs = config.order == "dense" or config.reconstruction is not None
     if not linears or not (needs_inputs or needs_outputs):
         return None, {}
     groups = tuple(sorted({t.group for t in linears}))
-    with_gram = needs_inputs and statistic.with_gram
+    with_gram = isinstance(statistic, methods.InputStatistic) and statistic.with_gram
+    if regional:  # taken on the dense block, before any of its layers is pruned
+        run.gradients = regional_gradients(block, [t.name for t in linears], run.hidden,
+                                           run.cos, run.sin)
     return _collect_block_stats(block, run.hidden, run.cos, run.sin, groups, with_gram)
 
 
@@ -431,6 +438,8 @@ def _solve_layers(block, linears, stats: dict, run: _Pass, plan: _Plan,
     for target in linears:
         if run.model_stats is not None:
             statistic = run.model_stats[target.path]
+        elif target.name in run.gradients:
+            statistic = RegionalStats(stats[target.group], run.gradients[target.name])
         else:
             statistic = stats.get(target.group)
         run.masks[target.path], row = _prune_kernel(

@@ -150,9 +150,9 @@ class ChannelPermutation:
     def __post_init__(self):
         statistic = getattr(self.base, "statistic", None)
         if statistic is not None and not isinstance(statistic, InputStatistic):
-            raise ValueError(f"channel permutation permutes calibration inputs; base method "
-                             f"{method_name(self.base)!r} needs a whole-model statistic "
-                             f"({statistic.name})")
+            raise ValueError(f"channel permutation permutes the calibration inputs' "
+                             f"statistics; base method {method_name(self.base)!r} needs its "
+                             f"own ({statistic.name}), which cannot be permuted with them")
 
     @property
     def statistic(self):

@@ -51,10 +51,15 @@ class BlockReconstruction:
         check_real("recon_lr", self.lr, minimum=0, strict=True)
 
 
-def _kernel_filter(names: frozenset[str]):
+def split_kernels(block, names) -> tuple:
+    """``nnx.split`` of a block into its graph, the kernels of the named linear layers
+    (``"mlp/down_proj"``) and the rest of its state."""
+    names = frozenset(names)
+
     def is_target(path, _):
         return len(path) >= 2 and path[-1] == "kernel" and "/".join(map(str, path[:-1])) in names
-    return is_target
+
+    return nnx.split(block, is_target, ...)
 
 
 def _block_error(graphdef, kernels, rest, h, target, cos, sin):
@@ -95,7 +100,7 @@ def reconstruct_block(block, masks: dict[str, jax.Array], inputs: list, targets:
     Raises:
       FloatingPointError: when the error becomes NaN or Inf (the block is left as pruned).
     """
-    graphdef, kernels, rest = nnx.split(block, _kernel_filter(frozenset(masks)), ...)
+    graphdef, kernels, rest = split_kernels(block, masks)
     mask_tree = paths.map_with_path_str(lambda path, _: masks[path.rsplit("/", 1)[0]], kernels)
     optimizer = optax.adam(settings.lr)
 

@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 from typing import Any
 
-from jaxprune.oneshot import alps, dsnot, methods, owl, permutation, reconstruct, ria
+from jaxprune.oneshot import alps, dsnot, methods, owl, permutation, reconstruct, regional, ria
 from jaxprune.oneshot.engine import OneShotConfig
 
 METHODS: dict[str, Any] = {
@@ -24,6 +24,7 @@ METHODS: dict[str, Any] = {
     "sparsegpt": methods.SparseGPT,
     "ria": ria.ria_method,
     "alps": alps.alps_method,
+    "wanda_pp": regional.wanda_pp_method,
 }
 # "uniform": every block at the target sparsity (no allocation value).
 ALLOCATIONS: dict[str, Any] = {"uniform": None, "owl": owl.OWL}
