@@ -1,0 +1,81 @@
+r"""Beyond SparseGPT: the 2024-25 one-shot methods against SparseGPT and Wanda on SmolLM2, by
+the one-shot protocol (64 x 512 calibration tokens, WikiText-2 in 128 windows of 512).
+
+Each of 50% and 70% (each method's own comparison group: the whole tensor for SparseGPT and
+ALPS, each output unit for the Wanda family) and 2:4: SparseGPT, Wanda, ALPS, DSnoT on Wanda
+and on SparseGPT, Wanda++'s regional gradient score alone and with its block reconstruction,
+Wanda and SparseGPT with block reconstruction; at 2:4 also Wanda, RIA and SparseGPT on RIA's
+channel permutation.
+
+Launch (31 points, about 4 hours on 2 CPU cores; resumable):
+  python -m experiments.sweep --config=configs/sweeps/beyond_table.py \
+      --config.base.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
+      --config.base.eval.path=../shared/data/wikitext-2-raw \
+      --config.workdir=runs/beyond_table
+With the zero-shot mean (the seven tasks' first 200 documents each, about 6 minutes a point):
+  python -m experiments.sweep --config=configs/sweeps/beyond_table.py:zeroshot ...
+Smoke run (tiny random model, built-in text):
+  python -m experiments.sweep --config=configs/sweeps/beyond_table.py:runlocal \
+      --config.workdir=/tmp/beyond_table
+"""
+
+import ml_collections
+
+from configs.oneshot_base import UNSTRUCTURED_GROUP, oneshot_config
+from configs.sweeps.points import chain
+from jaxprune.eval.tasks import PAPER_TASKS
+
+# The fields of each row (its label in the table is the job's: "wanda_pp+recon" is Wanda++).
+ROWS = (
+    {"method": "sparsegpt"},
+    {"method": "wanda"},
+    {"method": "alps"},
+    {"method": "wanda", "refine": "dsnot"},
+    {"method": "sparsegpt", "refine": "dsnot"},
+    {"method": "wanda_pp"},
+    {"method": "wanda_pp", "reconstruction": "adam"},
+    {"method": "wanda", "reconstruction": "adam"},
+    {"method": "sparsegpt", "reconstruction": "adam"},
+)
+# Rows only N:M patterns have.
+PERMUTED_ROWS = tuple({"method": m, "permute": True} for m in ("wanda", "ria", "sparsegpt"))
+ZEROSHOT_LIMIT = 200
+
+
+def beyond_points() -> list[dict]:
+    """Dense, then every row at 50%, 70% and 2:4 (the permuted rows at 2:4 only)."""
+    unstructured = [dict(fields, pattern=UNSTRUCTURED_GROUP[fields["method"]], sparsity=s)
+                    for s in (0.5, 0.7) for fields in ROWS]
+    n_of_m = [dict(fields, pattern="2:4", sparsity=0.5) for fields in ROWS + PERMUTED_ROWS]
+    return chain([{"method": "dense"}], unstructured, n_of_m)
+
+
+def get_config(arg=None):
+    """The sweep on SmolLM2; ``arg="zeroshot"`` adds the zero-shot mean; ``arg="runlocal"``:
+    the tiny random model with built-in text."""
+    if arg not in (None, "runlocal", "zeroshot"):
+        raise ValueError(f"configs/sweeps/beyond_table.py takes 'runlocal' or 'zeroshot', "
+                         f"got {arg!r}")
+    config = ml_collections.ConfigDict()
+    config.name = "Beyond SparseGPT: one-shot methods of 2024-25 at 50%, 70% and 2:4"
+    config.description = (
+        "Perplexity after one-shot pruning of all linear layers of every block, calibrated on "
+        "64 x 512 tokens; the 50% and 70% columns use each method's comparison group.")
+    config.experiment = "prune"
+    config.base = oneshot_config("wanda", "per_output")
+    if arg == "zeroshot":
+        config.base.eval.zeroshot.tasks = ",".join(PAPER_TASKS)
+        config.base.eval.zeroshot.limit = ZEROSHOT_LIMIT
+    config.points = beyond_points()
+    config.table = ml_collections.ConfigDict(
+        {"rows": "method", "columns": "setting",
+         "values": ("perplexity", "prune_seconds", "peak_memory_mb")})
+    config.plot = ml_collections.ConfigDict(
+        {"x": "setting", "y": "perplexity", "series": "method", "logy": True,
+         "title": "Beyond SparseGPT on SmolLM2-135M: 50%, 70% and 2:4"})
+    config.workdir = ""
+    # A workdir holding a sweep of another base config is refused; True moves it aside first.
+    config.overwrite = False
+    config.runlocal = arg == "runlocal"
+    config.runlocal_overrides = (("base.model", "tiny-llama"),)
+    return config
