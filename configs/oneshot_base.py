@@ -46,6 +46,14 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     config.reconstruction = "none"
     config.recon_steps = 32
     config.recon_lr = 1e-5
+    # "maskllm" learns N:M masks end to end from the method's as a prior (MaskLLM; N:M only).
+    config.learn_masks = "none"
+    config.maskllm_steps = 100
+    config.maskllm_lr = 5e-4
+    config.maskllm_batch_size = 4
+    config.maskllm_prior_strength = 3.0
+    config.maskllm_weight_reg = 1e-5
+    config.maskllm_seed = 0
     config.allocation = "uniform"  # or "owl"
     config.owl_lambda = 0.08
     config.owl_m = 5.0

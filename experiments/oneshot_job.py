@@ -209,7 +209,8 @@ def _metrics(config, result, sparsity: float, evaluation) -> dict:
     if result:
         extras = [config.refine, "permute" if config.permute else "none",
                   "owl" if config.allocation == "owl" else "none",
-                  "recon" if config.reconstruction != "none" else "none"]
+                  "recon" if config.reconstruction != "none" else "none",
+                  "maskllm" if config.learn_masks != "none" else "none"]
         method += "".join(f"+{extra}" for extra in extras if extra != "none")
     return {
         "method": method,

@@ -5,9 +5,9 @@ Each of 50% and 70% (each method's own comparison group: the whole tensor for Sp
 ALPS, each output unit for the Wanda family) and 2:4: SparseGPT, Wanda, ALPS, DSnoT on Wanda
 and on SparseGPT, Wanda++'s regional gradient score alone and with its block reconstruction,
 Wanda and SparseGPT with block reconstruction; at 2:4 also Wanda, RIA and SparseGPT on RIA's
-channel permutation.
+channel permutation, and MaskLLM's masks learned from SparseGPT's (100 steps of 4 windows).
 
-Launch (31 points, about 4 hours on 2 CPU cores; resumable):
+Launch (32 points, about 5 hours on 2 CPU cores; resumable):
   python -m experiments.sweep --config=configs/sweeps/beyond_table.py \
       --config.base.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.base.eval.path=../shared/data/wikitext-2-raw \
@@ -37,16 +37,17 @@ ROWS = (
     {"method": "wanda", "reconstruction": "adam"},
     {"method": "sparsegpt", "reconstruction": "adam"},
 )
-# Rows only N:M patterns have.
-PERMUTED_ROWS = tuple({"method": m, "permute": True} for m in ("wanda", "ria", "sparsegpt"))
+# Rows only N:M patterns have: RIA's permutation, and MaskLLM learning from SparseGPT's masks.
+N_OF_M_ROWS = (*({"method": m, "permute": True} for m in ("wanda", "ria", "sparsegpt")),
+               {"method": "sparsegpt", "learn_masks": "maskllm"})
 ZEROSHOT_LIMIT = 200
 
 
 def beyond_points() -> list[dict]:
-    """Dense, then every row at 50%, 70% and 2:4 (the permuted rows at 2:4 only)."""
+    """Dense, then every row at 50%, 70% and 2:4 (the N:M rows at 2:4 only)."""
     unstructured = [dict(fields, pattern=UNSTRUCTURED_GROUP[fields["method"]], sparsity=s)
                     for s in (0.5, 0.7) for fields in ROWS]
-    n_of_m = [dict(fields, pattern="2:4", sparsity=0.5) for fields in ROWS + PERMUTED_ROWS]
+    n_of_m = [dict(fields, pattern="2:4", sparsity=0.5) for fields in ROWS + N_OF_M_ROWS]
     return chain([{"method": "dense"}], unstructured, n_of_m)
 
 

@@ -21,6 +21,7 @@ from jaxprune.oneshot.engine import (
     prune_oneshot,
 )
 from jaxprune.oneshot.fisher import empirical_fisher_diagonal
+from jaxprune.oneshot.maskllm import MaskLLM, candidate_masks, learn_nm_masks
 from jaxprune.oneshot.methods import (
     FISHER,
     GRAM,
@@ -81,6 +82,7 @@ __all__ = [
     "InputStatistic",
     "InputStats",
     "LayerPruning",
+    "MaskLLM",
     "ModelStatistic",
     "OneShotConfig",
     "OneShotMethod",
@@ -95,11 +97,13 @@ __all__ = [
     "alps_prune_layer",
     "add_input_stats",
     "batch_input_stats",
+    "candidate_masks",
     "check_sparsegpt_settings",
     "dsnot_refine",
     "dsnot_refinement",
     "empirical_fisher_diagonal",
     "kept_score",
+    "learn_nm_masks",
     "outlier_ratio",
     "owl_sparsities",
     "plan_oneshot",

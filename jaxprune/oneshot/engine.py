@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from jaxprune import _checks, criteria, masks, paths, selection
 from jaxprune.oneshot import methods, owl
+from jaxprune.oneshot.maskllm import MaskLLM, learn_nm_masks
 from jaxprune.oneshot.reconstruct import BlockReconstruction, reconstruct_block
 from jaxprune.oneshot.regional import RegionalStatistic, RegionalStats, regional_gradients
 from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats
@@ -64,6 +65,9 @@ class OneShotConfig:
       reconstruction: ``None``, or ``BlockReconstruction(steps, lr)``: after each block's
         layers are pruned, its kept weights are refit to the dense block's output
         (``jaxprune.oneshot.reconstruct``).
+      learn_masks: ``None``, or ``MaskLLM(...)``: N:M only; after the method, its masks are
+        the prior of MaskLLM's end-to-end mask learning, and the result is the dense model
+        under the learned masks (``jaxprune.oneshot.maskllm``).
       mesh_data: devices along the mesh's ``data`` axis: each calibration batch is split over
         them and the statistics are summed across them.
       mesh_model: devices along the ``model`` axis: each pruned kernel is split by output
@@ -81,6 +85,7 @@ class OneShotConfig:
     batch_size: int = 8
     allocation: owl.OWL | None = None
     reconstruction: BlockReconstruction | None = None
+    learn_masks: MaskLLM | None = None
     mesh_data: int = 1
     mesh_model: int = 1
     # A choice for library callers (a job always gathers to save), so no config field.
@@ -100,6 +105,7 @@ class OneShotResult:
       seconds: wall time of the whole job.
       block_errors: with a reconstruction, each block's mean squared error against the dense
         block before and after it (by block index); else empty.
+      mask_losses: with ``learn_masks``, the language-model loss of each learning step.
     """
 
     model: Any
@@ -108,6 +114,7 @@ class OneShotResult:
     block_sparsity: dict[int, float]
     seconds: float
     block_errors: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    mask_losses: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +192,20 @@ def _check_reconstruction(config: OneShotConfig, pattern) -> None:
                          "pattern 'global' prunes every kernel at once, before any block runs")
     if config.mesh_data * config.mesh_model > 1:
         raise ValueError(f"reconstruction runs on one device; mesh "
+                         f"{config.mesh_data}x{config.mesh_model} must be 1x1 with it")
+
+
+def _check_learn_masks(config: OneShotConfig, pattern) -> None:
+    """A mask learner value, and the settings it cannot run with."""
+    if config.learn_masks is None:
+        return
+    if not isinstance(config.learn_masks, MaskLLM):
+        raise TypeError(f"learn_masks must be None or MaskLLM(...), got {config.learn_masks!r}")
+    if not pattern.is_n_of_m:
+        raise ValueError(f"learn_masks chooses among N:M candidate patterns; pattern must be "
+                         f"N:M (such as 2:4), got {str(pattern)!r}")
+    if config.mesh_data * config.mesh_model > 1:
+        raise ValueError(f"learn_masks runs on one device; mesh "
                          f"{config.mesh_data}x{config.mesh_model} must be 1x1 with it")
 
 
@@ -270,6 +291,7 @@ def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
     pattern = parse_pattern(config.pattern)
     _check_method(config, pattern)
     _check_reconstruction(config, pattern)
+    _check_learn_masks(config, pattern)
     sparsity = _planned_sparsity(config, pattern)
     _check_allocation(config, pattern)
     targets, chosen = _layer_targets(model, config, pattern)
@@ -389,8 +411,10 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
             if linears:
                 logging.info("block %d: pruned %d layers, %.1f s elapsed", index,
                              len(linears), time.perf_counter() - start)
+    mask_losses = (_learn_masks(model, pruned, segments, run, plan, config.learn_masks, progress)
+                   if config.learn_masks is not None else [])
     result = OneShotResult(pruned, _mask_tree(pruned, run.masks), run.rows, run.block_sparsity,
-                           time.perf_counter() - start, run.block_errors)
+                           time.perf_counter() - start, run.block_errors, mask_losses)
     return _finish(result, plan, config)
 
 
@@ -458,6 +482,23 @@ def refit_block(block, index: int, linears, dense_out, run: _Pass,
                                config.reconstruction)
     run.block_errors[index] = errors
     logging.info("block %d: reconstruction error %.4g -> %.4g", index, *errors)
+
+
+def _learn_masks(model, pruned, segments, run: _Pass, plan: _Plan, settings: MaskLLM,
+                 progress: bool) -> list[float]:
+    """MaskLLM from the method's masks; the pruned model becomes the dense one under the learned
+    masks, and each layer's row says the share of its mask that changed."""
+    learned, history = learn_nm_masks(model, np.asarray(segments), run.masks, plan.pattern,
+                                      settings, progress=progress)
+    dense = dict(paths.leaves_with_paths(nnx.state(model)))
+    state = nnx.state(pruned)
+    nnx.update(pruned, paths.map_with_path_str(
+        lambda p, leaf: jnp.where(learned[p], dense[p], 0).astype(leaf.dtype)
+        if p in learned else leaf, state))
+    for row in run.rows:
+        row["maskllm_changed"] = float(jnp.mean(learned[row["path"]] != run.masks[row["path"]]))
+    run.masks.update(learned)
+    return history
 
 
 def _advance(block, dense_out, run: _Pass, config: OneShotConfig) -> None:

@@ -13,7 +13,17 @@ import dataclasses
 import inspect
 from typing import Any
 
-from jaxprune.oneshot import alps, dsnot, methods, owl, permutation, reconstruct, regional, ria
+from jaxprune.oneshot import (
+    alps,
+    dsnot,
+    maskllm,
+    methods,
+    owl,
+    permutation,
+    reconstruct,
+    regional,
+    ria,
+)
 from jaxprune.oneshot.engine import OneShotConfig
 
 METHODS: dict[str, Any] = {
@@ -30,10 +40,12 @@ METHODS: dict[str, Any] = {
 ALLOCATIONS: dict[str, Any] = {"uniform": None, "owl": owl.OWL}
 # "adam": each block's kept weights refit to the dense block's output (config.recon_*).
 RECONSTRUCTIONS: dict[str, Any] = {"none": None, "adam": reconstruct.block_reconstruction}
+# "maskllm": N:M masks learned end to end from the method's as a prior (config.maskllm_*).
+MASK_LEARNERS: dict[str, Any] = {"none": None, "maskllm": maskllm.maskllm_settings}
 # A refinement wraps the method's value (``config.refine``): "none" keeps the method's mask.
 REFINEMENTS: dict[str, Any] = {"none": None, "dsnot": dsnot.dsnot_refinement}
 # OneShotConfig fields that come from a registry rather than straight from the config.
-_FROM_REGISTRY = ("method", "allocation", "reconstruction")
+_FROM_REGISTRY = ("method", "allocation", "reconstruction", "learn_masks")
 
 
 def _is_factory(entry) -> bool:
@@ -85,7 +97,7 @@ def config_fields() -> set[str]:
     every registered factory's options."""
     return {*plain_fields(), *_FROM_REGISTRY, "refine", "permute", *option_names(METHODS),
             *option_names(ALLOCATIONS), *option_names(REFINEMENTS),
-            *option_names(RECONSTRUCTIONS)}
+            *option_names(RECONSTRUCTIONS), *option_names(MASK_LEARNERS)}
 
 
 def settings_from_config(config) -> OneShotConfig:
@@ -117,4 +129,5 @@ def settings_from_config(config) -> OneShotConfig:
         method=method,
         allocation=from_registry(ALLOCATIONS, "allocation", config),
         reconstruction=from_registry(RECONSTRUCTIONS, "reconstruction", config),
+        learn_masks=from_registry(MASK_LEARNERS, "learn_masks", config),
         **{name: config[name] for name in plain_fields()})

@@ -79,6 +79,8 @@ def plan_streamed(source: LazyModel, segments: np.ndarray, config: OneShotConfig
         reasons.append("allocation OWL ranks every block before pruning any")
     if plan.pattern.kind == "global":
         reasons.append("pattern 'global' ranks every kernel at once")
+    if config.learn_masks is not None:
+        reasons.append("learn_masks trains every block's masks together")
     if plan.mesh is not None:
         reasons.append(f"mesh {config.mesh_data}x{config.mesh_model} (streaming runs on one "
                        f"device; use mesh_data=mesh_model=1)")
