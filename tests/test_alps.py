@@ -10,6 +10,7 @@ from flax import nnx
 
 from jaxprune import masks, models, oneshot
 from jaxprune.patterns import parse_pattern
+from tests.jit_check import assert_jit_matches_eager
 from tests.oneshot_fields import oneshot_fields
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
@@ -121,12 +122,8 @@ def test_alps_layer_matches_the_paper_in_float64(pattern_name, sparsity):
 def test_alps_under_jit_equals_eager():
     x, kernel, stats = layer_case(8, dim=16, out=8)
     options = dict(sparsity=0.5, pattern=parse_pattern("2:4"), max_iters=40, cg_steps=4)
-    jitted = oneshot.alps_prune_layer(jnp.asarray(kernel), stats.gram, **options)
-    with jax.disable_jit():
-        eager = oneshot.alps_prune_layer(jnp.asarray(kernel), stats.gram, **options)
-    np.testing.assert_array_equal(jitted[1], eager[1])
-    np.testing.assert_allclose(jitted[0], eager[0], rtol=1e-5, atol=1e-6)
-    assert int(jitted[2]["alps_iters"]) == int(eager[2]["alps_iters"])
+    assert_jit_matches_eager(oneshot.alps_prune_layer, jnp.asarray(kernel), stats.gram,
+                             **options)
 
 
 def test_alps_by_name_through_the_engine_prunes_every_kernel_to_its_pattern():

@@ -11,6 +11,7 @@ from flax import nnx
 
 from jaxprune import masks, models, oneshot, paths
 from jaxprune.oneshot import maskllm
+from tests.jit_check import assert_jit_matches_eager
 from tests.oneshot_fields import oneshot_fields
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
@@ -71,11 +72,7 @@ def test_a_learning_step_under_jit_equals_eager():
     tokens = jnp.asarray(np.random.default_rng(1).integers(0, 64, (2, 12)))
     args = (graphdef, optimizer, settings, state, logits, optimizer.init(logits), options,
             tokens, jax.random.key(7), 1)
-    jitted = maskllm._mask_step(*args)
-    with jax.disable_jit():
-        eager = maskllm._mask_step(*args)
-    for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    assert_jit_matches_eager(maskllm._mask_step, *args, rtol=2e-4, atol=2e-5)
 
 
 def test_learned_masks_through_the_engine_are_n_of_m_on_the_dense_weights():

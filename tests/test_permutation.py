@@ -104,7 +104,7 @@ def test_permute_by_config_through_the_engine():
 def test_permutation_refuses_patterns_that_are_not_n_of_m_and_bad_flags():
     with pytest.raises(ValueError, match="pattern must be N:M .* got 'per_output'"):
         oneshot.ChannelPermutation().check(parse_pattern("per_output"))
-    with pytest.raises(ValueError, match="needs its own .empirical Fisher diagonal."):
+    with pytest.raises(ValueError, match="Fisher diagonal., which cannot be combined"):
         oneshot.ChannelPermutation(oneshot.OBD_FISHER)
     with pytest.raises(ValueError, match="config.permute must be True or False, got 'yes'"):
         oneshot.settings_from_config(oneshot_fields(pattern="2:4", permute="yes"))

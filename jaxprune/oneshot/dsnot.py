@@ -39,12 +39,11 @@ from jax import lax
 
 from jaxprune._checks import check_int, check_real
 from jaxprune.oneshot.methods import (
-    GRAM,
-    INPUT_NORMS,
     WANDA,
-    InputStatistic,
     LayerPruning,
     method_name,
+    statistic_for,
+    wrapper_statistic,
 )
 from jaxprune.patterns import GLOBAL, Pattern
 
@@ -205,20 +204,15 @@ class DSnoT:
     var_power: float = 1.0
 
     def __post_init__(self):
-        base_statistic = getattr(self.base, "statistic", None)
-        if base_statistic is not None and not isinstance(base_statistic, InputStatistic):
-            raise ValueError(f"DSnoT refines masks from the calibration inputs' statistics; "
-                             f"base method {method_name(self.base)!r} needs its own "
-                             f"({base_statistic.name}), which cannot be combined with them")
+        wrapper_statistic(self.base, "DSnoT")
         check_int("dsnot_cycles", self.cycles, minimum=1)
         check_real("dsnot_threshold", self.threshold, minimum=0)
         check_real("dsnot_var_power", self.var_power, minimum=0)
 
     @property
     def statistic(self):
-        """The base's input statistic if it has one (a Gram matrix includes the norms), else
-        the input norms DSnoT itself needs."""
-        return GRAM if self.base.statistic == GRAM else INPUT_NORMS
+        """The base's input statistic, or the input norms DSnoT itself needs."""
+        return wrapper_statistic(self.base, "DSnoT")
 
     @property
     def name(self) -> str:
@@ -243,7 +237,7 @@ class DSnoT:
         Raises:
           FloatingPointError: for calibration statistics that are not finite.
         """
-        base = self.base.prune_layer(kernel, statistic if self.base.statistic is not None else None,
+        base = self.base.prune_layer(kernel, statistic_for(self.base, statistic),
                                      sparsity=sparsity, pattern=pattern, path=path)
         if statistic.sums is None or statistic.windows is None:
             raise ValueError(f"method {self.name!r} on {path!r} needs the inputs' sums and "

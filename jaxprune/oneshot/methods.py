@@ -213,3 +213,24 @@ class SparseGPT:
 def method_name(method) -> str:
     """A method's ``name``, or its class name when it has none."""
     return getattr(method, "name", type(method).__name__)
+
+
+def wrapper_statistic(base, wrapper: str) -> InputStatistic:
+    """What a method wrapping ``base`` (DSnoT, channel permutation) has the engine collect:
+    the base's Gram matrix if it asks for one (it includes the norms), else the input norms.
+
+    Raises:
+      ValueError: for a base with a statistic of another kind (a whole-model one), which the
+        wrapper cannot combine with the inputs' statistics.
+    """
+    statistic = getattr(base, "statistic", None)
+    if statistic is not None and not isinstance(statistic, InputStatistic):
+        raise ValueError(f"{wrapper} works on the calibration inputs' statistics; base method "
+                         f"{method_name(base)!r} needs its own ({statistic.name}), which "
+                         f"cannot be combined with them")
+    return GRAM if statistic == GRAM else INPUT_NORMS
+
+
+def statistic_for(base, statistic):
+    """The statistic a wrapper hands its base: none for a base that collects none."""
+    return None if base.statistic is None else statistic

@@ -35,13 +35,12 @@ import numpy as np
 
 from jaxprune import criteria
 from jaxprune.oneshot.methods import (
-    GRAM,
-    INPUT_NORMS,
     WANDA,
-    InputStatistic,
     LayerPruning,
     ScoreMethod,
     method_name,
+    statistic_for,
+    wrapper_statistic,
 )
 from jaxprune.oneshot.stats import InputStats
 from jaxprune.patterns import Pattern
@@ -148,16 +147,12 @@ class ChannelPermutation:
     base: Any = WANDA
 
     def __post_init__(self):
-        statistic = getattr(self.base, "statistic", None)
-        if statistic is not None and not isinstance(statistic, InputStatistic):
-            raise ValueError(f"channel permutation permutes the calibration inputs' "
-                             f"statistics; base method {method_name(self.base)!r} needs its "
-                             f"own ({statistic.name}), which cannot be permuted with them")
+        wrapper_statistic(self.base, "channel permutation")
 
     @property
     def statistic(self):
         """The base's input statistic, or the input norms the permutation's scores need."""
-        return GRAM if self.base.statistic == GRAM else INPUT_NORMS
+        return wrapper_statistic(self.base, "channel permutation")
 
     @property
     def name(self) -> str:
@@ -177,8 +172,7 @@ class ChannelPermutation:
 
     def _scores(self, kernel, statistic):
         if isinstance(self.base, ScoreMethod):
-            base_stat = statistic if self.base.statistic is not None else None
-            return self.base.score_fn(kernel, base_stat)
+            return self.base.score_fn(kernel, statistic_for(self.base, statistic))
         return _wanda_scores(kernel, statistic)
 
     def prune_layer(self, kernel, statistic, *, sparsity, pattern, path) -> LayerPruning:
@@ -192,8 +186,7 @@ class ChannelPermutation:
                              f"M={pattern.m}")
         scores = np.asarray(jax.device_get(self._scores(kernel, statistic)), np.float64)
         perm = ria_permutation(scores, pattern.n, pattern.m)
-        base_stat = _permuted_stats(statistic if self.base.statistic is not None else None,
-                                    perm)
+        base_stat = _permuted_stats(statistic_for(self.base, statistic), perm)
         pruned = self.base.prune_layer(kernel[perm], base_stat, sparsity=sparsity,
                                        pattern=pattern, path=path)
         inverse = jnp.asarray(np.argsort(perm))
