@@ -180,6 +180,12 @@ def _check_method(config: OneShotConfig, pattern) -> None:
     _checks.check_int("batch_size", config.batch_size, minimum=1)
 
 
+def _check_one_device(config: OneShotConfig, what: str) -> None:
+    if config.mesh_data * config.mesh_model > 1:
+        raise ValueError(f"{what} runs on one device; mesh "
+                         f"{config.mesh_data}x{config.mesh_model} must be 1x1 with it")
+
+
 def _check_reconstruction(config: OneShotConfig, pattern) -> None:
     """A reconstruction value, and the settings it cannot run with."""
     if config.reconstruction is None:
@@ -190,9 +196,7 @@ def _check_reconstruction(config: OneShotConfig, pattern) -> None:
     if pattern.kind == GLOBAL:
         raise ValueError("reconstruction refits each block after its layers are pruned; "
                          "pattern 'global' prunes every kernel at once, before any block runs")
-    if config.mesh_data * config.mesh_model > 1:
-        raise ValueError(f"reconstruction runs on one device; mesh "
-                         f"{config.mesh_data}x{config.mesh_model} must be 1x1 with it")
+    _check_one_device(config, "reconstruction")
 
 
 def _check_learn_masks(config: OneShotConfig, pattern) -> None:
@@ -204,9 +208,7 @@ def _check_learn_masks(config: OneShotConfig, pattern) -> None:
     if not pattern.is_n_of_m:
         raise ValueError(f"learn_masks chooses among N:M candidate patterns; pattern must be "
                          f"N:M (such as 2:4), got {str(pattern)!r}")
-    if config.mesh_data * config.mesh_model > 1:
-        raise ValueError(f"learn_masks runs on one device; mesh "
-                         f"{config.mesh_data}x{config.mesh_model} must be 1x1 with it")
+    _check_one_device(config, "learn_masks")
 
 
 def _planned_sparsity(config: OneShotConfig, pattern) -> float:
