@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import criteria
+from jaxprune import criteria, selection
 from jaxprune.oneshot.methods import (
     WANDA,
     LayerPruning,
@@ -54,12 +54,10 @@ def kept_score(scores: np.ndarray, n: int, m: int) -> float:
 
 
 def _reallocate(scores: np.ndarray, n: int, m: int) -> np.ndarray:
-    """Step 1: channels dealt out by their count of weights kept per output unit."""
+    """Step 1: channels dealt out by their count of weights kept per output unit (jaxprune's
+    own per-output selection at the N:M pattern's sparsity)."""
     dim = scores.shape[0]
-    pruned = dim - (dim * n) // m
-    order = np.argsort(scores, axis=0, kind="stable")
-    kept = np.ones_like(scores, bool)
-    np.put_along_axis(kept, order[:pruned], False, axis=0)
+    kept = np.asarray(selection.select_per_output(jnp.asarray(scores, jnp.float32), 1 - n / m))
     by_count = np.argsort(kept.sum(axis=1), kind="stable")
     groups = dim // m
     perm = np.empty(dim, np.int64)
@@ -99,7 +97,8 @@ def ria_permutation(scores: np.ndarray, n: int, m: int) -> np.ndarray:
     """RIA's channel permutation of a kernel's inputs (module docstring).
 
     Args:
-      scores: ``[in, out]`` scores, higher kept; ``in`` a multiple of ``m``.
+      scores: ``[in, out]`` scores, higher kept; ``in`` a multiple of ``m``. The first step
+        ranks them in float32, as jaxprune's selection does.
       n, m: the N:M pattern (N kept of every M).
 
     Returns:
