@@ -54,6 +54,16 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     config.maskllm_prior_strength = 3.0
     config.maskllm_weight_reg = 1e-5
     config.maskllm_seed = 0
+    # Weight quantization after each block is pruned (jaxprune.quant): "rtn" (round to
+    # nearest), "gptq" (keeps each kernel's mask; blocksize and damp as SparseGPT's), or
+    # "joint" (method sparsegpt only: prune and quantize in one column sweep). Method "dense"
+    # with a quantizer quantizes the model as it is.
+    config.quantize = "none"
+    config.quant_bits = 4
+    # Inputs per scale (0: one scale per output unit). 64, not the usual 128: SmolLM2's hidden
+    # size, 576, is 4.5 groups of 128, and a group must divide every quantized kernel's inputs.
+    config.quant_group_size = 64
+    config.quant_symmetric = True
     config.allocation = "uniform"  # or "owl"
     config.owl_lambda = 0.08
     config.owl_m = 5.0

@@ -285,13 +285,34 @@ def copy_with(config: ml_collections.ConfigDict, **fields) -> ml_collections.Con
     return config
 
 
+# Switches added after results were recorded, each with the value that leaves the computation
+# as it was before the switch existed, and the settings only it reads. While a switch is off,
+# it and its settings stay out of fingerprints (at any depth: a sweep's base too), so work
+# directories and sweep rows written before it existed still resume.
+SWITCHED_FIELDS = {"quantize": ("none", ("quant_bits", "quant_group_size", "quant_symmetric"))}
+
+
+def without_switched_off(node):
+    """``node`` (a nested dict) without the switched-off fields of ``SWITCHED_FIELDS``."""
+    if not isinstance(node, dict):
+        return node
+    node = {k: without_switched_off(v) for k, v in node.items()}
+    for switch, (off, settings) in SWITCHED_FIELDS.items():
+        if switch in node and node[switch] == off:
+            for name in (switch, *settings):
+                node.pop(name, None)
+    return node
+
+
 def config_fingerprint(config: ml_collections.ConfigDict, *, ignore=OUTPUT_FIELDS) -> str:
-    """SHA-256 of the resolved config's canonical JSON, without the fields in ``ignore``.
+    """SHA-256 of the resolved config's canonical JSON, without the fields in ``ignore`` and
+    the switched-off ones (``SWITCHED_FIELDS``).
 
     Two configs with the same fingerprint describe the same computation; output locations do
     not count.
     """
-    payload = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    payload = without_switched_off(
+        {k: v for k, v in config.to_dict().items() if k not in ignore})
     text = json.dumps(payload, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 

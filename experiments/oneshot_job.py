@@ -9,14 +9,16 @@ import os
 import time
 
 import numpy as np
+from flax import nnx
 
 from experiments import common
-from jaxprune import models, oneshot
+from jaxprune import models, oneshot, quant
 from jaxprune.eval.perplexity import streamed_perplexity
 from jaxprune.patterns import parse_pattern
 
-# config.method for evaluating the model as loaded, without pruning (a sweep's baseline row).
-DENSE = "dense"
+# config.method for evaluating the model as loaded, without pruning (a sweep's baseline row),
+# or quantizing it as it is (with config.quantize).
+DENSE = oneshot.registry.DENSE
 
 
 # The config's fields that are the job's, not the pruning settings': everything else at the
@@ -38,6 +40,11 @@ def oneshot_settings(config) -> oneshot.OneShotConfig:
     return oneshot.settings_from_config(config)
 
 
+def runs_engine(config) -> bool:
+    """Whether the job runs the one-shot engine: to prune, or to quantize a dense model."""
+    return config.method != DENSE or config.quantize != "none"
+
+
 def check_config(config) -> None:
     """Checks what can be checked before loading anything.
 
@@ -51,15 +58,15 @@ def check_config(config) -> None:
         raise ValueError(f"config.method must be {DENSE!r} or one of "
                          f"{sorted(oneshot.registry.METHODS)}, got {config.method!r}")
     check_pattern_and_sparsity(config)
-    if config.method != DENSE:
+    if runs_engine(config):
         oneshot_settings(config)  # the method's and the allocation's own option checks
     saving = [name for name in ("save_checkpoint", "save_hf") if config.get(name)]
     if saving and not config.workdir:
         raise ValueError(f"config.workdir is required to save the pruned model "
                          f"(config.{saving[0]}=True)")
-    if saving and config.method == DENSE:
-        raise ValueError("config.method 'dense' prunes nothing; there is no model to save "
-                         f"(config.{saving[0]}=True)")
+    if saving and not runs_engine(config):
+        raise ValueError("config.method 'dense' without config.quantize changes nothing; there "
+                         f"is no model to save (config.{saving[0]}=True)")
     if config.get("stream"):
         check_stream_config(config)
 
@@ -73,6 +80,9 @@ def check_stream_config(config) -> None:
     if not config.workdir:
         raise ValueError(f"config.stream=True writes the pruned model to "
                          f"WORKDIR/{STREAMED_DIR} as it goes: config.workdir is required")
+    if config.quantize != "none":
+        raise ValueError(f"config.quantize={config.quantize!r} does not apply with "
+                         f"config.stream=True (the streamed engine writes float kernels)")
     for name in ("save_checkpoint", "save_hf", "distributed"):
         if config.get(name):
             raise ValueError(f"config.{name}=True does not apply with config.stream=True (one "
@@ -131,7 +141,7 @@ def prepare(config, resources: common.Resources) -> None:
     common.check_zeroshot_data(config.eval.zeroshot)  # before the model loads
     model, _ = resources.model(config)
     segments = resources.calibration_segments(config)
-    if config.method != DENSE:
+    if runs_engine(config):
         plan = oneshot.plan_streamed if config.get("stream") else oneshot.plan_oneshot
         plan(model, segments, oneshot_settings(config))
     resources.evaluation_tokens(config)
@@ -159,7 +169,7 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
     eval_tokens = resources.evaluation_tokens(config)
     start = time.perf_counter()
     result = None
-    if config.method != DENSE:
+    if runs_engine(config):
         result = oneshot.prune_oneshot(model, segments, oneshot_settings(config))
         model = result.model
     prune_seconds = time.perf_counter() - start
@@ -210,13 +220,26 @@ def _metrics(config, result, sparsity: float, evaluation) -> dict:
         extras = [config.refine, "permute" if config.permute else "none",
                   "owl" if config.allocation == "owl" else "none",
                   "recon" if config.reconstruction != "none" else "none",
-                  "maskllm" if config.learn_masks != "none" else "none"]
+                  "maskllm" if config.learn_masks != "none" else "none", quant_label(config)]
         method += "".join(f"+{extra}" for extra in extras if extra != "none")
+    quantized = {}
+    if getattr(result, "quantized", None):
+        quantized["weights_mb"] = quant.model_storage_bytes(
+            nnx.state(result.model, nnx.Param), result.quantized) / 2**20
     return {
         "method": method,
-        "pattern": config.pattern if result else "-",
+        "pattern": config.pattern if config.method != DENSE else "-",
         "setting": setting_label(config),
         "sparsity": sparsity,
         "perplexity": evaluation.perplexity,
         "mean_nll": evaluation.mean_nll,
+        **quantized,
     }
+
+
+def quant_label(config) -> str:
+    """``gptq-int4-g128-sym``-style: the quantizer and its grid, or "none"."""
+    if config.quantize == "none":
+        return "none"
+    spec = quant.QuantSpec(config.quant_bits, config.quant_group_size, config.quant_symmetric)
+    return f"{config.quantize}-{spec.label}"

@@ -12,8 +12,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Bottom up, as docs/architecture.md draws them. Top-level modules of jaxprune/ are the core;
 # a subpackage may import its own modules and those of lower layers.
-LAYERS = {"core": 0, "models": 1, "kernels": 1, "data": 2, "eval": 3,
-          "oneshot": 4, "training": 4, "structured": 4}
+LAYERS = {"core": 0, "quant": 1, "models": 2, "kernels": 2, "data": 3, "eval": 4,
+          "oneshot": 5, "training": 5, "structured": 5}
 EXTRAS = ("gguf", "tokenizers", "safetensors", "matplotlib", "torch", "transformers", "pyarrow",
           "lm_eval", "datasets", "huggingface_hub")
 
@@ -87,6 +87,7 @@ def test_every_subpackage_imports_without_the_extras():
         "sys.meta_path.insert(0, Block())\n"
         "import jaxprune, jaxprune.structured, jaxprune.data, jaxprune.training\n"
         "import jaxprune.oneshot, jaxprune.models, jaxprune.eval, jaxprune.kernels\n"
+        "import jaxprune.quant\n"
         "import tempfile\n"
         "from jaxprune import models\n"
         "path = tempfile.mkstemp(suffix='.gguf')[1]\n"

@@ -104,6 +104,18 @@ def test_prune_binary_refuses_a_bad_config_before_pruning():
          "config.eval.zeroshot: limit must be a positive integer or None, got 0"),
         ({"eval.zeroshot.tasks": "rte", "eval.zeroshot.batch_size": 0},
          "config.eval.zeroshot.batch_size must be an integer >= 1"),
+        ({"quantize": "int4"}, "config.quantize='int4' is not one of ['gptq', 'joint', 'none', "
+                               "'rtn']"),
+        ({"quantize": "gptq", "quant_bits": 3},
+         "config.quantize='gptq': quant_bits must be one of (4, 8), got 3"),
+        ({"quantize": "rtn", "quant_group_size": 48},
+         "quantization group_size 48 does not divide the 128 inputs of "
+         "'layers/0/mlp/down_proj/kernel'"),
+        ({"quantize": "joint", "method": "wanda"},
+         "config.quantize='joint' quantizes inside SparseGPT's sweep: config.method must be "
+         "'sparsegpt'"),
+        ({"quantize": "gptq", "stream": True},
+         "config.quantize='gptq' does not apply with config.stream=True"),
     ],
 )
 def test_prune_job_refuses_bad_config_before_pruning(overrides, message, tmp_path):

@@ -32,8 +32,7 @@ def settings(**fields):
     """One-shot settings from config-style fields (names for the method and the allocation),
     through the same conversion the binaries use."""
     defaults = {f.name: f.default for f in dataclasses.fields(oneshot.OneShotConfig)
-                if f.name not in ("method", "allocation", "reconstruction", "learn_masks",
-                                  "gather")}
+                if f.name in oneshot.registry.plain_fields()}
     return oneshot.settings_from_config(oneshot_fields(**defaults) | fields)
 
 

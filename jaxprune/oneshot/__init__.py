@@ -4,8 +4,10 @@ Built in: ``MAGNITUDE``, ``OBD``, ``OBD_FISHER``, ``WANDA``, ``SparseGPT(blocksi
 ``ria_method(ria_alpha)``, ``ALPS(rho, iters, cg_steps, damp)``,
 ``wanda_pp_method(rgs_alpha)``; a criterion of one's own is
 ``ScoreMethod(score_fn)``; ``DSnoT(base)`` refines any of their masks and
-``ChannelPermutation(base)`` runs any N:M one on permuted inputs. Configs name them
-through ``registry.METHODS`` and ``registry.REFINEMENTS``.
+``ChannelPermutation(base)`` runs any N:M one on permuted inputs; ``KEEP_NONZERO`` prunes
+nothing. Quantizers (``RoundToNearest(spec)``, ``GPTQ(spec)``) quantize each block after it is
+pruned, and ``SparseGPT(quant=spec)`` prunes and quantizes in one sweep. Configs name them
+through ``registry.METHODS``, ``registry.REFINEMENTS`` and ``registry.QUANTIZERS``.
 """
 
 from jaxprune.oneshot import registry
@@ -26,11 +28,13 @@ from jaxprune.oneshot.methods import (
     FISHER,
     GRAM,
     INPUT_NORMS,
+    KEEP_NONZERO,
     MAGNITUDE,
     OBD,
     OBD_FISHER,
     WANDA,
     InputStatistic,
+    KeepNonzero,
     LayerPruning,
     ModelStatistic,
     OneShotMethod,
@@ -39,6 +43,13 @@ from jaxprune.oneshot.methods import (
 )
 from jaxprune.oneshot.owl import OWL, outlier_ratio, owl_sparsities
 from jaxprune.oneshot.permutation import ChannelPermutation, kept_score, ria_permutation
+from jaxprune.oneshot.quantizers import (
+    GPTQ,
+    QuantizedLayer,
+    RoundToNearest,
+    gptq_quantize_layer,
+    rtn_quantize_kernel,
+)
 from jaxprune.oneshot.reconstruct import BlockReconstruction, reconstruct_block
 from jaxprune.oneshot.regional import (
     REGIONAL_GRADIENT,
@@ -51,9 +62,12 @@ from jaxprune.oneshot.regional import (
 from jaxprune.oneshot.registry import settings_from_config
 from jaxprune.oneshot.ria import ria_method, ria_score
 from jaxprune.oneshot.sparsegpt import (
+    SweepResult,
     check_sparsegpt_settings,
     sparsegpt_prune_layer,
+    sparsegpt_sweep,
     sparsegpt_with_retry,
+    sweep_with_retry,
 )
 from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats
 from jaxprune.oneshot.streaming import (
@@ -70,38 +84,45 @@ __all__ = [
     "ChannelPermutation",
     "DSnoT",
     "FISHER",
+    "GPTQ",
     "GRAM",
     "INPUT_NORMS",
+    "InputStatistic",
+    "InputStats",
+    "KEEP_NONZERO",
+    "KeepNonzero",
+    "LayerPruning",
     "MAGNITUDE",
+    "MaskLLM",
+    "ModelStatistic",
     "OBD",
     "OBD_FISHER",
     "ORDERS",
     "OWL",
-    "REGIONAL_GRADIENT",
-    "WANDA",
-    "InputStatistic",
-    "InputStats",
-    "LayerPruning",
-    "MaskLLM",
-    "ModelStatistic",
     "OneShotConfig",
     "OneShotMethod",
     "OneShotResult",
+    "QuantizedLayer",
+    "REGIONAL_GRADIENT",
     "RegionalStatistic",
     "RegionalStats",
+    "RoundToNearest",
     "ScoreMethod",
-    "StreamedResult",
     "SparseGPT",
+    "StreamedResult",
+    "SweepResult",
+    "WANDA",
     "achieved_sparsity",
+    "add_input_stats",
     "alps_method",
     "alps_prune_layer",
-    "add_input_stats",
     "batch_input_stats",
     "candidate_masks",
     "check_sparsegpt_settings",
     "dsnot_refine",
     "dsnot_refinement",
     "empirical_fisher_diagonal",
+    "gptq_quantize_layer",
     "kept_score",
     "learn_nm_masks",
     "outlier_ratio",
@@ -115,13 +136,16 @@ __all__ = [
     "regional_gradients",
     "registry",
     "restore_pruned",
-    "ria_permutation",
-    "ria_method",
     "rgs_score",
+    "ria_method",
+    "ria_permutation",
     "ria_score",
+    "rtn_quantize_kernel",
     "settings_from_config",
     "sparsegpt_prune_layer",
+    "sparsegpt_sweep",
     "sparsegpt_with_retry",
     "streamed_sparsity",
+    "sweep_with_retry",
     "wanda_pp_method",
 ]

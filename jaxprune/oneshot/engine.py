@@ -68,6 +68,10 @@ class OneShotConfig:
       learn_masks: ``None``, or ``MaskLLM(...)``: N:M only; after the method, its masks are
         the prior of MaskLLM's end-to-end mask learning, and the result is the dense model
         under the learned masks (``jaxprune.oneshot.maskllm``).
+      quantization: ``None``, or a quantizer (``jaxprune.quant.RoundToNearest(spec)``,
+        ``GPTQ(spec)``): after each block's layers are pruned (and refit), their kernels are
+        quantized keeping their masks, so later blocks calibrate on the quantized prefix. A
+        method that quantizes as it prunes (``SparseGPT(quant=spec)``) needs none.
       mesh_data: devices along the mesh's ``data`` axis: each calibration batch is split over
         them and the statistics are summed across them.
       mesh_model: devices along the ``model`` axis: each pruned kernel is split by output
@@ -86,6 +90,7 @@ class OneShotConfig:
     allocation: owl.OWL | None = None
     reconstruction: BlockReconstruction | None = None
     learn_masks: MaskLLM | None = None
+    quantization: Any = None
     mesh_data: int = 1
     mesh_model: int = 1
     # A choice for library callers (a job always gathers to save), so no config field.
@@ -106,6 +111,8 @@ class OneShotResult:
       block_errors: with a reconstruction, each block's mean squared error against the dense
         block before and after it (by block index); else empty.
       mask_losses: with ``learn_masks``, the language-model loss of each learning step.
+      quantized: with quantization, each quantized kernel as a ``qwix.QArray`` by path (the
+        model holds the same values in floating point).
     """
 
     model: Any
@@ -115,6 +122,7 @@ class OneShotResult:
     seconds: float
     block_errors: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
     mask_losses: list[float] = dataclasses.field(default_factory=list)
+    quantized: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +219,37 @@ def _check_learn_masks(config: OneShotConfig, pattern) -> None:
     _check_one_device(config, "learn_masks")
 
 
+def _check_quantization(config: OneShotConfig) -> None:
+    """A quantizer value, and the settings it cannot run with."""
+    quantizes = getattr(config.method, "quantizes", False)
+    if (quantizes or config.quantization is not None) and config.learn_masks is not None:
+        raise ValueError("learn_masks replaces the kernels after every block is pruned, "
+                         "quantized or not; quantize the resulting model in a second run")
+    if config.quantization is None:
+        if quantizes and config.reconstruction is not None:
+            raise ValueError(f"method {methods.method_name(config.method)!r} quantizes as it "
+                             f"prunes; a reconstruction would move the weights off the grid "
+                             f"(quantize after it with a quantizer such as GPTQ instead)")
+        return
+    if not (hasattr(config.quantization, "quantize_layer")
+            and hasattr(config.quantization, "statistic")):
+        raise TypeError(f"quantization must be None or a quantizer (statistic, quantize_layer) "
+                        f"such as jaxprune.quant.GPTQ(spec), got {config.quantization!r}")
+    if quantizes:
+        raise ValueError(f"method {methods.method_name(config.method)!r} quantizes as it "
+                         f"prunes; a second quantization would round twice")
+    _check_one_device(config, "quantization")
+
+
+def _check_quantized_shapes(config: OneShotConfig, chosen) -> None:
+    """Every chosen kernel's input size against the quantization grids' group size."""
+    specs = [spec for spec in (getattr(config.quantization, "spec", None),
+                               getattr(config.method, "quant", None)) if spec is not None]
+    for spec in specs:
+        for path, leaf in chosen:
+            spec.check_layer(leaf.shape[0], path)
+
+
 def _planned_sparsity(config: OneShotConfig, pattern) -> float:
     """The sparsity to reach: the pattern's for N:M (checked against ``config.sparsity``)."""
     if pattern.is_n_of_m:
@@ -294,9 +333,11 @@ def plan_oneshot(model, segments: np.ndarray, config: OneShotConfig) -> _Plan:
     _check_method(config, pattern)
     _check_reconstruction(config, pattern)
     _check_learn_masks(config, pattern)
+    _check_quantization(config)
     sparsity = _planned_sparsity(config, pattern)
     _check_allocation(config, pattern)
     targets, chosen = _layer_targets(model, config, pattern)
+    _check_quantized_shapes(config, chosen)
     segments = np.asarray(segments)
     _check_segments(segments, model.config.vocab_size)
     mesh = _check_mesh(config, segments.shape[0], chosen)
@@ -352,6 +393,7 @@ class _Pass:
       rows: their report rows.
       block_errors: each refit block's error before and after its reconstruction.
       gradients: the current block's regional gradients by linear-layer name (Wanda++).
+      quantized: the quantized kernels so far (``qwix.QArray``) by path.
     """
 
     hidden: list
@@ -363,6 +405,7 @@ class _Pass:
     rows: list = dataclasses.field(default_factory=list)
     block_errors: dict = dataclasses.field(default_factory=dict)
     gradients: dict = dataclasses.field(default_factory=dict)
+    quantized: dict = dataclasses.field(default_factory=dict)
 
 
 def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotConfig(), *,
@@ -397,8 +440,12 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     pruned = nnx.clone(model)  # new variables; arrays are shared until replaced
     if plan.mesh is not None:
         _shard_model(pruned, plan)
-    if plan.method.statistic is None and config.reconstruction is None:
+    quantizer_statistic = getattr(config.quantization, "statistic", None)
+    if (plan.method.statistic is None and config.reconstruction is None
+            and quantizer_statistic is None):
         run = _prune_without_calibration(pruned, plan)
+        for index, linears in plan.targets.items():
+            quantize_block(pruned.layers[index], linears, {}, run, config)
     else:
         run = _start_calibration(model, pruned, segments, plan, config, progress)
         name = methods.method_name(plan.method)
@@ -409,6 +456,7 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
             _solve_layers(block, linears, stats, run, plan, run.block_sparsity[index]
                           if linears else plan.sparsity)
             refit_block(block, index, linears, dense_out, run, config)
+            quantize_block(block, linears, stats, run, config)
             _advance(block, dense_out, run, config)
             if linears:
                 logging.info("block %d: pruned %d layers, %.1f s elapsed", index,
@@ -416,7 +464,8 @@ def prune_oneshot(model, segments: np.ndarray, config: OneShotConfig = OneShotCo
     mask_losses = (_learn_masks(model, pruned, segments, run, plan, config.learn_masks, progress)
                    if config.learn_masks is not None else [])
     result = OneShotResult(pruned, _mask_tree(pruned, run.masks), run.rows, run.block_sparsity,
-                           time.perf_counter() - start, run.block_errors, mask_losses)
+                           time.perf_counter() - start, run.block_errors, mask_losses,
+                           run.quantized)
     return _finish(result, plan, config)
 
 
@@ -445,13 +494,15 @@ def _calibrate_block(block, linears, run: _Pass, plan: _Plan, config: OneShotCon
     statistics or the order or a reconstruction needs the dense outputs; else
     ``(None, {})``."""
     statistic = plan.method.statistic
+    input_statistics = [s for s in (statistic, getattr(config.quantization, "statistic", None))
+                        if isinstance(s, methods.InputStatistic)]
     regional = isinstance(statistic, RegionalStatistic)
-    needs_inputs = regional or isinstance(statistic, methods.InputStatistic)
+    needs_inputs = regional or bool(input_statistics)
     needs_outputs = config.order == "dense" or config.reconstruction is not None
     if not linears or not (needs_inputs or needs_outputs):
         return None, {}
     groups = tuple(sorted({t.group for t in linears}))
-    with_gram = isinstance(statistic, methods.InputStatistic) and statistic.with_gram
+    with_gram = any(s.with_gram for s in input_statistics)
     if regional:  # taken on the dense block, before any of its layers is pruned
         run.gradients = regional_gradients(block, [t.name for t in linears], run.hidden,
                                            run.cos, run.sin)
@@ -468,8 +519,11 @@ def _solve_layers(block, linears, stats: dict, run: _Pass, plan: _Plan,
             statistic = RegionalStats(stats[target.group], run.gradients[target.name])
         else:
             statistic = stats.get(target.group)
-        run.masks[target.path], row = _prune_kernel(
-            _linear(block, target.name), target.path, statistic, sparsity, plan)
+        pruning, row = _prune_kernel(_linear(block, target.name), target.path, statistic,
+                                     sparsity, plan)
+        run.masks[target.path] = pruning.keep
+        if getattr(pruning, "quantized", None) is not None:
+            run.quantized[target.path] = pruning.quantized
         run.rows.append(row)
 
 
@@ -484,6 +538,25 @@ def refit_block(block, index: int, linears, dense_out, run: _Pass,
                                config.reconstruction)
     run.block_errors[index] = errors
     logging.info("block %d: reconstruction error %.4g -> %.4g", index, *errors)
+
+
+def quantize_block(block, linears, stats: dict, run: _Pass, config: OneShotConfig) -> None:
+    """With a quantizer, quantizes the block's pruned kernels in place keeping their masks
+    (not those its method already quantized); records the ``QArray``s and report fields."""
+    if config.quantization is None:
+        return
+    rows = {row["path"]: row for row in run.rows}
+    for target in linears:
+        if target.path in run.quantized:
+            continue
+        linear = _linear(block, target.name)
+        start = time.perf_counter()
+        layer = config.quantization.quantize_layer(
+            linear.kernel[...], run.masks[target.path], stats.get(target.group),
+            path=target.path)
+        linear.kernel[...] = layer.kernel
+        run.quantized[target.path] = layer.quantized
+        rows[target.path].update(layer.info, quant_seconds=time.perf_counter() - start)
 
 
 def _learn_masks(model, pruned, segments, run: _Pass, plan: _Plan, settings: MaskLLM,
@@ -515,15 +588,16 @@ def _advance(block, dense_out, run: _Pass, config: OneShotConfig) -> None:
 
 
 def _prune_kernel(linear, path: str, statistic, sparsity: float,
-                  plan: _Plan) -> tuple[jax.Array, dict]:
-    """Prunes one linear layer in place by the plan's method; returns its mask and report row."""
+                  plan: _Plan) -> tuple[methods.LayerPruning, dict]:
+    """Prunes one linear layer in place by the plan's method; returns what the method returned
+    and the report row."""
     layer_start = time.perf_counter()
     pruning = plan.method.prune_layer(linear.kernel[...], statistic, sparsity=sparsity,
                                       pattern=plan.pattern, path=path)
     linear.kernel[...] = pruning.kernel
     row = {"path": path, **pruning.info, "sparsity": masks.sparsity(pruning.keep),
            "seconds": time.perf_counter() - layer_start}
-    return pruning.keep, row
+    return pruning, row
 
 
 def _calibration_batches(segments: np.ndarray, batch_size: int, mesh) -> list[jax.Array]:

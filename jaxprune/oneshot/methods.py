@@ -31,6 +31,7 @@ from jaxprune import criteria, selection
 from jaxprune.oneshot import sparsegpt
 from jaxprune.oneshot.fisher import empirical_fisher_diagonal
 from jaxprune.patterns import GLOBAL, PER_OUTPUT, Pattern
+from jaxprune.quant.spec import QuantSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +68,13 @@ Statistic = InputStatistic | ModelStatistic | None
 
 
 class LayerPruning(NamedTuple):
-    """What a method returns for one kernel: the new kernel, the kept mask, report fields."""
+    """What a method returns for one kernel: the new kernel, the kept mask, report fields,
+    and (for a method that quantizes as it prunes) the kernel as a ``qwix.QArray``."""
 
     kernel: jax.Array
     keep: jax.Array
     info: dict
+    quantized: Any = None
 
 
 @runtime_checkable
@@ -176,16 +179,29 @@ class SparseGPT:
     Attributes:
       blocksize: the lazy-update block (columns), a multiple of M for N:M.
       damp: dampening, a fraction of the mean Hessian diagonal, in (0, 1].
+      quant: a ``jaxprune.quant.QuantSpec`` to quantize the kept weights in the same sweep
+        (the paper's joint sparsification and quantization), or ``None``.
 
     References:
       Frantar & Alistarh 2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned
-      in One-Shot".
+      in One-Shot" (Algorithm 1; joint quantization, section 3.5).
     """
 
     blocksize: int = 128
     damp: float = 0.01
+    # Set by config.quantize="joint" (jaxprune.oneshot.registry), not a config field itself.
+    quant: QuantSpec | None = dataclasses.field(default=None,
+                                                metadata={"config_field": False})
     statistic = GRAM
-    name = "sparsegpt"
+
+    @property
+    def name(self) -> str:
+        return "sparsegpt" if self.quant is None else f"sparsegpt+{self.quant.label}"
+
+    @property
+    def quantizes(self) -> bool:
+        """Whether the kernels it returns are quantized (the engine then adds no quantizer)."""
+        return self.quant is not None
 
     def check(self, pattern: Pattern) -> None:
         """Raises ``ValueError`` for per-output or global groups and for bad settings."""
@@ -202,12 +218,35 @@ class SparseGPT:
         Raises:
           FloatingPointError: when the solve fails even with raised dampening.
         """
-        new_kernel, keep, damp = sparsegpt.sparsegpt_with_retry(
+        if self.quant is not None:
+            self.quant.check_layer(kernel.shape[0], path)
+        result, damp = sparsegpt.sweep_with_retry(
             kernel, statistic.gram, name=path,
             sparsity=None if pattern.is_n_of_m else sparsity,
             pattern=pattern if pattern.is_n_of_m else None,
-            blocksize=self.blocksize, damp=self.damp)
-        return LayerPruning(new_kernel, keep, {"damp": damp})
+            quant=self.quant, blocksize=self.blocksize, damp=self.damp)
+        return LayerPruning(result.kernel, result.keep, {"damp": damp}, result.quantized)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepNonzero:
+    """Prunes nothing more: keeps every non-zero weight (all of a dense kernel's, a pruned
+    kernel's mask). With a quantizer it makes the engine a post-training quantizer that keeps
+    whatever sparsity the model already has."""
+
+    statistic = None
+    name = "dense"
+
+    def check(self, pattern: Pattern) -> None:
+        """Any pattern: nothing is selected."""
+
+    def prune_layer(self, kernel, statistic, *, sparsity, pattern, path) -> LayerPruning:
+        """The kernel as it is, and its non-zero entries as the mask."""
+        del statistic, sparsity, pattern, path
+        return LayerPruning(kernel, kernel != 0, {})
+
+
+KEEP_NONZERO = KeepNonzero()
 
 
 def method_name(method) -> str:

@@ -20,6 +20,7 @@ from jaxprune.oneshot import (
     methods,
     owl,
     permutation,
+    quantizers,
     reconstruct,
     regional,
     ria,
@@ -44,18 +45,34 @@ RECONSTRUCTIONS: dict[str, Any] = {"none": None, "adam": reconstruct.block_recon
 MASK_LEARNERS: dict[str, Any] = {"none": None, "maskllm": maskllm.maskllm_settings}
 # A refinement wraps the method's value (``config.refine``): "none" keeps the method's mask.
 REFINEMENTS: dict[str, Any] = {"none": None, "dsnot": dsnot.dsnot_refinement}
+# Quantization after each block (``config.quantize`` and ``config.quant_*``). "joint" is no
+# quantizer: SparseGPT quantizes in its own sweep (``SparseGPT(quant=spec)``).
+JOINT = "joint"
+QUANTIZERS: dict[str, Any] = {"none": None, "rtn": quantizers.rtn_quantizer,
+                              "gptq": quantizers.gptq_quantizer, JOINT: quantizers.quant_spec}
+# config.method "dense" prunes nothing: alone, the job evaluates the model as loaded; with a
+# quantizer, the engine runs with this method and quantizes the model keeping its zeros.
+DENSE = "dense"
 # OneShotConfig fields that come from a registry rather than straight from the config.
-_FROM_REGISTRY = ("method", "allocation", "reconstruction", "learn_masks")
+_FROM_REGISTRY = ("method", "allocation", "reconstruction", "learn_masks", "quantization")
 
 
 def _is_factory(entry) -> bool:
     return inspect.isclass(entry) or inspect.isfunction(entry)
 
 
+def _factory_options(entry) -> list[str]:
+    """The config fields a factory reads: its parameters, less a dataclass's fields marked
+    ``config_field=False`` (set by the registry from other fields)."""
+    hidden = {f.name for f in dataclasses.fields(entry) if not f.metadata.get(
+        "config_field", True)} if dataclasses.is_dataclass(entry) else set()
+    return [p for p in inspect.signature(entry).parameters if p not in hidden]
+
+
 def option_names(registry: dict[str, Any]) -> set[str]:
     """Every config field that some entry's factory reads."""
     return {name for entry in registry.values() if _is_factory(entry)
-            for name in inspect.signature(entry).parameters}
+            for name in _factory_options(entry)}
 
 
 def from_registry(registry: dict[str, Any], field: str, config) -> Any:
@@ -78,7 +95,7 @@ def from_registry(registry: dict[str, Any], field: str, config) -> Any:
     entry = registry[name]
     if not _is_factory(entry):
         return entry
-    options = {p: config[p] for p in inspect.signature(entry).parameters if p in config}
+    options = {p: config[p] for p in _factory_options(entry) if p in config}
     try:
         return entry(**options)
     except (TypeError, ValueError) as err:
@@ -95,9 +112,10 @@ def plain_fields() -> tuple[str, ...]:
 def config_fields() -> set[str]:
     """Every config field the one-shot settings read: the plain fields, the two names and
     every registered factory's options."""
-    return {*plain_fields(), *_FROM_REGISTRY, "refine", "permute", *option_names(METHODS),
-            *option_names(ALLOCATIONS), *option_names(REFINEMENTS),
-            *option_names(RECONSTRUCTIONS), *option_names(MASK_LEARNERS)}
+    return {*plain_fields(), *(set(_FROM_REGISTRY) - {"quantization"}), "refine", "permute",
+            "quantize", *option_names(METHODS), *option_names(ALLOCATIONS),
+            *option_names(REFINEMENTS), *option_names(RECONSTRUCTIONS),
+            *option_names(MASK_LEARNERS), *option_names(QUANTIZERS)}
 
 
 def settings_from_config(config) -> OneShotConfig:
@@ -114,7 +132,8 @@ def settings_from_config(config) -> OneShotConfig:
     Raises:
       ValueError: naming the field for an unknown name or a bad option.
     """
-    method = from_registry(METHODS, "method", config)
+    method = (methods.KEEP_NONZERO if config["method"] == DENSE
+              else from_registry(METHODS, "method", config))
     refine = from_registry(REFINEMENTS, "refine", config)
     if refine is not None:
         try:
@@ -125,9 +144,29 @@ def settings_from_config(config) -> OneShotConfig:
         raise ValueError(f"config.permute must be True or False, got {config['permute']!r}")
     if config["permute"]:
         method = permutation.ChannelPermutation(method)
+    method, quantization = _quantization(method, config)
     return OneShotConfig(
         method=method,
         allocation=from_registry(ALLOCATIONS, "allocation", config),
         reconstruction=from_registry(RECONSTRUCTIONS, "reconstruction", config),
         learn_masks=from_registry(MASK_LEARNERS, "learn_masks", config),
+        quantization=quantization,
         **{name: config[name] for name in plain_fields()})
+
+
+def _quantization(method, config) -> tuple[Any, Any]:
+    """``(method, quantizer)`` for ``config.quantize``: "joint" gives SparseGPT the spec and
+    no quantizer; the others leave the method as it is.
+
+    Raises:
+      ValueError: naming the field, for an unknown name, a bad ``quant_*`` value, or "joint"
+        with another method than SparseGPT or with a refinement or permutation around it.
+    """
+    quantizer = from_registry(QUANTIZERS, "quantize", config)
+    if config["quantize"] != JOINT:
+        return method, quantizer
+    if not isinstance(method, methods.SparseGPT):
+        raise ValueError(f"config.quantize='joint' quantizes inside SparseGPT's sweep: "
+                         f"config.method must be 'sparsegpt' (without refine or permute), got "
+                         f"{config['method']!r}")
+    return dataclasses.replace(method, quant=quantizer), None

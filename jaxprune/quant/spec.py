@@ -23,12 +23,26 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxprune._checks import check_int
-
 BITS = (4, 8)
 _QTYPES = {4: jnp.int4, 8: jnp.int8}
 # A scale below this is replaced by 1 (an all-zero group), as qwix does.
 _TINY_SCALE = math.sqrt(float(jnp.finfo(jnp.float32).tiny))
+
+
+def check_quant_settings(bits, group_size, symmetric, *, prefix: str = "") -> None:
+    """Checks quantization settings; errors name them with ``prefix`` (``quant_`` for the
+    config fields).
+
+    Raises:
+      ValueError: naming the setting, its value and what is allowed.
+    """
+    if isinstance(bits, bool) or bits not in BITS:
+        raise ValueError(f"{prefix}bits must be one of {BITS}, got {bits!r}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 0:
+        raise ValueError(f"{prefix}group_size must be 0 (one scale per output unit) or a "
+                         f"positive number of inputs, got {group_size!r}")
+    if not isinstance(symmetric, bool):
+        raise ValueError(f"{prefix}symmetric must be True or False, got {symmetric!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +61,7 @@ class QuantSpec:
     symmetric: bool = True
 
     def __post_init__(self):
-        if isinstance(self.bits, bool) or self.bits not in BITS:
-            raise ValueError(f"quantization bits must be one of {BITS}, got {self.bits!r}")
-        check_int("quantization group_size", self.group_size, minimum=0)
-        if not isinstance(self.symmetric, bool):
-            raise ValueError(f"quantization symmetric must be True or False, got "
-                             f"{self.symmetric!r}")
+        check_quant_settings(self.bits, self.group_size, self.symmetric)
 
     @property
     def qtype(self):
@@ -78,8 +87,8 @@ class QuantSpec:
         """Raises ``ValueError`` when the group size does not divide the layer's input size."""
         if self.group_size and in_features % self.group_size:
             raise ValueError(f"quantization group_size {self.group_size} does not divide the "
-                             f"{in_features} inputs of {name}; choose a divisor or 0 (per "
-                             f"channel)")
+                             f"{in_features} inputs of {name!r}; choose a divisor or 0 (one "
+                             f"scale per output unit)")
 
     def storage_bytes(self, in_features: int, out_features: int) -> int:
         """Bytes of a quantized ``[in, out]`` kernel: packed codes, float16 scales and (for

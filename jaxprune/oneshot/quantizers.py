@@ -1,4 +1,5 @@
-"""Weight quantizers as values: round-to-nearest and GPTQ, for one kernel or the one-shot engine.
+"""Weight quantizers as values: round-to-nearest and GPTQ, for one kernel or the one-shot engine
+(``OneShotConfig(quantization=GPTQ(spec))``; the grid is ``jaxprune.quant.QuantSpec``).
 
 A quantizer has ``statistic`` (what the one-shot engine collects for it: ``None``, or the
 inputs' Gram matrix) and ``quantize_layer(kernel, keep, statistic, *, path)``, which returns a
@@ -20,7 +21,7 @@ import qwix
 
 from jaxprune.oneshot import sparsegpt
 from jaxprune.oneshot.methods import GRAM
-from jaxprune.quant.spec import QuantSpec
+from jaxprune.quant.spec import QuantSpec, check_quant_settings
 
 
 class QuantizedLayer(NamedTuple):
@@ -126,3 +127,26 @@ class GPTQ:
         self.spec.check_layer(kernel.shape[0], path)
         return gptq_quantize_layer(kernel, statistic.gram, self.spec, keep=keep,
                                    blocksize=self.blocksize, damp=self.damp, name=path)
+
+
+def quant_spec(quant_bits: int, quant_group_size: int, quant_symmetric: bool) -> QuantSpec:
+    """The ``QuantSpec`` of the config fields of the same names.
+
+    Raises:
+      ValueError: naming the field (``quant_bits`` ...), its value and what is allowed.
+    """
+    check_quant_settings(quant_bits, quant_group_size, quant_symmetric, prefix="quant_")
+    return QuantSpec(quant_bits, quant_group_size, quant_symmetric)
+
+
+def rtn_quantizer(quant_bits: int, quant_group_size: int,
+                  quant_symmetric: bool) -> RoundToNearest:
+    """``RoundToNearest`` from the config fields (``config.quantize="rtn"``)."""
+    return RoundToNearest(quant_spec(quant_bits, quant_group_size, quant_symmetric))
+
+
+def gptq_quantizer(quant_bits: int, quant_group_size: int, quant_symmetric: bool,
+                   blocksize: int, damp: float) -> GPTQ:
+    """``GPTQ`` from the config fields (``config.quantize="gptq"``); the lazy-update block and
+    the dampening are SparseGPT's fields, which mean the same."""
+    return GPTQ(quant_spec(quant_bits, quant_group_size, quant_symmetric), blocksize, damp)
