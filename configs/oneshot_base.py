@@ -118,6 +118,9 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     config.overwrite = False
     config.save_checkpoint = False  # orbax checkpoint of the pruned parameters and masks
     config.save_hf = False  # Hugging Face directory of the pruned model
+    # GGUF file of the pruned model for llama.cpp (WORKDIR/model.gguf): "" (none), "F32",
+    # "F16", "Q8_0" or "Q4_0" (jaxprune.models.gguf_export).
+    config.save_gguf = ""
 
     # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binaries
     # apply these (field, value) pairs after the command line.

@@ -14,6 +14,7 @@ from flax import nnx
 from experiments import common
 from jaxprune import models, oneshot, quant
 from jaxprune.eval.perplexity import streamed_perplexity
+from jaxprune.models.gguf_export import TENSOR_TYPES, check_gguf_export
 from jaxprune.patterns import parse_pattern
 
 # config.method for evaluating the model as loaded, without pruning (a sweep's baseline row),
@@ -26,7 +27,7 @@ DENSE = oneshot.registry.DENSE
 # sides equal).
 JOB_FIELDS = ("model", "param_dtype", "calibration", "eval", "num_cpu_devices", "distributed",
               "stream", "evaluate_dense", "workdir", "overwrite", "save_checkpoint", "save_hf",
-              "runlocal", "runlocal_overrides")
+              "save_gguf", "runlocal", "runlocal_overrides")
 # Where a streamed run (config.stream=True) writes the pruned model, under the workdir.
 STREAMED_DIR = "hf"
 
@@ -60,7 +61,10 @@ def check_config(config) -> None:
     check_pattern_and_sparsity(config)
     if runs_engine(config):
         oneshot_settings(config)  # the method's and the allocation's own option checks
-    saving = [name for name in ("save_checkpoint", "save_hf") if config.get(name)]
+    saving = [name for name in ("save_checkpoint", "save_hf", "save_gguf") if config.get(name)]
+    if config.get("save_gguf") and config.save_gguf not in TENSOR_TYPES:
+        raise ValueError(f"config.save_gguf must be '' (no GGUF) or one of {TENSOR_TYPES}, "
+                         f"got {config.save_gguf!r}")
     if saving and not config.workdir:
         raise ValueError(f"config.workdir is required to save the pruned model "
                          f"(config.{saving[0]}=True)")
@@ -83,7 +87,7 @@ def check_stream_config(config) -> None:
     if config.quantize != "none":
         raise ValueError(f"config.quantize={config.quantize!r} does not apply with "
                          f"config.stream=True (the streamed engine writes float kernels)")
-    for name in ("save_checkpoint", "save_hf", "distributed"):
+    for name in ("save_checkpoint", "save_hf", "save_gguf", "distributed"):
         if config.get(name):
             raise ValueError(f"config.{name}=True does not apply with config.stream=True (one "
                              f"device; the pruned model is written to WORKDIR/{STREAMED_DIR} "
@@ -119,7 +123,8 @@ def workdir_bytes(config, resources: common.Resources) -> int:
         return 0 if config.method == DENSE else params * (
             np.dtype(common.PARAM_DTYPES[config.param_dtype]).itemsize + 1)
     return (2 * 4 * params if config.get("save_checkpoint") else 0) + (
-        4 * params if config.get("save_hf") else 0)
+        4 * params if config.get("save_hf") else 0) + (
+        4 * params if config.get("save_gguf") else 0)
 
 
 def setting_label(config) -> str:
@@ -139,8 +144,13 @@ def prepare(config, resources: common.Resources) -> None:
     """
     check_config(config)
     common.check_zeroshot_data(config.eval.zeroshot)  # before the model loads
-    model, _ = resources.model(config)
+    model, tokenizer = resources.model(config)
     segments = resources.calibration_segments(config)
+    if config.get("save_gguf"):
+        try:
+            check_gguf_export(model, tokenizer, config.save_gguf)
+        except ValueError as err:
+            raise ValueError(f"config.save_gguf={config.save_gguf!r}: {err}") from None
     if runs_engine(config):
         plan = oneshot.plan_streamed if config.get("stream") else oneshot.plan_oneshot
         plan(model, segments, oneshot_settings(config))

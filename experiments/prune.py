@@ -34,6 +34,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "One-shot pruning conf
 COLUMNS = ["method", "pattern", "sparsity", "perplexity", "prune seconds", "peak memory MB"]
 
 
+# The GGUF export (config.save_gguf), under the workdir.
+GGUF_FILE = "model.gguf"
+
 def columns(rows: list[dict]) -> list[str]:
     """The table's columns: ``COLUMNS`` and the zero-shot figures the rows have."""
     return COLUMNS + common.zeroshot_columns(rows)
@@ -60,6 +63,13 @@ def save_outputs(config, result, tokenizer) -> list[str]:
         path = os.path.join(config.workdir, "hf")
         models.save_hf_dir(result.model, path, tokenizer=tokenizer)
         written.append(path)
+    if config.save_gguf and jax.process_index() == 0:
+        from jaxprune.models import gguf_export
+
+        path = os.path.join(config.workdir, GGUF_FILE)
+        gguf_export.save_gguf(result.model, path, tokenizer=tokenizer,
+                              tensor_type=config.save_gguf)
+        written.append(path)
     return written
 
 
@@ -67,10 +77,14 @@ def clear_unfinished(workdir: str) -> None:
     """Removes what an interrupted run of this same config left (it has no results.json):
     the saved models are redone, identically, by this run."""
     for name in os.listdir(workdir):
-        if name in ("checkpoint", "hf") or name.startswith(("checkpoint.orbax-checkpoint-tmp",
-                                                            ".export-")):
+        if name in ("checkpoint", "hf", GGUF_FILE) or name.startswith(
+                ("checkpoint.orbax-checkpoint-tmp", ".export-")):
             logging.info("removing %s, left by an interrupted run of this config", name)
-            shutil.rmtree(os.path.join(workdir, name))
+            path = os.path.join(workdir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
 
 
 def prune_and_evaluate(config, resources) -> tuple[list[dict], dict]:

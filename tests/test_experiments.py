@@ -3,6 +3,7 @@
 import json
 
 import jax
+import numpy as np
 import pytest
 
 from configs import bench_scaling as bench_scaling_config
@@ -116,6 +117,8 @@ def test_prune_binary_refuses_a_bad_config_before_pruning():
          "'sparsegpt'"),
         ({"quantize": "gptq", "stream": True},
          "config.quantize='gptq' does not apply with config.stream=True"),
+        ({"save_gguf": "Q4_K"}, "config.save_gguf must be '' (no GGUF) or one of ('F32', "
+                                "'F16', 'Q8_0', 'Q4_0'), got 'Q4_K'"),
     ],
 )
 def test_prune_job_refuses_bad_config_before_pruning(overrides, message, tmp_path):
@@ -278,3 +281,22 @@ def test_a_dtype_the_device_cannot_run_fails_before_the_model_loads(monkeypatch)
 def test_every_parameter_dtype_runs_on_this_device():
     assert {name: common.dtype_failure(name) for name in common.PARAM_DTYPES} == dict.fromkeys(
         common.PARAM_DTYPES, "")
+
+
+def test_prune_job_quantizes_and_writes_a_gguf_that_loads(tmp_path):
+    """GPTQ after Wanda 2:4 on the tiny model; the row gives the packed size, and the GGUF the
+    job writes loads back with the pruned zeros."""
+    from jaxprune.models import gguf_io
+
+    result = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                           "--config.model=tiny-llama", "--config.pattern=2:4",
+                           "--config.quantize=gptq", "--config.quant_group_size=32",
+                           "--config.save_gguf=Q8_0", f"--config.workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
+    assert row["method"] == "wanda+gptq-int4-g32-sym" and row["sparsity"] == 0.5
+    assert 0 < row["weights_mb"] < 0.5  # 0.2M parameters, the matrices at about 4.5 bits
+    model, tokenizer = gguf_io.load_gguf(str(tmp_path / "model.gguf"))
+    kernel = np.asarray(model.layers[0].mlp.up_proj.kernel[...])
+    assert np.all((kernel != 0).T.reshape(kernel.shape[1], -1, 4).sum(-1) <= 2)
+    assert tokenizer.decode(tokenizer.encode("2:4 + int4")) == "2:4 + int4"

@@ -116,14 +116,19 @@ def test_bad_quantization_settings_are_refused_before_work(tiny, segments, confi
                                                                    sparsity=None, **config))
 
 
-def test_fingerprint_of_a_config_without_quantization_is_that_of_before_the_fields():
+def test_fingerprint_of_a_config_with_switches_off_is_that_of_before_the_fields():
     from configs import wanda
     from experiments import common
 
     config = wanda.get_config()
     before = config.copy_and_resolve_references()
-    for name in ("quantize", "quant_bits", "quant_group_size", "quant_symmetric"):
+    for name in ("quantize", "quant_bits", "quant_group_size", "quant_symmetric", "save_gguf"):
         del before[name]
     assert common.config_fingerprint(config) == common.config_fingerprint(before)
-    config.quantize = "rtn"
-    assert common.config_fingerprint(config) != common.config_fingerprint(before)
+    for switch, value in (("quantize", "rtn"), ("save_gguf", "F16")):
+        changed = config.copy_and_resolve_references()
+        changed[switch] = value
+        assert common.config_fingerprint(changed) != common.config_fingerprint(before)
+    # A sweep's base counts the same way (a sweep's work directory is claimed by it).
+    sweep = {"base": config.to_dict(), "points": []}
+    assert common.without_switched_off(sweep)["base"] == before.to_dict()

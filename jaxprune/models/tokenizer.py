@@ -162,7 +162,8 @@ def tokenizer_from_gguf_fields(
                          f"{sorted(GGUF_PRE_TOKENIZERS)}")
     tk = _tokenizers()
     vocab = {token: i for i, token in enumerate(tokens)}
-    pairs = [tuple(merge.split(" ", 1)) for merge in merges]
+    # gguf's writer leaves an empty merges array out: a vocabulary of bytes alone has none.
+    pairs = [tuple(merge.split(" ", 1)) for merge in merges or ()]
     backend = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
     backend.pre_tokenizer = GGUF_PRE_TOKENIZERS[pre]()
     backend.decoder = tk.decoders.ByteLevel()
