@@ -121,6 +121,9 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     # GGUF file of the pruned model for llama.cpp (WORKDIR/model.gguf): "" (none), "F32",
     # "F16", "Q8_0" or "Q4_0" (jaxprune.models.gguf_export).
     config.save_gguf = ""
+    # compressed-tensors checkpoint for vLLM (WORKDIR/compressed; needs config.quantize): the
+    # quantized codes and scales as they are, the 2:4 structure stated.
+    config.save_compressed = False
 
     # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binaries
     # apply these (field, value) pairs after the command line.

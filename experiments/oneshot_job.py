@@ -27,7 +27,9 @@ DENSE = oneshot.registry.DENSE
 # sides equal).
 JOB_FIELDS = ("model", "param_dtype", "calibration", "eval", "num_cpu_devices", "distributed",
               "stream", "evaluate_dense", "workdir", "overwrite", "save_checkpoint", "save_hf",
-              "save_gguf", "runlocal", "runlocal_overrides")
+              "save_gguf", "save_compressed", "runlocal", "runlocal_overrides")
+# The fields that save the pruned model (each needs config.workdir).
+SAVE_FIELDS = ("save_checkpoint", "save_hf", "save_gguf", "save_compressed")
 # Where a streamed run (config.stream=True) writes the pruned model, under the workdir.
 STREAMED_DIR = "hf"
 
@@ -61,7 +63,10 @@ def check_config(config) -> None:
     check_pattern_and_sparsity(config)
     if runs_engine(config):
         oneshot_settings(config)  # the method's and the allocation's own option checks
-    saving = [name for name in ("save_checkpoint", "save_hf", "save_gguf") if config.get(name)]
+    saving = [name for name in SAVE_FIELDS if config.get(name)]
+    if config.get("save_compressed") and config.quantize == "none":
+        raise ValueError("config.save_compressed=True writes quantized weights: set "
+                         "config.quantize (rtn, gptq or joint)")
     if config.get("save_gguf") and config.save_gguf not in TENSOR_TYPES:
         raise ValueError(f"config.save_gguf must be '' (no GGUF) or one of {TENSOR_TYPES}, "
                          f"got {config.save_gguf!r}")
@@ -87,7 +92,7 @@ def check_stream_config(config) -> None:
     if config.quantize != "none":
         raise ValueError(f"config.quantize={config.quantize!r} does not apply with "
                          f"config.stream=True (the streamed engine writes float kernels)")
-    for name in ("save_checkpoint", "save_hf", "save_gguf", "distributed"):
+    for name in (*SAVE_FIELDS, "distributed"):
         if config.get(name):
             raise ValueError(f"config.{name}=True does not apply with config.stream=True (one "
                              f"device; the pruned model is written to WORKDIR/{STREAMED_DIR} "
@@ -124,7 +129,8 @@ def workdir_bytes(config, resources: common.Resources) -> int:
             np.dtype(common.PARAM_DTYPES[config.param_dtype]).itemsize + 1)
     return (2 * 4 * params if config.get("save_checkpoint") else 0) + (
         4 * params if config.get("save_hf") else 0) + (
-        4 * params if config.get("save_gguf") else 0)
+        4 * params if config.get("save_gguf") else 0) + (
+        4 * params if config.get("save_compressed") else 0)
 
 
 def setting_label(config) -> str:
@@ -151,6 +157,13 @@ def prepare(config, resources: common.Resources) -> None:
             check_gguf_export(model, tokenizer, config.save_gguf)
         except ValueError as err:
             raise ValueError(f"config.save_gguf={config.save_gguf!r}: {err}") from None
+    if config.get("save_compressed"):
+        try:
+            model.config.to_hf_dict()
+        except ValueError as err:
+            raise ValueError(f"config.save_compressed=True: a compressed-tensors checkpoint "
+                             f"is a Hugging Face directory, which cannot hold this model: "
+                             f"{err}") from None
     if runs_engine(config):
         plan = oneshot.plan_streamed if config.get("stream") else oneshot.plan_oneshot
         plan(model, segments, oneshot_settings(config))

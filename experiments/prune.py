@@ -34,8 +34,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "One-shot pruning conf
 COLUMNS = ["method", "pattern", "sparsity", "perplexity", "prune seconds", "peak memory MB"]
 
 
-# The GGUF export (config.save_gguf), under the workdir.
+# The GGUF export (config.save_gguf) and the compressed-tensors one (config.save_compressed),
+# under the workdir.
 GGUF_FILE = "model.gguf"
+COMPRESSED_DIR = "compressed"
 
 def columns(rows: list[dict]) -> list[str]:
     """The table's columns: ``COLUMNS`` and the zero-shot figures the rows have."""
@@ -70,6 +72,15 @@ def save_outputs(config, result, tokenizer) -> list[str]:
         gguf_export.save_gguf(result.model, path, tokenizer=tokenizer,
                               tensor_type=config.save_gguf)
         written.append(path)
+    if config.save_compressed and jax.process_index() == 0:
+        from jaxprune.models import compressed_export
+
+        path = os.path.join(config.workdir, COMPRESSED_DIR)
+        structure = "2:4" if config.pattern == "2:4" else (
+            "unstructured" if config.method != DENSE else None)
+        compressed_export.save_compressed_tensors(result.model, path, result.quantized,
+                                                  sparsity=structure, tokenizer=tokenizer)
+        written.append(path)
     return written
 
 
@@ -77,7 +88,7 @@ def clear_unfinished(workdir: str) -> None:
     """Removes what an interrupted run of this same config left (it has no results.json):
     the saved models are redone, identically, by this run."""
     for name in os.listdir(workdir):
-        if name in ("checkpoint", "hf", GGUF_FILE) or name.startswith(
+        if name in ("checkpoint", "hf", GGUF_FILE, COMPRESSED_DIR) or name.startswith(
                 ("checkpoint.orbax-checkpoint-tmp", ".export-")):
             logging.info("removing %s, left by an interrupted run of this config", name)
             path = os.path.join(workdir, name)

@@ -117,6 +117,8 @@ def test_prune_binary_refuses_a_bad_config_before_pruning():
          "'sparsegpt'"),
         ({"quantize": "gptq", "stream": True},
          "config.quantize='gptq' does not apply with config.stream=True"),
+        ({"save_compressed": True}, "config.save_compressed=True writes quantized weights: set "
+                                    "config.quantize"),
         ({"save_gguf": "Q4_K"}, "config.save_gguf must be '' (no GGUF) or one of ('F32', "
                                 "'F16', 'Q8_0', 'Q4_0'), got 'Q4_K'"),
     ],
@@ -291,7 +293,8 @@ def test_prune_job_quantizes_and_writes_a_gguf_that_loads(tmp_path):
     result = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
                            "--config.model=tiny-llama", "--config.pattern=2:4",
                            "--config.quantize=gptq", "--config.quant_group_size=32",
-                           "--config.save_gguf=Q8_0", f"--config.workdir={tmp_path}")
+                           "--config.save_gguf=Q8_0", "--config.save_compressed=True",
+                           f"--config.workdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
     assert row["method"] == "wanda+gptq-int4-g32-sym" and row["sparsity"] == 0.5
@@ -300,3 +303,7 @@ def test_prune_job_quantizes_and_writes_a_gguf_that_loads(tmp_path):
     kernel = np.asarray(model.layers[0].mlp.up_proj.kernel[...])
     assert np.all((kernel != 0).T.reshape(kernel.shape[1], -1, 4).sum(-1) <= 2)
     assert tokenizer.decode(tokenizer.encode("2:4 + int4")) == "2:4 + int4"
+    compressed = json.loads((tmp_path / "compressed" / "config.json").read_text())
+    assert compressed["quantization_config"]["sparsity_config"]["sparsity_structure"] == "2:4"
+    assert compressed["quantization_config"]["config_groups"]["group_0"]["weights"][
+        "group_size"] == 32

@@ -169,9 +169,22 @@ def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = N
       ValueError: if the blocks differ in width (a Hugging Face Llama config cannot say so).
       FileExistsError: if ``directory`` exists.
     """
-    save_file = _safetensors_numpy().save_file
     dtype_name = export_dtype(model)
     hf_config = model.config.to_hf_dict(torch_dtype=dtype_name)
+    write_hf_directory(directory, hf_config,
+                       lambda: hf_tensors_from_model(model, EXPORT_DTYPES[dtype_name]),
+                       tokenizer=tokenizer)
+
+
+def write_hf_directory(directory: str, hf_config: dict, make_tensors, *,
+                       tokenizer: Tokenizer | None = None) -> None:
+    """Writes ``config.json``, ``model.safetensors`` (``make_tensors()``: name -> array) and the
+    tokenizer into a temporary directory beside ``directory``, then moves it into place.
+
+    Raises:
+      FileExistsError: if ``directory`` exists.
+    """
+    save_file = _safetensors_numpy().save_file
     if os.path.exists(directory):
         raise FileExistsError(f"export directory already exists: {directory}")
     parent = os.path.dirname(os.path.abspath(directory))
@@ -180,9 +193,7 @@ def save_hf_dir(model: Llama, directory: str, *, tokenizer: Tokenizer | None = N
     try:
         with open(os.path.join(staging, "config.json"), "w") as f:
             json.dump(hf_config, f, indent=2)
-        save_file(hf_tensors_from_model(model, EXPORT_DTYPES[dtype_name]),
-                  os.path.join(staging, _SINGLE),
-                  metadata={"format": "pt"})
+        save_file(make_tensors(), os.path.join(staging, _SINGLE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(os.path.join(staging, "tokenizer.json"))
             if tokenizer.add_bos:  # Gemma: say so, as its own tokenizer_config.json does
