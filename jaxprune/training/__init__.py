@@ -9,6 +9,13 @@ checkpoints and resume (``train_with_checkpoints``).
 
 from jaxprune.training import registry
 from jaxprune.training.algorithms import SET, GradualMagnitude, MaskRule, RigL, Snip
+from jaxprune.training.lora import (
+    LoraParam,
+    MaskedLoraLinear,
+    add_lora,
+    lora_recover,
+    merge_lora,
+)
 from jaxprune.training.registry import RULES, rule_from_config
 from jaxprune.training.trainer import (
     Trainer,
@@ -29,16 +36,21 @@ __all__ = [
     "RULES",
     "SET",
     "GradualMagnitude",
+    "LoraParam",
+    "MaskedLoraLinear",
     "MaskRule",
     "RigL",
     "Snip",
     "SparseTrainingState",
     "TrainSettings",
     "Trainer",
+    "add_lora",
     "batch_at",
     "checkpoint_manager",
     "distill",
+    "lora_recover",
     "make_optimizer",
+    "merge_lora",
     "masked_fraction",
     "measured_sparsity",
     "params_fingerprint",

@@ -124,6 +124,8 @@ class Trainer:
       teacher: a model whose logits the student learns to match.
       temperature: the distillation temperature.
       bos_id: start every window with this token (``Tokenizer.sequence_start``).
+      trainable: the variables the optimizer trains (an ``nnx`` filter: every ``nnx.Param``
+        by default; ``lora.LoraParam`` for LoRA); the others stay as they are.
 
     Raises:
       ValueError: for a text shorter than one window.
@@ -131,13 +133,13 @@ class Trainer:
 
     def __init__(self, model, tokens: np.ndarray, settings: TrainSettings, *,
                  rule: MaskRule | None = None, teacher=None, temperature: float = 1.0,
-                 bos_id: int | None = None):
+                 bos_id: int | None = None, trainable=nnx.Param):
         tokens = np.asarray(tokens)
         if tokens.size < settings.seq_len + 2:
             raise ValueError(f"the training text has {tokens.size} tokens, fewer than seq_len + "
                              f"2 = {settings.seq_len + 2}")
         self.settings = settings
-        self.graphdef, params, self.rest = nnx.split(nnx.clone(model), nnx.Param, ...)
+        self.graphdef, params, self.rest = nnx.split(nnx.clone(model), trainable, ...)
         self.teacher = nnx.split(teacher) if teacher is not None else None
         self.temperature = temperature
         self.bos_id = bos_id
