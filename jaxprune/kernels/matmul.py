@@ -7,6 +7,11 @@ import jax.numpy as jnp
 
 from jaxprune.kernels import pallas_sparse24, tuning
 from jaxprune.kernels.format import Sparse24, decompress
+from jaxprune.kernels.format_int4 import (
+    Sparse24Int4,
+    decompress_int4,
+    sparse24_int4_matmul_reference,
+)
 
 METHODS = ("auto", "reference", "decode", "splitk", "tiled", "dense")
 # M up to DECODE_MAX_ROWS uses the one-kernel decode, up to TILED_MAX_ROWS the tiled kernel,
@@ -26,10 +31,14 @@ def sparse24_matmul_reference(x: jax.Array, sparse: Sparse24) -> jax.Array:
     return product.astype(x.dtype)
 
 
-def check_matmul_inputs(x: jax.Array, sparse: Sparse24) -> None:
+def check_matmul_inputs(x: jax.Array, sparse: Sparse24 | Sparse24Int4) -> None:
     """Raises ValueError for shapes or dtypes that do not fit ``x @ W.T``."""
+    if isinstance(sparse, Sparse24Int4):
+        _check_int4_inputs(x, sparse)
+        return
     if not isinstance(sparse, Sparse24):
-        raise ValueError(f"sparse must be a Sparse24 (see jaxprune.kernels.compress), got "
+        raise ValueError(f"sparse must be a Sparse24 or Sparse24Int4 (see "
+                         f"jaxprune.kernels.compress, compress_int4), got "
                          f"{type(sparse).__name__}")
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D [M, K], got shape {x.shape}")
@@ -45,9 +54,26 @@ def check_matmul_inputs(x: jax.Array, sparse: Sparse24) -> None:
                          "cast one of them")
 
 
-def sparse24_matmul(x: jax.Array, sparse: Sparse24, *, method: str = "auto",
+def _check_int4_inputs(x: jax.Array, sparse: Sparse24Int4) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D [M, K], got shape {x.shape}")
+    n, k = sparse.shape
+    if (sparse.codes.dtype != jnp.uint8 or sparse.codes.shape != (n, k // 4)
+            or sparse.meta.dtype != jnp.uint16):
+        raise ValueError(f"malformed Sparse24Int4: codes {sparse.codes.shape} "
+                         f"{sparse.codes.dtype}, meta {sparse.meta.shape} {sparse.meta.dtype}; "
+                         f"expected uint8 codes [N, K/4] and uint16 meta [N, K/16]")
+    if x.shape[1] != k:
+        raise ValueError(f"x has K={x.shape[1]} inputs but the weight has K={k}")
+    if x.dtype != sparse.scales.dtype:
+        raise ValueError(f"x is {x.dtype} but the weight's scales are {sparse.scales.dtype}; "
+                         "cast one of them")
+
+
+def sparse24_matmul(x: jax.Array, sparse: Sparse24 | Sparse24Int4, *, method: str = "auto",
                     interpret: bool = False) -> jax.Array:
-    """``x [M, K] @ W.T`` for a 2:4-compressed ``W [N, K]``.
+    """``x [M, K] @ W.T`` for a 2:4-compressed ``W [N, K]`` (``Sparse24``, or ``Sparse24Int4``:
+    int4 codes and group scales).
 
     ``method="auto"`` picks on a GPU by M: the one-kernel decode up to 32 rows, the tiled
     kernel up to 1024, decompression then a dense dot above; off a GPU (unless ``interpret``)
@@ -78,11 +104,16 @@ def sparse24_matmul(x: jax.Array, sparse: Sparse24, *, method: str = "auto",
             method = "tiled"
         else:
             method = "dense"
+    int4 = isinstance(sparse, Sparse24Int4)
     if method == "reference":
-        return sparse24_matmul_reference(x, sparse)
+        return (sparse24_int4_matmul_reference if int4 else sparse24_matmul_reference)(x, sparse)
     if method == "dense":
-        return jnp.dot(x, decompress(sparse).T, preferred_element_type=jnp.float32
-                       ).astype(x.dtype)
+        weight = decompress_int4(sparse) if int4 else decompress(sparse)
+        return jnp.dot(x, weight.T, preferred_element_type=jnp.float32).astype(x.dtype)
     n, k = sparse.shape
-    launch = tuning.settings(method, n, k, x.shape[0])
+    launch = dict(tuning.settings(method, n, k, x.shape[0]))
+    if int4 and launch["block_k"] % sparse.group_size:
+        # A tile dequantizes whole scale groups: the settings tuned for bf16 weights may take
+        # fewer inputs per step than one group holds.
+        launch["block_k"] = sparse.group_size * -(-launch["block_k"] // sparse.group_size)
     return KERNELS[method](x, sparse, interpret=interpret, **launch)
