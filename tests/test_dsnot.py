@@ -157,3 +157,32 @@ def test_dsnot_refuses_a_fisher_base_and_global_selection():
         oneshot.DSnoT(oneshot.OBD_FISHER)
     with pytest.raises(ValueError, match="pattern 'global' is not supported"):
         oneshot.DSnoT(oneshot.MAGNITUDE).check(parse_pattern("global"))
+
+
+def test_output_error_equals_the_errors_of_the_outputs_themselves():
+    """``stats.output_error`` from the sums against the outputs computed token by token."""
+    from jaxprune.oneshot.stats import batch_input_stats, output_error
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 20, 16)) + rng.standard_normal(16)  # a mean to shift
+    delta = rng.standard_normal((16, 5)) * (rng.random((16, 5)) < 0.5)
+    stats = batch_input_stats(jnp.asarray(x, jnp.float32), with_gram=True)
+    error = output_error(stats, jnp.asarray(delta, jnp.float32))
+    outputs = x.reshape(-1, 16) @ delta
+    np.testing.assert_allclose(error.mse, np.mean(np.sum(outputs**2, axis=1)), rtol=1e-4)
+    np.testing.assert_allclose(error.mean_sq, np.sum(outputs.mean(axis=0) ** 2), rtol=1e-4)
+
+
+def test_layer_error_binary_runs_on_the_tiny_model(tmp_path):
+    import json
+
+    from tests import inprocess
+
+    out = tmp_path / "layer_error.json"
+    result = inprocess.run("experiments.layer_error", "--config=configs/layer_error.py:runlocal",
+                           f"--config.out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["method"] for r in rows} == {"wanda", "wanda+dsnot", "sparsegpt",
+                                           "sparsegpt+dsnot"}
+    assert len(rows) == 2 * 7 * 4 and all(r["mse"] > 0 for r in rows)

@@ -53,3 +53,32 @@ def add_input_stats(a: InputStats | None, b: InputStats) -> InputStats:
         return b
     return InputStats(a.sq_norms + b.sq_norms, _add_optional(a.gram, b.gram), a.count + b.count,
                       _add_optional(a.sums, b.sums), _add_optional(a.windows, b.windows))
+
+
+class OutputError(NamedTuple):
+    """How a change ``D = W_new - W`` of a kernel ``[in, out]`` moves the layer's outputs over
+    the calibration tokens ``x_t`` its ``InputStats`` summed.
+
+    Attributes:
+      mse: ``sum_t ||x_t D||^2 / tokens``: the layer-wise loss SparseGPT and ALPS minimise.
+      mean_sq: ``||mean_t x_t D||^2``: the squared mean shift of the outputs, the part of it
+        that DSnoT drives to zero.
+    """
+
+    mse: float
+    mean_sq: float
+
+
+def output_error(stats: InputStats, delta: jax.Array) -> OutputError:
+    """The ``OutputError`` of a kernel change ``delta [in, out]`` from statistics with the
+    Gram matrix and the sums.
+
+    Raises:
+      ValueError: for statistics without them.
+    """
+    if stats.gram is None or stats.sums is None:
+        raise ValueError("output_error needs the Gram matrix and the sums (with_gram=True)")
+    delta = delta.astype(jnp.float32)
+    mse = jnp.sum(delta * (stats.gram @ delta)) / stats.count
+    mean = (stats.sums / stats.count) @ delta
+    return OutputError(float(mse), float(jnp.sum(mean * mean)))
