@@ -102,3 +102,24 @@ def test_lora_forward_jit_matches_eager(pruned):
 def test_bad_settings_are_refused(pruned, kwargs, error, message):
     with pytest.raises(error, match=message):
         add_lora(pruned, **kwargs)
+
+
+def test_prune_recover_quantize_keeps_2_of_4_and_lands_on_the_grid(dense, pruned):
+    """The pipeline of docs/quantization.md: 2:4, masked LoRA, then GPTQ keeping the masks."""
+    import qwix
+
+    from jaxprune import quant
+
+    settings = TrainSettings(steps=10, batch_size=4, seq_len=32, learning_rate=1e-2,
+                             warmup_steps=1, log_every=5, checkpoint_every=100)
+    recovered, _ = lora_recover(pruned, TOKENS, settings, teacher=dense, rank=4)
+    segments = TOKENS[:256].reshape(8, 32)
+    result = oneshot.quantize_model(recovered, segments,
+                                    oneshot.GPTQ(quant.QuantSpec(4, 32), blocksize=32),
+                                    progress=False)
+    state = kernels(result.model)
+    for target in pruned.prunable_linears():
+        kernel = state[target.path]
+        assert np.all((kernel != 0).T.reshape(kernel.shape[1], -1, 4).sum(-1) <= 2)
+        np.testing.assert_array_equal(
+            np.asarray(qwix.dequantize(result.quantized[target.path])), kernel)

@@ -21,6 +21,7 @@ from jaxprune.oneshot.engine import (
     achieved_sparsity,
     plan_oneshot,
     prune_oneshot,
+    quantize_model,
 )
 from jaxprune.oneshot.fisher import empirical_fisher_diagonal
 from jaxprune.oneshot.maskllm import MaskLLM, candidate_masks, learn_nm_masks
@@ -130,6 +131,7 @@ __all__ = [
     "plan_oneshot",
     "plan_streamed",
     "prune_oneshot",
+    "quantize_model",
     "prune_streamed",
     "read_streamed_masks",
     "reconstruct_block",

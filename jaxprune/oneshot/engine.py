@@ -684,3 +684,20 @@ def _owl_block_sparsity(pruned, graphdef, state, batches, cos, sin, plan: _Plan,
 def achieved_sparsity(result: OneShotResult) -> float:
     """Fraction of zeros over the pruned kernels (``masks.sparsity`` of the result's masks)."""
     return masks.sparsity(result.masks)
+
+
+def quantize_model(model, segments: np.ndarray, quantization, *, batch_size: int = 8,
+                   progress: bool = True) -> OneShotResult:
+    """Quantizes a model as it is (dense, pruned, cut or recovered), keeping its zeros: the
+    engine with ``methods.KEEP_NONZERO`` and ``quantization`` (``GPTQ(spec)`` calibrates block
+    by block on ``segments``; ``RoundToNearest(spec)`` needs none).
+
+    Returns:
+      The ``OneShotResult``: the quantized model, its non-zero masks and ``quantized``.
+
+    Raises:
+      TypeError, ValueError: as ``plan_oneshot``, before any work.
+    """
+    config = OneShotConfig(method=methods.KEEP_NONZERO, sparsity=0.0, pattern="unstructured",
+                           batch_size=batch_size, quantization=quantization)
+    return prune_oneshot(model, segments, config, progress=progress)
