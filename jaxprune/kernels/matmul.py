@@ -31,43 +31,37 @@ def sparse24_matmul_reference(x: jax.Array, sparse: Sparse24) -> jax.Array:
     return product.astype(x.dtype)
 
 
+def _check_layout(sparse: Sparse24 | Sparse24Int4) -> None:
+    """The arrays' shapes and dtypes against the weight's ``(N, K)``."""
+    n, k = sparse.shape
+    if isinstance(sparse, Sparse24Int4):
+        ok = sparse.codes.dtype == jnp.uint8 and sparse.codes.shape == (n, k // 4)
+        stored = f"codes {sparse.codes.shape} {sparse.codes.dtype}"
+        wanted = "uint8 codes [N, K/4]"
+    else:
+        ok = sparse.values.shape == (n, k // 2)
+        stored = f"values {sparse.values.shape} {sparse.values.dtype}"
+        wanted = "values [N, K/2]"
+    if not ok or sparse.meta.dtype != jnp.uint16:
+        raise ValueError(f"malformed {type(sparse).__name__}: {stored}, meta {sparse.meta.shape} "
+                         f"{sparse.meta.dtype}; expected {wanted} and uint16 meta [N, K/16]")
+
+
 def check_matmul_inputs(x: jax.Array, sparse: Sparse24 | Sparse24Int4) -> None:
     """Raises ValueError for shapes or dtypes that do not fit ``x @ W.T``."""
-    if isinstance(sparse, Sparse24Int4):
-        _check_int4_inputs(x, sparse)
-        return
-    if not isinstance(sparse, Sparse24):
+    if not isinstance(sparse, Sparse24 | Sparse24Int4):
         raise ValueError(f"sparse must be a Sparse24 or Sparse24Int4 (see "
                          f"jaxprune.kernels.compress, compress_int4), got "
                          f"{type(sparse).__name__}")
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D [M, K], got shape {x.shape}")
-    n, k = sparse.shape
-    if sparse.meta.dtype != jnp.uint16 or sparse.values.shape != (n, k // 2):
-        raise ValueError(f"malformed Sparse24: values {sparse.values.shape} "
-                         f"{sparse.values.dtype}, meta {sparse.meta.shape} {sparse.meta.dtype}; "
-                         f"expected values [N, K/2] and uint16 meta [N, K/16]")
+    _check_layout(sparse)
+    k = sparse.shape[1]
     if x.shape[1] != k:
         raise ValueError(f"x has K={x.shape[1]} inputs but the weight has K={k}")
-    if x.dtype != sparse.values.dtype:
-        raise ValueError(f"x is {x.dtype} but the weight values are {sparse.values.dtype}; "
-                         "cast one of them")
-
-
-def _check_int4_inputs(x: jax.Array, sparse: Sparse24Int4) -> None:
-    if x.ndim != 2:
-        raise ValueError(f"x must be 2-D [M, K], got shape {x.shape}")
-    n, k = sparse.shape
-    if (sparse.codes.dtype != jnp.uint8 or sparse.codes.shape != (n, k // 4)
-            or sparse.meta.dtype != jnp.uint16):
-        raise ValueError(f"malformed Sparse24Int4: codes {sparse.codes.shape} "
-                         f"{sparse.codes.dtype}, meta {sparse.meta.shape} {sparse.meta.dtype}; "
-                         f"expected uint8 codes [N, K/4] and uint16 meta [N, K/16]")
-    if x.shape[1] != k:
-        raise ValueError(f"x has K={x.shape[1]} inputs but the weight has K={k}")
-    if x.dtype != sparse.scales.dtype:
-        raise ValueError(f"x is {x.dtype} but the weight's scales are {sparse.scales.dtype}; "
-                         "cast one of them")
+    if x.dtype != sparse.dtype:
+        what = "weight's scales" if isinstance(sparse, Sparse24Int4) else "weight values"
+        raise ValueError(f"x is {x.dtype} but the {what} are {sparse.dtype}; cast one of them")
 
 
 def sparse24_matmul(x: jax.Array, sparse: Sparse24 | Sparse24Int4, *, method: str = "auto",
