@@ -16,6 +16,7 @@ from configs import bench_streaming as bench_streaming_config
 from experiments import common
 from jaxprune import models, oneshot, paths
 from jaxprune.eval import evaluation_windows, perplexity, streamed_perplexity
+from jaxprune.quant import QuantSpec
 from tests import inprocess
 
 CONFIG = models.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=3, num_heads=4,
@@ -131,6 +132,8 @@ def test_another_configurations_partial_run_is_refused(dense_dir, tmp_path):
     (oneshot.OneShotConfig(method=oneshot.MAGNITUDE, pattern="global", sparsity=0.5),
      "pattern 'global' ranks every kernel at once"),
     (_settings(oneshot.OBD_FISHER, "unstructured"), "needs a whole-model"),
+    (_settings(oneshot.WANDA, "2:4", quantization=oneshot.RoundToNearest(QuantSpec(4, 16))),
+     "quantization is not streamed yet"),
 ])
 def test_what_needs_the_whole_model_is_refused_before_work(dense_dir, tmp_path, settings,
                                                            message):

@@ -68,10 +68,11 @@ class OneShotConfig:
       learn_masks: ``None``, or ``MaskLLM(...)``: N:M only; after the method, its masks are
         the prior of MaskLLM's end-to-end mask learning, and the result is the dense model
         under the learned masks (``jaxprune.oneshot.maskllm``).
-      quantization: ``None``, or a quantizer (``jaxprune.quant.RoundToNearest(spec)``,
-        ``GPTQ(spec)``): after each block's layers are pruned (and refit), their kernels are
-        quantized keeping their masks, so later blocks calibrate on the quantized prefix. A
-        method that quantizes as it prunes (``SparseGPT(quant=spec)``) needs none.
+      quantization: ``None``, or a quantizer (``jaxprune.oneshot.RoundToNearest(spec)``,
+        ``GPTQ(spec)``, the grid a ``jaxprune.quant.QuantSpec``): after each block's layers
+        are pruned (and refit), their kernels are quantized keeping their masks, so later
+        blocks calibrate on the quantized prefix. A method that quantizes as it prunes
+        (``SparseGPT(quant=spec)``) needs none.
       mesh_data: devices along the mesh's ``data`` axis: each calibration batch is split over
         them and the statistics are summed across them.
       mesh_model: devices along the ``model`` axis: each pruned kernel is split by output
@@ -234,7 +235,7 @@ def _check_quantization(config: OneShotConfig) -> None:
     if not (hasattr(config.quantization, "quantize_layer")
             and hasattr(config.quantization, "statistic")):
         raise TypeError(f"quantization must be None or a quantizer (statistic, quantize_layer) "
-                        f"such as jaxprune.quant.GPTQ(spec), got {config.quantization!r}")
+                        f"such as jaxprune.oneshot.GPTQ(spec), got {config.quantization!r}")
     if quantizes:
         raise ValueError(f"method {methods.method_name(config.method)!r} quantizes as it "
                          f"prunes; a second quantization would round twice")

@@ -81,6 +81,9 @@ def plan_streamed(source: LazyModel, segments: np.ndarray, config: OneShotConfig
         reasons.append("pattern 'global' ranks every kernel at once")
     if config.learn_masks is not None:
         reasons.append("learn_masks trains every block's masks together")
+    if config.quantization is not None or getattr(plan.method, "quantizes", False):
+        reasons.append("quantization is not streamed yet: the blocks are written as float "
+                       "kernels, without their codes")
     if plan.mesh is not None:
         reasons.append(f"mesh {config.mesh_data}x{config.mesh_model} (streaming runs on one "
                        f"device; use mesh_data=mesh_model=1)")
