@@ -112,6 +112,30 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     # WORKDIR/hf as it goes (resumable; docs/scaling.md).
     config.stream = False
 
+    # Recovery between pruning and quantization: "lora" distils the pruned model from the dense
+    # one through masked LoRA updates (jaxprune.training.lora_recover; zeros and 2:4 kept), on
+    # config.train's text; config.quantize then quantizes the recovered model ("joint" cannot).
+    config.recover = "none"
+    config.lora_rank = 8
+    config.lora_alpha = 16.0
+    config.lora_layers = ""  # a regex over kernel paths; empty: every linear layer
+    config.lora_seed = 0  # draws the A factors and the batches
+    config.train = ml_collections.ConfigDict()
+    config.train.source = "file"
+    config.train.path = ""  # e.g. ../shared/data/calibration/enwiki-excerpt.txt
+    config.train.split = "train"
+    # A CPU-sized budget (as the structured tables' distillation): 64 steps of 4 x 256 tokens.
+    config.train.steps = 64
+    config.train.batch_size = 4
+    config.train.seq_len = 256
+    config.train.learning_rate = 5e-4
+    config.train.warmup_steps = 4
+    config.train.final_lr_fraction = 0.1
+    config.train.weight_decay = 0.0
+    config.train.clip_norm = 1.0
+    config.train.checkpoint_every = 32
+    config.train.log_every = 8
+
     config.evaluate_dense = False
     config.workdir = ""  # results.json, results.md and saved models go here
     # A workdir holding another config's run is refused; True moves that run aside first.
@@ -132,5 +156,8 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
         ("calibration.source", "pydoc"), ("calibration.num_segments", 4),
         ("calibration.length", 64), ("eval.source", "pydoc"), ("eval.window", 128),
         ("eval.max_windows", 2), ("eval.batch_size", 2), ("batch_size", 2),
+        ("train.source", "pydoc"), ("train.steps", 4), ("train.warmup_steps", 1),
+        ("train.seq_len", 32),
+        ("train.log_every", 2), ("train.checkpoint_every", 2),
     )
     return config

@@ -290,7 +290,9 @@ def copy_with(config: ml_collections.ConfigDict, **fields) -> ml_collections.Con
 # it and its settings stay out of fingerprints (at any depth: a sweep's base too), so work
 # directories and sweep rows written before it existed still resume.
 SWITCHED_FIELDS = {"quantize": ("none", ("quant_bits", "quant_group_size", "quant_symmetric")),
-                   "save_gguf": ("", ()), "save_compressed": (False, ())}
+                   "save_gguf": ("", ()), "save_compressed": (False, ()),
+                   "recover": ("none", ("lora_rank", "lora_alpha", "lora_layers", "lora_seed",
+                                        "train"))}
 
 
 def without_switched_off(node):

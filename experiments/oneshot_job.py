@@ -5,14 +5,15 @@ Shared by ``experiments.prune`` (one job) and ``experiments.sweep`` (many jobs i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 import numpy as np
 from flax import nnx
 
-from experiments import common
-from jaxprune import models, oneshot, quant
+from experiments import common, train_job
+from jaxprune import _checks, models, oneshot, quant, training
 from jaxprune.eval.perplexity import streamed_perplexity
 from jaxprune.models.gguf_export import TENSOR_TYPES, check_gguf_export
 from jaxprune.patterns import parse_pattern
@@ -27,7 +28,10 @@ DENSE = oneshot.registry.DENSE
 # sides equal).
 JOB_FIELDS = ("model", "param_dtype", "calibration", "eval", "num_cpu_devices", "distributed",
               "stream", "evaluate_dense", "workdir", "overwrite", "save_checkpoint", "save_hf",
-              "save_gguf", "save_compressed", "runlocal", "runlocal_overrides")
+              "save_gguf", "save_compressed", "recover", "lora_rank", "lora_alpha",
+              "lora_layers", "lora_seed", "train", "runlocal", "runlocal_overrides")
+# config.recover: what runs between pruning and quantization.
+RECOVERIES = ("none", "lora")
 # The fields that save the pruned model (each needs config.workdir).
 SAVE_FIELDS = ("save_checkpoint", "save_hf", "save_gguf", "save_compressed")
 # Where a streamed run (config.stream=True) writes the pruned model, under the workdir.
@@ -78,6 +82,33 @@ def check_config(config) -> None:
                          f"is no model to save (config.{saving[0]}=True)")
     if config.get("stream"):
         check_stream_config(config)
+    check_recovery_config(config)
+
+
+def check_recovery_config(config) -> None:
+    """``config.recover`` and its settings, before loading anything.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    recover = config.get("recover", "none")
+    if recover not in RECOVERIES:
+        raise ValueError(f"config.recover must be one of {RECOVERIES}, got {recover!r}")
+    if recover == "none":
+        return
+    if config.method == DENSE:
+        raise ValueError("config.recover='lora' recovers a pruned model; config.method 'dense' "
+                         "prunes nothing")
+    if config.quantize == oneshot.registry.JOINT:
+        raise ValueError("config.recover='lora' with config.quantize='joint': the joint sweep "
+                         "quantizes while it prunes, and recovery would move the weights off "
+                         "the grid; use config.quantize='gptq', which runs after recovery")
+    if config.get("stream"):
+        raise ValueError("config.recover='lora' does not apply with config.stream=True")
+    _checks.check_int("config.lora_rank", config.lora_rank, minimum=1)
+    _checks.check_real("config.lora_alpha", config.lora_alpha, minimum=0.0, strict=True)
+    _checks.check_int("config.lora_seed", config.lora_seed, minimum=0)
+    train_job.check_train_section(config.train)
 
 
 def check_stream_config(config) -> None:
@@ -167,6 +198,13 @@ def prepare(config, resources: common.Resources) -> None:
     if runs_engine(config):
         plan = oneshot.plan_streamed if config.get("stream") else oneshot.plan_oneshot
         plan(model, segments, oneshot_settings(config))
+    if config.get("recover", "none") != "none":
+        tokens = resources.text_tokens(config, config.train)
+        if tokens.size < config.train.seq_len + 2:
+            raise ValueError(f"config.train: the training text has {tokens.size} tokens, "
+                             f"fewer than config.train.seq_len + 2 = {config.train.seq_len + 2}")
+        training.add_lora(model, rank=config.lora_rank, alpha=config.lora_alpha,
+                          layers=config.lora_layers)  # the layer regex, checked on the model
     resources.evaluation_tokens(config)
 
 
@@ -191,9 +229,15 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
     start = time.perf_counter()
-    result = None
+    result, curve = None, []
     if runs_engine(config):
-        result = oneshot.prune_oneshot(model, segments, oneshot_settings(config))
+        settings = oneshot_settings(config)
+        recovering = config.get("recover", "none") != "none"
+        if recovering:  # quantized after the recovery instead
+            settings = dataclasses.replace(settings, quantization=None)
+        result = oneshot.prune_oneshot(model, segments, settings)
+        if recovering:
+            result, curve = recover_and_quantize(config, resources, result, keep_dir)
         model = result.model
     prune_seconds = time.perf_counter() - start
     evaluation = common.evaluate(model, eval_tokens, config.eval, tokenizer)
@@ -203,7 +247,37 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
                                            keep_dir=keep_dir))
     timings = {"prune_seconds": prune_seconds,
                "eval_seconds": time.perf_counter() - start - prune_seconds}
-    return {"metrics": metrics, "timings": timings, "result": result}
+    return {"metrics": metrics, "timings": timings, "result": result, "curve": curve}
+
+
+def recover_and_quantize(config, resources: common.Resources, result, keep_dir: str = ""):
+    """``config.recover="lora"``: the pruned model distilled from the dense one through masked
+    LoRA (``training.lora_recover``; its zeros kept), then quantized by ``config.quantize``'s
+    quantizer keeping them (``oneshot.quantize_model``).
+
+    Args:
+      config, resources: the job's config and loaded inputs.
+      result: the ``OneShotResult`` of pruning (without quantization).
+      keep_dir: a folder owned by this config; the LoRA checkpoints go to ``KEEP_DIR/lora``
+        and a killed run resumes from them ("": none).
+
+    Returns:
+      ``(result with the final model and its quantized kernels, loss curve)``.
+    """
+    dense, tokenizer = resources.model(config)
+    settings = training.TrainSettings.from_config(config.train, config.lora_seed)
+    recovered, curve = training.lora_recover(
+        result.model, resources.text_tokens(config, config.train), settings, teacher=dense,
+        rank=config.lora_rank, alpha=config.lora_alpha, layers=config.lora_layers,
+        checkpoint_dir=os.path.join(keep_dir, "lora") if keep_dir else "",
+        bos_id=tokenizer.sequence_start)
+    quantized = {}
+    quantizer = oneshot_settings(config).quantization
+    if quantizer is not None:
+        done = oneshot.quantize_model(recovered, resources.calibration_segments(config),
+                                      quantizer, batch_size=config.batch_size)
+        recovered, quantized = done.model, done.quantized
+    return dataclasses.replace(result, model=recovered, quantized=quantized), curve
 
 
 def run_streamed_point(config, resources: common.Resources, keep_dir: str = "") -> dict:
@@ -243,7 +317,8 @@ def _metrics(config, result, sparsity: float, evaluation) -> dict:
         extras = [config.refine, "permute" if config.permute else "none",
                   "owl" if config.allocation == "owl" else "none",
                   "recon" if config.reconstruction != "none" else "none",
-                  "maskllm" if config.learn_masks != "none" else "none", quant_label(config)]
+                  "maskllm" if config.learn_masks != "none" else "none",
+                  config.get("recover", "none"), quant_label(config)]
         method += "".join(f"+{extra}" for extra in extras if extra != "none")
     quantized = {}
     if getattr(result, "quantized", None):

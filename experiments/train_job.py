@@ -29,7 +29,16 @@ def check_config(config) -> None:
       ValueError: naming the field, its value and what is allowed.
     """
     common.check_eval_config(config)
-    t = config.train
+    check_train_section(config.train)
+    make_rule(config)  # the registry names the rule; the rule checks its own fields
+
+
+def check_train_section(t) -> None:
+    """A config's ``train`` section: its text and ``TrainSettings`` fields.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
     common.check_text_config("train", t)
     common.check_int_fields("train", t, {"steps": 1, "batch_size": 1, "seq_len": 2,
                                          "checkpoint_every": 1, "log_every": 1})
@@ -38,7 +47,6 @@ def check_config(config) -> None:
     if not 0 <= t.warmup_steps < t.steps:
         raise ValueError(f"config.train.warmup_steps must be in [0, config.train.steps), got "
                          f"{t.warmup_steps!r}")
-    make_rule(config)  # the registry names the rule; the rule checks its own fields
 
 
 def make_rule(config):

@@ -119,6 +119,12 @@ def test_prune_binary_refuses_a_bad_config_before_pruning():
          "config.quantize='gptq' does not apply with config.stream=True"),
         ({"save_compressed": True}, "config.save_compressed=True writes quantized weights: set "
                                     "config.quantize"),
+        ({"recover": "qlora"}, "config.recover must be one of ('none', 'lora'), got 'qlora'"),
+        ({"recover": "lora", "quantize": "joint"},
+         "config.recover='lora' with config.quantize='joint'"),
+        ({"recover": "lora", "lora_rank": 0}, "config.lora_rank must be >= 1, got 0"),
+        ({"recover": "lora", "train.source": "pydoc", "lora_layers": "cross_attn"},
+         "lora layers 'cross_attn' matches no linear layer"),
         ({"save_gguf": "Q4_K"}, "config.save_gguf must be '' (no GGUF) or one of ('F32', "
                                 "'F16', 'Q8_0', 'Q4_0'), got 'Q4_K'"),
     ],
@@ -307,3 +313,18 @@ def test_prune_job_quantizes_and_writes_a_gguf_that_loads(tmp_path):
     assert compressed["quantization_config"]["sparsity_config"]["sparsity_structure"] == "2:4"
     assert compressed["quantization_config"]["config_groups"]["group_0"]["weights"][
         "group_size"] == 32
+
+
+def test_prune_job_recovers_with_lora_then_quantizes(tmp_path):
+    """Wanda 2:4, masked LoRA distillation from the dense model, then GPTQ: the row names the
+    stages, the curve is kept, and the model keeps 2:4 on the grid."""
+    result = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                           "--config.model=tiny-llama", "--config.pattern=2:4",
+                           "--config.recover=lora", "--config.quantize=gptq",
+                           "--config.quant_group_size=32", "--config.save_compressed=True",
+                           f"--config.workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][-1]
+    assert row["method"] == "wanda+lora+gptq-int4-g32-sym" and row["sparsity"] == 0.5
+    assert (tmp_path / "lora").is_dir()  # the LoRA checkpoints, for a resumed run
+    assert (tmp_path / "compressed" / "model.safetensors").is_file()

@@ -123,10 +123,11 @@ def test_fingerprint_of_a_config_with_switches_off_is_that_of_before_the_fields(
     config = wanda.get_config()
     before = config.copy_and_resolve_references()
     for name in ("quantize", "quant_bits", "quant_group_size", "quant_symmetric", "save_gguf",
-                 "save_compressed"):
+                 "save_compressed", "recover", "lora_rank", "lora_alpha", "lora_layers",
+                 "lora_seed", "train"):
         del before[name]
     assert common.config_fingerprint(config) == common.config_fingerprint(before)
-    for switch, value in (("quantize", "rtn"), ("save_gguf", "F16")):
+    for switch, value in (("quantize", "rtn"), ("save_gguf", "F16"), ("recover", "lora")):
         changed = config.copy_and_resolve_references()
         changed[switch] = value
         assert common.config_fingerprint(changed) != common.config_fingerprint(before)
