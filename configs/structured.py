@@ -105,6 +105,12 @@ def get_config(arg=None):
     config.train.log_every = 10
     config.eval.window = 512
     config.save_hf = False  # export the student (uniform widths only) to WORKDIR/hf
+    # Quantize the student after the cut (and the distillation): "rtn" or "gptq" on the
+    # calibration segments (jaxprune.oneshot.quantize_model); the grid's group must divide every
+    # kernel's input size (the mlp cut's 1264 channels take 16, or 0: one scale per output).
+    config.quantize = "none"
+    config.quant_settings = ml_collections.ConfigDict(dict(
+        quant_bits=4, quant_group_size=64, quant_symmetric=True, blocksize=128, damp=0.01))
     config.runlocal = "runlocal" in parts
     overrides = dict(config.runlocal_overrides)  # the training config's, then these
     overrides.update({

@@ -289,7 +289,8 @@ def copy_with(config: ml_collections.ConfigDict, **fields) -> ml_collections.Con
 # as it was before the switch existed, and the settings only it reads. While a switch is off,
 # it and its settings stay out of fingerprints (at any depth: a sweep's base too), so work
 # directories and sweep rows written before it existed still resume.
-SWITCHED_FIELDS = {"quantize": ("none", ("quant_bits", "quant_group_size", "quant_symmetric")),
+SWITCHED_FIELDS = {"quantize": ("none", ("quant_bits", "quant_group_size", "quant_symmetric",
+                                         "quant_settings")),
                    "save_gguf": ("", ()), "save_compressed": (False, ()),
                    "recover": ("none", ("lora_rank", "lora_alpha", "lora_layers", "lora_seed",
                                         "train"))}

@@ -12,9 +12,10 @@ import dataclasses
 import time
 
 import numpy as np
+from flax import nnx
 
 from experiments import common, train_job
-from jaxprune import structured, training
+from jaxprune import oneshot, quant, structured, training
 from jaxprune.eval import perplexity
 
 KINDS = ("none", "depth", "width", "fuse", "search")
@@ -58,6 +59,30 @@ def check_config(config) -> None:
                          f"{config.distill.temperature!r}")
     if config.distill.enabled or cut.kind == "search":  # the search distils its shortlist
         train_job.check_config(common.copy_with(config, rule="dense"))
+    quantizer_of(config)
+
+
+# config.quantize of a structured job: a quantizer after the cut ("joint" prunes; no cut does).
+QUANTIZE = ("none", "rtn", "gptq")
+
+
+def quantizer_of(config):
+    """The quantizer ``config.quantize`` names with ``config.quant_settings``, or ``None``.
+
+    Raises:
+      ValueError: naming the field, for another name or a bad setting.
+    """
+    name = config.get("quantize", "none")
+    if name not in QUANTIZE:
+        raise ValueError(f"config.quantize must be one of {QUANTIZE} after a structured cut, "
+                         f"got {name!r}")
+    if name == "none":
+        return None
+    fields = {"quantize": name, **config.quant_settings.to_dict()}
+    try:
+        return oneshot.registry.from_registry(oneshot.registry.QUANTIZERS, "quantize", fields)
+    except ValueError as err:
+        raise ValueError(f"{err} (config.quant_settings)") from None
 
 
 def _check_search(search) -> None:
@@ -344,5 +369,27 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
         metrics.update(common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot,
                                                keep_dir=keep_dir))
     metrics["perplexity"] = after.perplexity
+    quantizer = quantizer_of(config)
+    if quantizer is not None:
+        student = quantize_student(config, quantizer, student, segments, eval_tokens,
+                                   tokenizer, metrics, timings)
     return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,
             "student": student}
+
+
+def quantize_student(config, quantizer, student, segments, eval_tokens, tokenizer,
+                     metrics: dict, timings: dict):
+    """Quantizes the (distilled) student keeping its zeros (``oneshot.quantize_model``) and
+    evaluates it: ``perplexity`` becomes the quantized model's, ``perplexity_unquantized``
+    keeps the float one's, ``weights_mb`` the packed size; returns the quantized model."""
+    start = time.perf_counter()
+    done = oneshot.quantize_model(student, segments, quantizer,
+                                  batch_size=config.calibration_batch_size)
+    timings["quantize_seconds"] = time.perf_counter() - start
+    evaluation = common.evaluate(done.model, eval_tokens, config.eval, tokenizer)
+    metrics.update(
+        method=f"{metrics['method']} + {config.quantize} {quantizer.spec.label}",
+        perplexity_unquantized=metrics["perplexity"], perplexity=evaluation.perplexity,
+        weights_mb=quant.model_storage_bytes(nnx.state(done.model, nnx.Param),
+                                             done.quantized) / 2**20)
+    return done.model

@@ -131,6 +131,12 @@ def test_fingerprint_of_a_config_with_switches_off_is_that_of_before_the_fields(
         changed = config.copy_and_resolve_references()
         changed[switch] = value
         assert common.config_fingerprint(changed) != common.config_fingerprint(before)
+    from configs import structured
+
+    cut = structured.get_config("depth4,distill")
+    before_cut = cut.copy_and_resolve_references()
+    del before_cut["quantize"], before_cut["quant_settings"]
+    assert common.config_fingerprint(cut) == common.config_fingerprint(before_cut)
     # A sweep's base counts the same way (a sweep's work directory is claimed by it).
     sweep = {"base": config.to_dict(), "points": []}
     assert common.without_switched_off(sweep)["base"] == before.to_dict()

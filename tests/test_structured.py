@@ -327,6 +327,10 @@ def test_structured_job_cuts_every_way(cut, criterion):
         ("--config.cut.kind=search --config.cut.criterion=activation "
          "--config.cut.search.target_params=50000 --config.cut.search.depth_criterion=angular",
          "config.cut.search.depth_criterion must be one of ['block_influence', 'drop_one']"),
+        ("--config.quantize=joint", "config.quantize must be one of ('none', 'rtn', 'gptq') "
+                                    "after a structured cut, got 'joint'"),
+        ("--config.quantize=gptq --config.quant_settings.quant_bits=2",
+         "quant_bits must be one of (4, 8), got 2 (config.quant_settings)"),
     ],
 )
 def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
@@ -424,3 +428,22 @@ def test_structured_benchmark_runlocal(tmp_path, capsys):
     assert rows[0]["vs dense"] == 1.0
     assert all(r["params"] < rows[0]["params"] and len(r["runs"]) == 2 for r in rows[1:])
     assert "| dense |" in capsys.readouterr().out
+
+
+def test_a_cut_student_is_quantized_after_distillation(tmp_path):
+    """depth -1 + distillation + GPTQ int4 on the tiny model: the row keeps both perplexities
+    and the packed size."""
+    import json
+
+    from tests import inprocess
+
+    result = inprocess.run("experiments.structured",
+                           "--config=configs/structured.py:depth4,distill,runlocal",
+                           "--config.quantize=gptq", "--config.quant_settings.quant_group_size=32",
+                           "--config.train.steps=4", "--config.train.warmup_steps=1",
+                           f"--config.workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    assert row["method"].endswith("+ gptq int4-g32-sym")
+    assert row["perplexity"] != row["perplexity_unquantized"]
+    assert 0 < row["weights_mb"] < 0.1
