@@ -328,3 +328,19 @@ def test_prune_job_recovers_with_lora_then_quantizes(tmp_path):
     assert row["method"] == "wanda+lora+gptq-int4-g32-sym" and row["sparsity"] == 0.5
     assert (tmp_path / "lora").is_dir()  # the LoRA checkpoints, for a resumed run
     assert (tmp_path / "compressed" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("row, overrides, method", [
+    ("int8_rtn", (), "dense+rtn-int8-channel-sym"),
+    ("depth4_int4", ("--config.train.steps=2", "--config.train.warmup_steps=1"),
+     "depth -1 (block_influence) + gptq int4-g64-sym"),
+])
+def test_compress_runs_each_chain_of_a_row(tmp_path, row, overrides, method):
+    """experiments.compress sends a one-shot row through the prune job and a structured row
+    through the structured job; each writes its row."""
+    result = inprocess.run("experiments.compress", f"--config=configs/compress.py:{row},runlocal",
+                           *overrides, f"--config.workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads((tmp_path / "results.json").read_text())
+    row = written["rows"][-1] if "rows" in written else written["metrics"]
+    assert row["method"] == method and row["weights_mb"] > 0
