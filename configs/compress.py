@@ -41,9 +41,9 @@ ROWS = (*ONESHOT_ROWS, *STRUCTURED_ROWS)
 
 
 def get_config(arg=None):
-    """``arg``: a key of ``ROWS``, optionally ",runlocal"."""
+    """``arg``: a key of ``ROWS`` (default ``sparsegpt_2of4_int4``), optionally ",runlocal"."""
     parts = [p for p in (arg or "").split(",") if p]
-    rows = [p for p in parts if p != "runlocal"]
+    rows = [p for p in parts if p != "runlocal"] or ["sparsegpt_2of4_int4"]
     if len(rows) != 1 or rows[0] not in ROWS:
         raise ValueError(f"configs/compress.py takes one row of {list(ROWS)}, plus "
                          f"'runlocal', got {arg!r}")

@@ -243,6 +243,10 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
     evaluation = common.evaluate(model, eval_tokens, config.eval, tokenizer)
     metrics = _metrics(config, result, oneshot.achieved_sparsity(result) if result else 0.0,
                        evaluation)
+    # The parameters' bytes: quantized kernels packed, the rest in half precision, zeros
+    # stored (no sparse format counted).
+    metrics["weights_mb"] = quant.model_storage_bytes(
+        nnx.state(model, nnx.Param), result.quantized if result else {}) / 2**20
     metrics.update(common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot,
                                            keep_dir=keep_dir))
     timings = {"prune_seconds": prune_seconds,
@@ -320,10 +324,6 @@ def _metrics(config, result, sparsity: float, evaluation) -> dict:
                   "maskllm" if config.learn_masks != "none" else "none",
                   config.get("recover", "none"), quant_label(config)]
         method += "".join(f"+{extra}" for extra in extras if extra != "none")
-    quantized = {}
-    if getattr(result, "quantized", None):
-        quantized["weights_mb"] = quant.model_storage_bytes(
-            nnx.state(result.model, nnx.Param), result.quantized) / 2**20
     return {
         "method": method,
         "pattern": config.pattern if config.method != DENSE else "-",
@@ -331,7 +331,6 @@ def _metrics(config, result, sparsity: float, evaluation) -> dict:
         "sparsity": sparsity,
         "perplexity": evaluation.perplexity,
         "mean_nll": evaluation.mean_nll,
-        **quantized,
     }
 
 

@@ -29,7 +29,7 @@ COMPRESSED_DIR = "compressed"
 def columns(rows: list[dict]) -> list[str]:
     """The table's columns: ``COLUMNS``, the packed size of quantized rows and the zero-shot
     figures the rows have."""
-    size = ["weights_mb"] if any("weights_mb" in row for row in rows) else []
+    size = ["weights_mb"] if all("weights_mb" in row for row in rows) else []
     return COLUMNS + size + common.zeroshot_columns(rows)
 
 

@@ -219,7 +219,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 26  # 11 job configs, 5 benchmarks, a parity check and 9 sweeps
+    assert checked == 29  # 13 job configs, 5 benchmarks, a parity check and 10 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():
