@@ -108,9 +108,13 @@ def get_config(arg=None):
     # Quantize the student after the cut (and the distillation): "rtn" or "gptq" on the
     # calibration segments (jaxprune.oneshot.quantize_model); the grid's group must divide every
     # kernel's input size (the mlp cut's 1264 channels take 16, or 0: one scale per output).
+    # aware=True distils through qwix's fake quantization on the grid (quantization-aware
+    # distillation, jaxprune.training.quantization_aware), then rounds to nearest on it; it
+    # needs the distillation and quantize="rtn" (the grid the training saw).
     config.quantize = "none"
     config.quant_settings = ml_collections.ConfigDict(dict(
-        quant_bits=4, quant_group_size=64, quant_symmetric=True, blocksize=128, damp=0.01))
+        quant_bits=4, quant_group_size=64, quant_symmetric=True, blocksize=128, damp=0.01,
+        aware=False))
     config.runlocal = "runlocal" in parts
     overrides = dict(config.runlocal_overrides)  # the training config's, then these
     overrides.update({

@@ -79,6 +79,11 @@ def quantizer_of(config):
     if name == "none":
         return None
     fields = {"quantize": name, **config.quant_settings.to_dict()}
+    if fields.pop("aware") and (name != "rtn" or not config.distill.enabled):
+        raise ValueError("config.quant_settings.aware=True distils through the grid and then "
+                         "rounds to it: it needs config.distill.enabled and "
+                         f"config.quantize='rtn', got quantize={name!r}, distill "
+                         f"{config.distill.enabled}")
     try:
         return oneshot.registry.from_registry(oneshot.registry.QUANTIZERS, "quantize", fields)
     except ValueError as err:
@@ -357,12 +362,16 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
     curve, after = [], before
     if config.distill.enabled:
         train_config = common.copy_with(config, rule="dense")
-        trainer = train_job.make_trainer(train_config, resources, model=student, teacher=teacher,
+        aware = quantization_aware_student(config, student, segments)
+        trainer = train_job.make_trainer(train_config, resources,
+                                         model=student if aware is None else aware,
+                                         teacher=teacher,
                                          temperature=config.distill.temperature)
         distill_start = time.perf_counter()
         curve = train_job.run_with_checkpoints(trainer, workdir)
         timings["distill_seconds"] = time.perf_counter() - distill_start
-        student = trainer.model()
+        student = (trainer.model() if aware is None
+                   else training.plain_model(trainer.model(), student))
         metrics["distill_tokens"] = (config.train.steps * config.train.batch_size
                                      * config.train.seq_len)
         after = common.evaluate(student, eval_tokens, config.eval, tokenizer)
@@ -377,6 +386,14 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
             "student": student}
 
 
+def quantization_aware_student(config, student, segments):
+    """With ``config.quant_settings.aware``, the student fake-quantized on the grid for its
+    distillation (``training.quantization_aware``); else ``None``."""
+    if config.get("quantize", "none") == "none" or not config.quant_settings.aware:
+        return None
+    return training.quantization_aware(student, quantizer_of(config).spec, segments[:1])
+
+
 def quantize_student(config, quantizer, student, segments, eval_tokens, tokenizer,
                      metrics: dict, timings: dict):
     """Quantizes the (distilled) student keeping its zeros (``oneshot.quantize_model``) and
@@ -387,8 +404,9 @@ def quantize_student(config, quantizer, student, segments, eval_tokens, tokenize
                                   batch_size=config.calibration_batch_size)
     timings["quantize_seconds"] = time.perf_counter() - start
     evaluation = common.evaluate(done.model, eval_tokens, config.eval, tokenizer)
+    aware = " (quantization-aware distillation)" if config.quant_settings.aware else ""
     metrics.update(
-        method=f"{metrics['method']} + {config.quantize} {quantizer.spec.label}",
+        method=f"{metrics['method']} + {config.quantize} {quantizer.spec.label}{aware}",
         perplexity_unquantized=metrics["perplexity"], perplexity=evaluation.perplexity,
         weights_mb=quant.model_storage_bytes(nnx.state(done.model, nnx.Param),
                                              done.quantized) / 2**20)

@@ -331,6 +331,8 @@ def test_structured_job_cuts_every_way(cut, criterion):
                                     "after a structured cut, got 'joint'"),
         ("--config.quantize=gptq --config.quant_settings.quant_bits=2",
          "quant_bits must be one of (4, 8), got 2 (config.quant_settings)"),
+        ("--config.quantize=gptq --config.quant_settings.aware=True",
+         "config.quant_settings.aware=True distils through the grid and then rounds to it"),
     ],
 )
 def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
@@ -430,20 +432,25 @@ def test_structured_benchmark_runlocal(tmp_path, capsys):
     assert "| dense |" in capsys.readouterr().out
 
 
-def test_a_cut_student_is_quantized_after_distillation(tmp_path):
-    """depth -1 + distillation + GPTQ int4 on the tiny model: the row keeps both perplexities
-    and the packed size."""
+@pytest.mark.parametrize("quantize, label", [
+    (("--config.quantize=gptq",), "+ gptq int4-g32-sym"),
+    (("--config.quantize=rtn", "--config.quant_settings.aware=True"),
+     "+ rtn int4-g32-sym (quantization-aware distillation)"),
+])
+def test_a_cut_student_is_quantized_after_distillation(tmp_path, quantize, label):
+    """depth -1 + distillation (plain, or through the grid) + int4 on the tiny model: the row
+    keeps both perplexities and the packed size."""
     import json
 
     from tests import inprocess
 
     result = inprocess.run("experiments.structured",
                            "--config=configs/structured.py:depth4,distill,runlocal",
-                           "--config.quantize=gptq", "--config.quant_settings.quant_group_size=32",
+                           *quantize, "--config.quant_settings.quant_group_size=32",
                            "--config.train.steps=4", "--config.train.warmup_steps=1",
                            f"--config.workdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads((tmp_path / "results.json").read_text())["metrics"]
-    assert row["method"].endswith("+ gptq int4-g32-sym")
+    assert row["method"].endswith(label)
     assert row["perplexity"] != row["perplexity_unquantized"]
     assert 0 < row["weights_mb"] < 0.1

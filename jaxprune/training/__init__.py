@@ -16,6 +16,7 @@ from jaxprune.training.lora import (
     lora_recover,
     merge_lora,
 )
+from jaxprune.training.qat import plain_model, quantization_aware
 from jaxprune.training.registry import RULES, rule_from_config
 from jaxprune.training.trainer import (
     Trainer,
@@ -54,6 +55,8 @@ __all__ = [
     "masked_fraction",
     "measured_sparsity",
     "params_fingerprint",
+    "plain_model",
+    "quantization_aware",
     "registry",
     "restore_latest",
     "rule_from_config",
