@@ -344,3 +344,17 @@ def test_compress_runs_each_chain_of_a_row(tmp_path, row, overrides, method):
     written = json.loads((tmp_path / "results.json").read_text())
     row = written["rows"][-1] if "rows" in written else written["metrics"]
     assert row["method"] == method and row["weights_mb"] > 0
+
+
+@pytest.mark.parametrize("models, message", [
+    ("", "config.models is empty"),
+    ("dense", "config.models entry 'dense' is not label=path.gguf"),
+    ("dense=/nonexistent/model.gguf", "config.models: dense's file '/nonexistent/model.gguf' "
+                                      "does not exist"),
+])
+def test_llamacpp_benchmark_refuses_bad_models_before_work(models, message):
+    result = inprocess.run("experiments.bench_llamacpp",
+                           "--config=configs/bench_llamacpp.py:runlocal",
+                           f"--config.models={models}")
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
