@@ -145,29 +145,27 @@ def test_an_existing_file_is_not_overwritten(tiny, tmp_path):
 
 
 @pytest.mark.real_model
-def test_smollm2_with_its_tokenizer_round_trips_through_transformers(tmp_path):
-    """The real model in Q8_0 with its tokenizer: transformers reads the same token ids and,
-    from the same file, the same logits as jaxprune."""
-    import torch
+def test_smollm2_with_its_tokenizer_round_trips(tmp_path):
+    """The real model in F16 with its tokenizer: jaxprune reads back the same model and token
+    ids, and transformers' GGUF reader the same token ids. (transformers' reading of the
+    weights, 30 s for this file, is checked on the tiny models above; F16 because gguf's NumPy
+    Q8_0 quantizer takes most of a minute on 135M weights.)"""
     import transformers
 
     model, tokenizer = models.load("smollm2-135m")
     path = str(tmp_path / "smollm2.gguf")
-    gguf_export.save_gguf(model, path, tokenizer=tokenizer, tensor_type="Q8_0")
+    gguf_export.save_gguf(model, path, tokenizer=tokenizer, tensor_type="F16")
     reloaded, reread = gguf_io.load_gguf(path)
     text = "Pruning 2:4 keeps 50% of weights; llama.cpp reads GGUF files in 2026."
     ids = tokenizer.encode(text)
     np.testing.assert_array_equal(reread.encode(text), ids)
+    assert reread.bos_id == tokenizer.bos_id and reread.eos_id == tokenizer.eos_id
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path),
                                                               gguf_file="smollm2.gguf")
     assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == ids.tolist()
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path),
-                                                           gguf_file="smollm2.gguf",
-                                                           dtype=torch.float32)
-    with torch.no_grad():
-        theirs = hf(torch.tensor(ids[None])).logits.numpy()
     ours = np.asarray(reloaded(jnp.asarray(ids[None])))
     dense = np.asarray(model(jnp.asarray(ids[None])))
-    np.testing.assert_allclose(theirs, ours, rtol=0, atol=2e-3)
-    # Q8_0's rounding moves the next-token choice rarely: the argmax agrees almost everywhere.
+    # float16 weights: logits within 1% of their scale, the next-token choice almost always
+    # the same.
+    assert np.abs(ours - dense).max() < 0.01 * np.abs(dense).max()
     assert np.mean(ours.argmax(-1) == dense.argmax(-1)) >= 0.9

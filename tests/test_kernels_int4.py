@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import export
 
@@ -41,6 +41,7 @@ def numpy_decode(sparse) -> np.ndarray:
     return dense
 
 
+@settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 5), words=st.integers(1, 4), seed=st.integers(0, 2**16),
        group=st.sampled_from([4, 16]))
 def test_round_trip_is_exact_and_matches_the_format(rows, words, seed, group):
