@@ -105,6 +105,9 @@ def get_config(arg=None):
     config.train.log_every = 10
     config.eval.window = 512
     config.save_hf = False  # export the student (uniform widths only) to WORKDIR/hf
+    # GGUF of the student for llama.cpp (WORKDIR/model.gguf; per-block widths included): "",
+    # "F32", "F16", "Q8_0" or "Q4_0".
+    config.save_gguf = ""
     # Quantize the student after the cut (and the distillation): "rtn" or "gptq" on the
     # calibration segments (jaxprune.oneshot.quantize_model); the grid's group must divide every
     # kernel's input size (the mlp cut's 1264 channels take 16, or 0: one scale per output).

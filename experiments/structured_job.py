@@ -17,6 +17,7 @@ from flax import nnx
 from experiments import common, train_job
 from jaxprune import oneshot, quant, structured, training
 from jaxprune.eval import perplexity
+from jaxprune.models.gguf_export import check_gguf_export
 
 KINDS = ("none", "depth", "width", "fuse", "search")
 # config.cut.kind -> the registry of criteria it takes.
@@ -299,8 +300,16 @@ def prepare(config, resources: common.Resources) -> None:
     """Checks everything, loads the model and the texts, before any work."""
     check_config(config)
     common.check_zeroshot_data(config.eval.zeroshot)  # before the model loads
-    model, _ = resources.model(config)
+    model, tokenizer = resources.model(config)
     check_cut_fits(config.cut, model.config)
+    if config.get("save_gguf"):
+        if not config.workdir:
+            raise ValueError("config.save_gguf writes WORKDIR/model.gguf: config.workdir is "
+                             "required")
+        try:  # the cut keeps the family: the dense model answers for the student
+            check_gguf_export(model, tokenizer, config.save_gguf)
+        except ValueError as err:
+            raise ValueError(f"config.save_gguf={config.save_gguf!r}: {err}") from None
     resources.calibration_segments(config)
     resources.evaluation_tokens(config)
     if config.distill.enabled or config.cut.kind == "search":

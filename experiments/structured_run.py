@@ -36,6 +36,12 @@ def write_results(config, metrics: dict, outcome: dict, tokenizer) -> None:
         from jaxprune import models
 
         models.save_hf_dir(student, export, tokenizer=tokenizer)
+    gguf = os.path.join(config.workdir, "model.gguf")
+    if config.get("save_gguf") and not os.path.exists(gguf):
+        from jaxprune.models import gguf_export
+
+        gguf_export.save_gguf(student, gguf, tokenizer=tokenizer,
+                              tensor_type=config.save_gguf)
 
 
 
