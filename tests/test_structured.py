@@ -448,9 +448,12 @@ def test_a_cut_student_is_quantized_after_distillation(tmp_path, quantize, label
                            "--config=configs/structured.py:depth4,distill,runlocal",
                            *quantize, "--config.quant_settings.quant_group_size=32",
                            "--config.train.steps=4", "--config.train.warmup_steps=1",
-                           f"--config.workdir={tmp_path}")
+                           "--config.save_gguf=F32", f"--config.workdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads((tmp_path / "results.json").read_text())["metrics"]
     assert row["method"].endswith(label)
     assert row["perplexity"] != row["perplexity_unquantized"]
     assert 0 < row["weights_mb"] < 0.1
+    from jaxprune.models import gguf_io  # the student, one block left, for llama.cpp
+
+    assert gguf_io.load_gguf(str(tmp_path / "model.gguf"))[0].config.num_layers == 1
