@@ -203,8 +203,8 @@ def prepare(config, resources: common.Resources) -> None:
         if tokens.size < config.train.seq_len + 2:
             raise ValueError(f"config.train: the training text has {tokens.size} tokens, "
                              f"fewer than config.train.seq_len + 2 = {config.train.seq_len + 2}")
-        training.add_lora(model, rank=config.lora_rank, alpha=config.lora_alpha,
-                          layers=config.lora_layers)  # the layer regex, checked on the model
+        training.lora.check_lora_settings(model, rank=config.lora_rank, alpha=config.lora_alpha,
+                                          layers=config.lora_layers)
     resources.evaluation_tokens(config)
 
 

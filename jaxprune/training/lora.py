@@ -88,6 +88,18 @@ def _chosen_linears(model, layers: str) -> list:
     return chosen
 
 
+def check_lora_settings(model, *, rank: int, alpha: float, layers: str) -> list:
+    """Checks LoRA settings against ``model`` without copying it; returns the chosen linears.
+
+    Raises:
+      ValueError, TypeError: for a rank below 1, a non-positive alpha, or a regex matching
+        nothing.
+    """
+    check_int("lora rank", rank, minimum=1)
+    check_real("lora alpha", alpha, minimum=0.0, strict=True)
+    return _chosen_linears(model, layers)
+
+
 def _parent_and_name(block, name: str):
     parts = name.split("/")
     node = block
@@ -113,9 +125,7 @@ def add_lora(model, *, rank: int = 8, alpha: float = 16.0, layers: str = "",
     Raises:
       ValueError: for a rank below 1, a non-positive alpha, or a regex matching nothing.
     """
-    check_int("lora rank", rank, minimum=1)
-    check_real("lora alpha", alpha, minimum=0.0, strict=True)
-    chosen = _chosen_linears(model, layers)
+    chosen = check_lora_settings(model, rank=rank, alpha=alpha, layers=layers)
     adapted = nnx.clone(model)
     rngs = nnx.Rngs(seed)
     for target in chosen:
