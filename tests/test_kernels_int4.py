@@ -41,8 +41,9 @@ def numpy_decode(sparse) -> np.ndarray:
     return dense
 
 
-@settings(max_examples=25, deadline=None)
-@given(rows=st.integers(1, 5), words=st.integers(1, 4), seed=st.integers(0, 2**16),
+# Each new shape compiles the jitted compression: few examples, small shapes.
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 3), words=st.integers(1, 3), seed=st.integers(0, 2**16),
        group=st.sampled_from([4, 16]))
 def test_round_trip_is_exact_and_matches_the_format(rows, words, seed, group):
     codes, scales = random_codes(np.random.default_rng(seed), rows, 16 * words, group)
