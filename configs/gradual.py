@@ -19,6 +19,19 @@ from configs.zeroshot import zeroshot_settings
 from jaxprune.training import RULES
 
 
+def train_section(**changes) -> ml_collections.ConfigDict:
+    """A ``train`` section: the training text and ``TrainSettings``' fields (``changes``
+    replace the defaults of the training configs)."""
+    section = ml_collections.ConfigDict(dict(
+        source="file",
+        path="",  # e.g. ../shared/data/calibration/enwiki-excerpt.txt
+        split="train", steps=500, batch_size=16, seq_len=128, learning_rate=3e-3,
+        warmup_steps=50, final_lr_fraction=0.1, weight_decay=0.0, clip_norm=1.0,
+        checkpoint_every=100, log_every=25))
+    section.update(changes)
+    return section
+
+
 def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     """Fields shared by the training configs (this file and configs/gradual_smollm2.py)."""
     config = ml_collections.ConfigDict()
@@ -39,20 +52,7 @@ def training_config(model: str, rule: str) -> ml_collections.ConfigDict:
     config.sparsity.allocation = "uniform"
     config.sparsity.pattern = "unstructured"
 
-    config.train = ml_collections.ConfigDict()
-    config.train.source = "file"
-    config.train.path = ""  # e.g. ../shared/data/calibration/enwiki-excerpt.txt
-    config.train.split = "train"
-    config.train.steps = 500
-    config.train.batch_size = 16
-    config.train.seq_len = 128
-    config.train.learning_rate = 3e-3
-    config.train.warmup_steps = 50
-    config.train.final_lr_fraction = 0.1
-    config.train.weight_decay = 0.0
-    config.train.clip_norm = 1.0
-    config.train.checkpoint_every = 100
-    config.train.log_every = 25
+    config.train = train_section()
 
     config.eval = ml_collections.ConfigDict()
     config.eval.source = "wikitext2"

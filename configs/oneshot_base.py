@@ -5,6 +5,7 @@ Not a config file itself: each method's file calls ``oneshot_config`` from its `
 
 import ml_collections
 
+from configs.gradual import train_section
 from configs.zeroshot import zeroshot_settings
 
 # The comparison group of each method's unstructured setting in its paper: the whole tensor
@@ -120,21 +121,9 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     config.lora_alpha = 16.0
     config.lora_layers = ""  # a regex over kernel paths; empty: every linear layer
     config.lora_seed = 0  # draws the A factors and the batches
-    config.train = ml_collections.ConfigDict()
-    config.train.source = "file"
-    config.train.path = ""  # e.g. ../shared/data/calibration/enwiki-excerpt.txt
-    config.train.split = "train"
     # A CPU-sized budget (as the structured tables' distillation): 64 steps of 4 x 256 tokens.
-    config.train.steps = 64
-    config.train.batch_size = 4
-    config.train.seq_len = 256
-    config.train.learning_rate = 5e-4
-    config.train.warmup_steps = 4
-    config.train.final_lr_fraction = 0.1
-    config.train.weight_decay = 0.0
-    config.train.clip_norm = 1.0
-    config.train.checkpoint_every = 32
-    config.train.log_every = 8
+    config.train = train_section(steps=64, batch_size=4, seq_len=256, learning_rate=5e-4,
+                                 warmup_steps=4, checkpoint_every=32, log_every=8)
 
     config.evaluate_dense = False
     config.workdir = ""  # results.json, results.md and saved models go here
