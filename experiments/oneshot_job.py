@@ -338,5 +338,6 @@ def quant_label(config) -> str:
     """``gptq-int4-g128-sym``-style: the quantizer and its grid, or "none"."""
     if config.quantize == "none":
         return "none"
-    spec = quant.QuantSpec(config.quant_bits, config.quant_group_size, config.quant_symmetric)
+    spec = oneshot.quantizers.quant_spec(config.quant_bits, config.quant_group_size,
+                                         config.quant_symmetric)
     return f"{config.quantize}-{spec.label}"

@@ -26,6 +26,7 @@ from jaxprune.models.hf_io import write_hf_directory
 from jaxprune.models.llama import Llama
 from jaxprune.models.tokenizer import Tokenizer
 from jaxprune.models.weights import hf_name, hf_tensors_from_model
+from jaxprune.quant.size import qarray_bits
 
 FORMAT = "pack-quantized"
 SPARSITY_STRUCTURES = ("2:4", "unstructured")
@@ -53,12 +54,6 @@ def pack_int32(codes: np.ndarray, bits: int, axis: int = 1) -> np.ndarray:
     return np.ascontiguousarray(packed.T if axis == 0 else packed)
 
 
-def _bits(quantized) -> int:
-    import jax.numpy as jnp
-
-    return jnp.iinfo(quantized.qvalue.dtype).bits
-
-
 def common_grid(quantized: Mapping) -> tuple[int, int, bool]:
     """``(bits, group size or 0 for one scale per output unit, symmetric)`` shared by every
     ``qwix.QArray`` (a kernel with one group of all its inputs fits any group size equal to
@@ -67,7 +62,7 @@ def common_grid(quantized: Mapping) -> tuple[int, int, bool]:
     Raises:
       ValueError: when the kernels were quantized on different grids.
     """
-    kinds = {(_bits(q), q.zero_point is None) for q in quantized.values()}
+    kinds = {(qarray_bits(q), q.zero_point is None) for q in quantized.values()}
     shapes = {(int(q.qvalue.shape[0]), int(q.scale.shape[0])) for q in quantized.values()}
     groups = {inputs // count for inputs, count in shapes if count > 1}
     single = {inputs for inputs, count in shapes if count == 1}

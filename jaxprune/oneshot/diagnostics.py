@@ -3,30 +3,11 @@ calibration data, the quantities the methods optimise (``stats.output_error``)."
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import numpy as np
-from flax import nnx
 
-from jaxprune.oneshot.stats import InputStats, add_input_stats, batch_input_stats, output_error
+from jaxprune.oneshot.engine import _collect_block_stats, _linear
+from jaxprune.oneshot.stats import output_error
 from jaxprune.patterns import parse_pattern
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _block_inputs(graphdef, state, h, cos, sin):
-    out, inputs = nnx.merge(graphdef, state).forward_with_inputs(h, cos, sin)
-    return out, {g: batch_input_stats(x, with_gram=True) for g, x in inputs.items()}
-
-
-def _dense_block_stats(block, hidden: list, cos, sin) -> tuple[list, dict[str, InputStats]]:
-    graphdef, state = nnx.split(block)
-    outputs, stats = [], {}
-    for h in hidden:
-        out, batch = _block_inputs(graphdef, state, h, cos, sin)
-        outputs.append(out)
-        stats = {g: add_input_stats(stats.get(g), s) for g, s in batch.items()}
-    return outputs, stats
 
 
 def layer_errors(model, segments: np.ndarray, methods: dict, blocks, *, pattern: str,
@@ -55,16 +36,15 @@ def layer_errors(model, segments: np.ndarray, methods: dict, blocks, *, pattern:
     hidden = [model.embed(segments[i:i + batch_size])
               for i in range(0, len(segments), batch_size)]
     rows, wanted = [], set(blocks)
+    groups = tuple(sorted({t.group for t in model.prunable_linears()}))
     for index in range(max(wanted) + 1):
         block = model.layers[index]
-        hidden, stats = _dense_block_stats(block, hidden, cos, sin)
+        # The engine's own pass: the block's dense outputs and its inputs' sums.
+        hidden, stats = _collect_block_stats(block, hidden, cos, sin, groups, True)
         if index not in wanted:
             continue
         for target in (t for t in model.prunable_linears() if t.block == index):
-            kernel = block
-            for part in target.name.split("/"):
-                kernel = getattr(kernel, part)
-            kernel = kernel.kernel[...]
+            kernel = _linear(block, target.name).kernel[...]
             for label, method in methods.items():
                 pruned = method.prune_layer(kernel, stats[target.group], sparsity=sparsity,
                                             pattern=parsed, path=target.path)

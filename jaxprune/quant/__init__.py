@@ -8,7 +8,7 @@ holds the grid (``QuantSpec``) and sizes; the quantizers the engine takes (``GPT
 ``RoundToNearest``) live in ``jaxprune.oneshot.quantizers``.
 """
 
-from jaxprune.quant.size import model_storage_bytes, qarray_bytes
+from jaxprune.quant.size import model_storage_bytes, qarray_bits, qarray_bytes
 from jaxprune.quant.spec import (
     BITS,
     QuantSpec,
@@ -25,6 +25,7 @@ __all__ = [
     "fake_quantize",
     "group_scale_zero",
     "model_storage_bytes",
+    "qarray_bits",
     "qarray_bytes",
     "quantize_codes",
 ]

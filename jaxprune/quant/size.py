@@ -14,10 +14,15 @@ from jaxprune import paths
 HALF_PRECISION_BYTES = 2
 
 
+def qarray_bits(quantized) -> int:
+    """The bit width of a ``qwix.QArray``'s integer codes (4 or 8)."""
+    return jnp.iinfo(quantized.qvalue.dtype).bits
+
+
 def qarray_bytes(quantized) -> int:
     """Bytes of a ``qwix.QArray``: codes packed at their bit width, half-precision scales, zero
     points packed like the codes."""
-    bits = jnp.iinfo(quantized.qvalue.dtype).bits
+    bits = qarray_bits(quantized)
     total = math.ceil(quantized.qvalue.size * bits / 8)
     total += HALF_PRECISION_BYTES * quantized.scale.size
     if quantized.zero_point is not None:
