@@ -301,10 +301,16 @@ def without_switched_off(node):
     if not isinstance(node, dict):
         return node
     node = {k: without_switched_off(v) for k, v in node.items()}
+    dropped = set()
     for switch, (off, settings) in SWITCHED_FIELDS.items():
         if switch in node and node[switch] == off:
             for name in (switch, *settings):
-                node.pop(name, None)
+                if node.pop(name, None) is not None:
+                    dropped.add(name)
+    if dropped and "runlocal_overrides" in node:
+        # A smoke run's overrides of dropped fields (``train.steps``) go with them.
+        node["runlocal_overrides"] = [pair for pair in node["runlocal_overrides"]
+                                      if pair[0].split(".")[0] not in dropped]
     return node
 
 

@@ -372,3 +372,17 @@ def test_dry_run_lists_points_without_running(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count(" todo ") == 13
     assert not (tmp_path / "dry" / sweep.RESULTS).exists()
+
+
+def test_the_published_beyond_rows_resume_under_the_committed_config():
+    """Rows written before later fields existed keep their fingerprints (the sweep skips them)."""
+    from configs.sweeps import beyond_table
+
+    with open(os.path.join(REPO, "docs", "data", "sweep_beyond_table.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    config = beyond_table.get_config()
+    config.base.calibration.path = rows[0]["config"]["calibration"]["path"]
+    config.base.eval.path = rows[0]["config"]["eval"]["path"]
+    fingerprints = {fingerprint for _, _, fingerprint in sweep.resolve_points(config)}
+    assert len(rows) >= 11
+    assert {row["fingerprint"] for row in rows} <= fingerprints
