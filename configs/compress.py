@@ -31,8 +31,8 @@ ONESHOT_ROWS = {
                                                           **INT4)),
 }
 # Row -> (configs/structured.py argument, quant_settings) for the structured chain: the cut,
-# its short distillation, then GPTQ int4. The MLP cut keeps 1264 channels, which groups of 64
-# do not divide; 16 do.
+# the structured tables' short distillation (structured.SHORT_DISTILL), then GPTQ int4. The MLP
+# cut keeps 1264 channels, which groups of 64 do not divide; 16 do.
 STRUCTURED_ROWS = {
     "depth4_int4": ("depth4,distill", dict(quant_group_size=64)),
     "mlp_int4": ("mlp,distill", dict(quant_group_size=16)),
@@ -52,6 +52,7 @@ def get_config(arg=None):
     if row in STRUCTURED_ROWS:
         cut, settings = STRUCTURED_ROWS[row]
         config = structured.get_config(cut + (",runlocal" if runlocal else ""))
+        config.train.update(structured.SHORT_DISTILL)
         config.quantize = "gptq"
         config.quant_settings.update(settings)
         return config

@@ -346,6 +346,15 @@ def test_compress_runs_each_chain_of_a_row(tmp_path, row, overrides, method):
     assert row["method"] == method and row["weights_mb"] > 0
 
 
+@pytest.mark.parametrize("row", ["depth4_int4", "mlp_int4"])
+def test_compress_structured_rows_distill_as_the_structured_tables_do(row):
+    from configs import compress, structured
+
+    config = compress.get_config(row)
+    assert config.distill.enabled and config.quantize == "gptq"
+    assert {k: config.train[k] for k in structured.SHORT_DISTILL} == structured.SHORT_DISTILL
+
+
 @pytest.mark.parametrize("models, message", [
     ("", "config.models is empty"),
     ("dense", "config.models entry 'dense' is not label=path.gguf"),
