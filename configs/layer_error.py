@@ -7,30 +7,41 @@ Launch (SmolLM2, 16 x 512 calibration tokens, blocks 0, 10 and 20 at 2:4; about 
   python -m experiments.layer_error --config=configs/layer_error.py \
       --config.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.out=runs/layer_error.json
+At 70%, each method by its own comparison group (Wanda per output, SparseGPT unstructured):
+  python -m experiments.layer_error --config=configs/layer_error.py:70 ...
 Smoke run (tiny random model, built-in text):
   python -m experiments.layer_error --config=configs/layer_error.py:runlocal
 """
 
 import ml_collections
 
-from configs.oneshot_base import oneshot_config
+from configs.oneshot_base import UNSTRUCTURED_GROUP, oneshot_config
+
+# label -> the one-shot fields that differ from the base (method, refine, ...).
+VARIANTS = {
+    "wanda": {"method": "wanda"},
+    "wanda+dsnot": {"method": "wanda", "refine": "dsnot"},
+    "sparsegpt": {"method": "sparsegpt"},
+    "sparsegpt+dsnot": {"method": "sparsegpt", "refine": "dsnot"},
+}
 
 
 def get_config(arg=None):
-    """The diagnostic; ``arg="runlocal"`` shrinks it to the tiny model."""
-    if arg not in (None, "runlocal"):
-        raise ValueError(f"configs/layer_error.py takes 'runlocal', got {arg!r}")
-    config = oneshot_config("wanda", "2:4", arg)
-    config.sparsity = 0.5
+    """The diagnostic at 2:4; ``arg="70"``: at 70%, each method by its own comparison group
+    (as in the beyond table); ``"runlocal"`` (alone or after a comma) shrinks it to the tiny
+    model."""
+    parts = [p for p in (arg or "").split(",") if p]
+    if any(p not in ("runlocal", "70") for p in parts):
+        raise ValueError(f"configs/layer_error.py takes '70' and/or 'runlocal', got {arg!r}")
+    unstructured = "70" in parts
+    config = oneshot_config("wanda", "per_output" if unstructured else "2:4",
+                            "runlocal" if "runlocal" in parts else None)
+    config.sparsity = 0.7 if unstructured else 0.5
     config.calibration.num_segments = 16
     config.blocks = (0, 10, 20)
-    # label -> the one-shot fields that differ from the base (method, refine, ...).
     config.variants = ml_collections.ConfigDict({
-        "wanda": {"method": "wanda"},
-        "wanda+dsnot": {"method": "wanda", "refine": "dsnot"},
-        "sparsegpt": {"method": "sparsegpt"},
-        "sparsegpt+dsnot": {"method": "sparsegpt", "refine": "dsnot"},
-    })
+        label: dict(fields, pattern=UNSTRUCTURED_GROUP[fields["method"]]) if unstructured
+        else fields for label, fields in VARIANTS.items()})
     config.out = ""  # JSON of the rows; empty: printed only
     config.runlocal_overrides = (*config.runlocal_overrides, ("model", "tiny-llama"),
                                  ("blocks", (0, 1)))

@@ -18,28 +18,33 @@ from ml_collections import config_flags
 from experiments import common
 from jaxprune import oneshot
 from jaxprune.oneshot import diagnostics
+from jaxprune.patterns import parse_pattern
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Layer-error configuration.")
 
 
-def methods_of(config) -> dict:
-    """Label -> method value for each of ``config.variants`` (through the registry).
+def variants_of(config) -> dict:
+    """Label -> ``OneShotConfig`` for each of ``config.variants`` (through the registry): the
+    base's one-shot fields with the variant's own (a ``pattern`` among them) on top.
 
     Raises:
-      ValueError: naming the variant, for a field that is not a one-shot field or a bad value.
+      ValueError: naming the variant, for a field that is not a one-shot field, a bad value,
+        or a method that cannot prune by its pattern.
     """
     fields = {name: config[name] for name in oneshot.registry.config_fields() if name in config}
-    methods = {}
+    variants = {}
     for label, overrides in config.variants.items():
         unknown = set(overrides) - set(fields)
         if unknown:
             raise ValueError(f"config.variants.{label} sets {sorted(unknown)}, which are not "
                              f"one-shot fields")
         try:
-            methods[label] = oneshot.settings_from_config({**fields, **overrides}).method
+            settings = oneshot.settings_from_config({**fields, **overrides})
+            settings.method.check(parse_pattern(settings.pattern))
         except ValueError as err:
             raise ValueError(f"config.variants.{label}: {err}") from None
-    return methods
+        variants[label] = settings
+    return variants
 
 
 def main(argv):
@@ -49,16 +54,15 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/layer_error.py")
     config = common.apply_runlocal(_CONFIG.value)
     with common.usage_errors():
-        methods = methods_of(config)
+        variants = variants_of(config)
         model, tokenizer = common.load_model(config)
         segments = common.calibration_segments(config.calibration, tokenizer)
         if max(config.blocks) >= len(model.layers):
             raise ValueError(f"config.blocks has {max(config.blocks)}; the model has "
                              f"{len(model.layers)} blocks")
-    rows = diagnostics.layer_errors(model, segments, methods, config.blocks,
-                                    pattern=config.pattern, sparsity=config.sparsity,
+    rows = diagnostics.layer_errors(model, segments, variants, config.blocks,
                                     batch_size=config.batch_size)
-    labels = list(methods)
+    labels = list(variants)
     table = [{"block": b, "layer": name,
               **{f"{m} mse": r["mse"] for m in labels for r in rows
                  if (r["block"], r["layer"], r["method"]) == (b, name, m)},

@@ -186,3 +186,30 @@ def test_layer_error_binary_runs_on_the_tiny_model(tmp_path):
     assert {r["method"] for r in rows} == {"wanda", "wanda+dsnot", "sparsegpt",
                                            "sparsegpt+dsnot"}
     assert len(rows) == 2 * 7 * 4 and all(r["mse"] > 0 for r in rows)
+
+
+def test_layer_error_binary_prunes_each_variant_by_its_own_group_at_70(tmp_path):
+    import json
+
+    from tests import inprocess
+
+    out = tmp_path / "layer_error.json"
+    result = inprocess.run("experiments.layer_error",
+                           "--config=configs/layer_error.py:70,runlocal", f"--config.out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads(out.read_text())
+    assert written["config"]["variants"]["wanda"]["pattern"] == "per_output"
+    assert written["config"]["variants"]["sparsegpt+dsnot"]["pattern"] == "unstructured"
+    assert all(r["mse"] > 0 for r in written["rows"])
+
+
+def test_layer_error_refuses_a_method_that_cannot_prune_by_its_pattern_before_loading():
+    from tests import inprocess
+
+    result = inprocess.run("experiments.layer_error", "--config=configs/layer_error.py:runlocal",
+                           "--config.pattern=per_output", "--config.sparsity=0.7",
+                           "--config.model=no-such-model")
+    assert result.returncode != 0
+    assert ("config.variants.sparsegpt: method 'sparsegpt' chooses its unstructured mask per "
+            "block of columns; pattern must be 'unstructured' or N:M, got 'per_output'"
+            in result.stderr), result.stderr[-2000:]

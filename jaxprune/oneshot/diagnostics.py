@@ -10,27 +10,35 @@ from jaxprune.oneshot.stats import output_error
 from jaxprune.patterns import parse_pattern
 
 
-def layer_errors(model, segments: np.ndarray, methods: dict, blocks, *, pattern: str,
-                 sparsity: float | None, batch_size: int = 8) -> list[dict]:
-    """Each method's ``OutputError`` on every linear layer of the chosen blocks, every method
+def layer_errors(model, segments: np.ndarray, variants: dict, blocks, *,
+                 batch_size: int = 8) -> list[dict]:
+    """Each variant's ``OutputError`` on every linear layer of the chosen blocks, every variant
     pruning the same dense layer from the dense model's inputs (``order="dense"``).
 
     Args:
       model: the dense model.
       segments: calibration token ids ``[N, L]``.
-      methods: label -> one-shot method value (``OneShotConfig.method``).
+      variants: label -> ``OneShotConfig`` (its method, pattern and sparsity are used), so
+        each method can prune by its own comparison group.
       blocks: block indices to measure.
-      pattern, sparsity: as ``OneShotConfig``'s.
       batch_size: calibration segments per forward pass.
 
     Returns:
-      One row per (block, layer, method): ``block``, ``layer``, ``method``, ``mse``,
-      ``mean_sq``.
+      One row per (block, layer, variant): ``block``, ``layer``, ``method`` (the label),
+      ``mse``, ``mean_sq``.
+
+    Raises:
+      ValueError: naming the variant whose method cannot prune by its pattern (before work).
     """
-    parsed = parse_pattern(pattern)
-    sparsity = parsed.sparsity if parsed.is_n_of_m else sparsity
-    for method in methods.values():
-        method.check(parsed)
+    plans = {}
+    for label, settings in variants.items():
+        parsed = parse_pattern(settings.pattern)
+        try:
+            settings.method.check(parsed)
+        except ValueError as err:
+            raise ValueError(f"variant {label!r}: {err}") from None
+        plans[label] = (settings.method, parsed,
+                        parsed.sparsity if parsed.is_n_of_m else settings.sparsity)
     segments = np.asarray(segments, np.int32)
     cos, sin = model.rope(segments.shape[1])
     hidden = [model.embed(segments[i:i + batch_size])
@@ -45,7 +53,7 @@ def layer_errors(model, segments: np.ndarray, methods: dict, blocks, *, pattern:
             continue
         for target in (t for t in model.prunable_linears() if t.block == index):
             kernel = _linear(block, target.name).kernel[...]
-            for label, method in methods.items():
+            for label, (method, parsed, sparsity) in plans.items():
                 pruned = method.prune_layer(kernel, stats[target.group], sparsity=sparsity,
                                             pattern=parsed, path=target.path)
                 error = output_error(stats[target.group], pruned.kernel - kernel)
