@@ -4,10 +4,12 @@ the one-shot protocol (64 x 512 calibration tokens, WikiText-2 in 128 windows of
 Each of 50% and 70% (each method's own comparison group: the whole tensor for SparseGPT and
 ALPS, each output unit for the Wanda family) and 2:4: SparseGPT, Wanda, ALPS, DSnoT on Wanda
 and on SparseGPT, Wanda++'s regional gradient score alone and with its block reconstruction,
-Wanda and SparseGPT with block reconstruction; at 2:4 also Wanda, RIA and SparseGPT on RIA's
-channel permutation, and MaskLLM's masks learned from SparseGPT's (100 steps of 4 windows).
+Wanda and SparseGPT with block reconstruction; at 2:4 also RIA's score alone, Wanda, RIA and
+SparseGPT on RIA's channel permutation, and MaskLLM's masks learned from SparseGPT's (100 steps
+of 4 windows).
 
-Launch (32 points, about 5 hours on 2 CPU cores; resumable):
+Launch (33 points, about 11 hours on 2 CPU cores, 7 of them the 8 reconstruction points;
+resumable):
   python -m experiments.sweep --config=configs/sweeps/beyond_table.py \
       --config.base.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.base.eval.path=../shared/data/wikitext-2-raw \
@@ -37,8 +39,10 @@ ROWS = (
     {"method": "wanda", "reconstruction": "adam"},
     {"method": "sparsegpt", "reconstruction": "adam"},
 )
-# Rows only N:M patterns have: RIA's permutation, and MaskLLM learning from SparseGPT's masks.
-N_OF_M_ROWS = (*({"method": m, "permute": True} for m in ("wanda", "ria", "sparsegpt")),
+# Rows only N:M patterns have: RIA's score alone and RIA's permutation under three scores (as
+# RIA's paper compares them at 2:4), and MaskLLM learning from SparseGPT's masks.
+N_OF_M_ROWS = ({"method": "ria"},
+               *({"method": m, "permute": True} for m in ("wanda", "ria", "sparsegpt")),
                {"method": "sparsegpt", "learn_masks": "maskllm"})
 ZEROSHOT_LIMIT = 200
 
