@@ -76,10 +76,11 @@ def check_config(config) -> None:
                          f"got {config.save_gguf!r}")
     if saving and not config.workdir:
         raise ValueError(f"config.workdir is required to save the pruned model "
-                         f"(config.{saving[0]}=True)")
-    if saving and not runs_engine(config):
-        raise ValueError("config.method 'dense' without config.quantize changes nothing; there "
-                         f"is no model to save (config.{saving[0]}=True)")
+                         f"(config.{saving[0]}={config[saving[0]]!r})")
+    if config.get("save_checkpoint") and not runs_engine(config):
+        raise ValueError("config.method 'dense' without config.quantize changes nothing: the "
+                         "checkpoint would hold the model's own weights "
+                         "(config.save_checkpoint=True); save_hf and save_gguf export it")
     if config.get("stream"):
         check_stream_config(config)
     check_recovery_config(config)

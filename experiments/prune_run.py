@@ -33,17 +33,19 @@ def columns(rows: list[dict]) -> list[str]:
     return COLUMNS + size + common.zeroshot_columns(rows)
 
 
-def save_outputs(config, result, tokenizer) -> list[str]:
-    """Saves the pruned model as asked; returns what was written (a streamed run wrote its
-    directory as it went)."""
+def save_outputs(config, model, result, tokenizer) -> list[str]:
+    """Saves the job's model as asked: the pruned one, or for method "dense" the loaded one
+    (the runtimes' baseline; ``result`` is None then). Returns what was written (a streamed
+    run wrote its directory as it went)."""
     if isinstance(result, oneshot.StreamedResult):
         return [result.directory]
+    model = result.model if result else model
     written = []
     if config.save_checkpoint:
         import orbax.checkpoint as ocp
 
         path = os.path.abspath(os.path.join(config.workdir, "checkpoint"))
-        tree = {"params": nnx.state(result.model, nnx.Param), "masks": result.masks}
+        tree = {"params": nnx.state(model, nnx.Param), "masks": result.masks}
         with ocp.StandardCheckpointer() as checkpointer:  # writes to a temporary dir first
             # Under jax.distributed every process takes part in the save.
             checkpointer.save(path, common.replicated_over_processes(tree))
@@ -52,13 +54,13 @@ def save_outputs(config, result, tokenizer) -> list[str]:
         from jaxprune import models
 
         path = os.path.join(config.workdir, "hf")
-        models.save_hf_dir(result.model, path, tokenizer=tokenizer)
+        models.save_hf_dir(model, path, tokenizer=tokenizer)
         written.append(path)
     if config.save_gguf and jax.process_index() == 0:
         from jaxprune.models import gguf_export
 
         path = os.path.join(config.workdir, GGUF_FILE)
-        gguf_export.save_gguf(result.model, path, tokenizer=tokenizer,
+        gguf_export.save_gguf(model, path, tokenizer=tokenizer,
                               tensor_type=config.save_gguf)
         written.append(path)
     if config.save_compressed and jax.process_index() == 0:
@@ -67,7 +69,7 @@ def save_outputs(config, result, tokenizer) -> list[str]:
         path = os.path.join(config.workdir, COMPRESSED_DIR)
         structure = "2:4" if config.pattern == "2:4" else (
             "unstructured" if config.method != DENSE else None)
-        compressed_export.save_compressed_tensors(result.model, path, result.quantized,
+        compressed_export.save_compressed_tensors(model, path, result.quantized,
                                                   sparsity=structure, tokenizer=tokenizer)
         written.append(path)
     return written
@@ -106,9 +108,9 @@ def prune_and_evaluate(config, resources) -> tuple[list[dict], dict]:
     return rows, point
 
 
-def write_results(config, rows: list[dict], result, tokenizer) -> None:
+def write_results(config, rows: list[dict], result, model, tokenizer) -> None:
     """The saved models, then results.json (written last: it marks the run finished)."""
-    written = save_outputs(config, result, tokenizer) if result else []
+    written = save_outputs(config, model, result, tokenizer)
     if jax.process_index() != 0:  # under jax.distributed, process 0 writes the results
         return
     common.write_json_atomic(os.path.join(config.workdir, "results.json"), {
@@ -139,7 +141,7 @@ def run_prune(config_value) -> None:
         rows, point = prune_and_evaluate(config, resources)
         print(common.markdown_table(rows, columns(rows), {"prune seconds": ".1f"}))
         if config.workdir:
-            write_results(config, rows, point["result"], resources.model(config)[1])
+            write_results(config, rows, point["result"], *resources.model(config))
             if jax.process_index() == 0:
                 print(f"wrote {config.workdir}")
 

@@ -315,6 +315,29 @@ def test_prune_job_quantizes_and_writes_a_gguf_that_loads(tmp_path):
         "group_size"] == 32
 
 
+def test_the_dense_model_exports_as_the_runtimes_baseline_and_nothing_else_is_saved(tmp_path):
+    """method=dense writes the loaded model's GGUF (its weights exactly, in F32); a
+    checkpoint of it is refused before work."""
+    from jaxprune import models
+    from jaxprune.models import gguf_io
+
+    result = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                           "--config.model=tiny-llama", "--config.method=dense",
+                           "--config.sparsity=0", "--config.save_gguf=F32",
+                           f"--config.workdir={tmp_path / 'gguf'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    reloaded, _ = gguf_io.load_gguf(str(tmp_path / "gguf" / "model.gguf"))
+    dense, _ = models.load("tiny-llama")
+    np.testing.assert_array_equal(np.asarray(reloaded.layers[1].mlp.down_proj.kernel[...]),
+                                  np.asarray(dense.layers[1].mlp.down_proj.kernel[...]))
+    refused = inprocess.run("experiments.prune", "--config=configs/wanda.py:runlocal",
+                            "--config.model=tiny-llama", "--config.method=dense",
+                            "--config.sparsity=0", "--config.save_checkpoint=True",
+                            f"--config.workdir={tmp_path / 'ckpt'}")
+    assert refused.returncode != 0
+    assert "the checkpoint would hold the model's own weights" in refused.stderr
+
+
 def test_prune_job_recovers_with_lora_then_quantizes(tmp_path):
     """Wanda 2:4, masked LoRA distillation from the dense model, then GPTQ: the row names the
     stages, the curve is kept, and the model keeps 2:4 on the grid."""
