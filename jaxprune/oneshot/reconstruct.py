@@ -82,6 +82,13 @@ def _adam_step(graphdef, optimizer, kernels, opt_state, rest, masks, h, target, 
 _mean_error = jax.jit(_block_error, static_argnums=0)
 
 
+@functools.lru_cache(maxsize=8)
+def _adam(lr: float) -> optax.GradientTransformation:
+    # One transformation per learning rate: `_adam_step` takes it as a static argument, and a
+    # new one for every block compiled the step again for every block (most of a block's time).
+    return optax.adam(lr)
+
+
 def reconstruct_block(block, masks: dict[str, jax.Array], inputs: list, targets: list, cos,
                       sin, settings: BlockReconstruction) -> tuple[float, float]:
     """Refits a pruned block's kept weights in place (module docstring).
@@ -102,7 +109,7 @@ def reconstruct_block(block, masks: dict[str, jax.Array], inputs: list, targets:
     """
     graphdef, kernels, rest = split_kernels(block, masks)
     mask_tree = paths.map_with_path_str(lambda path, _: masks[path.rsplit("/", 1)[0]], kernels)
-    optimizer = optax.adam(settings.lr)
+    optimizer = _adam(settings.lr)
 
     def error(current):
         return sum(float(_mean_error(graphdef, current, rest, h, t, cos, sin))
