@@ -73,7 +73,7 @@ def test_an_adam_step_under_jit_equals_eager():
 
 def test_every_block_of_a_model_reuses_one_compiled_step():
     """Blocks of one structure share the step's compilation (a new optimizer per block used to
-    compile it again for each, most of a SmolLM2 block's reconstruction time)."""
+    compile it again for each)."""
     reconstruct._adam_step.clear_cache()
     recon = oneshot.BlockReconstruction(steps=2, lr=1e-3)
     for seed in (5, 6):
