@@ -70,7 +70,7 @@ test: lint
 
 # llama.cpp's Python binding, for experiments/bench_llamacpp.py only (not a dependency of the
 # tests): PyPI has no wheel of it for Linux, so this compiles llama.cpp (without its multimodal
-# library, for this machine's CPU). Slow: see docs/export.md for the time it took.
+# library, for this machine's CPU). Slow: docs/results.md ("llama.cpp") gives the time it took.
 LLAMACPP := llama-cpp-python==0.3.36
 llamacpp: $(VENV)/.test-installed
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON" $(UV_INSTALL) $(LLAMACPP)
