@@ -18,7 +18,6 @@ from ml_collections import config_flags
 from experiments import common
 from jaxprune import oneshot
 from jaxprune.oneshot import diagnostics
-from jaxprune.patterns import parse_pattern
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Layer-error configuration.")
 
@@ -39,11 +38,10 @@ def variants_of(config) -> dict:
             raise ValueError(f"config.variants.{label} sets {sorted(unknown)}, which are not "
                              f"one-shot fields")
         try:
-            settings = oneshot.settings_from_config({**fields, **overrides})
-            settings.method.check(parse_pattern(settings.pattern))
+            variants[label] = oneshot.settings_from_config({**fields, **overrides})
+            diagnostics.variant_plan(variants[label])
         except ValueError as err:
             raise ValueError(f"config.variants.{label}: {err}") from None
-        variants[label] = settings
     return variants
 
 

@@ -213,3 +213,14 @@ def test_layer_error_refuses_a_method_that_cannot_prune_by_its_pattern_before_lo
     assert ("config.variants.sparsegpt: method 'sparsegpt' chooses its unstructured mask per "
             "block of columns; pattern must be 'unstructured' or N:M, got 'per_output'"
             in result.stderr), result.stderr[-2000:]
+
+
+def test_layer_errors_refuses_a_variant_its_method_cannot_prune_before_any_work():
+    from jaxprune.oneshot import diagnostics
+
+    good = oneshot.settings_from_config(oneshot_fields(method="wanda", pattern="per_output"))
+    bad = oneshot.settings_from_config(oneshot_fields(method="sparsegpt", pattern="per_output"))
+    with pytest.raises(ValueError, match="variant 'sgpt': method 'sparsegpt' chooses"):
+        # No model: the check must come before any use of it.
+        diagnostics.layer_errors(None, np.ones((1, 4), np.int32),
+                                 {"wanda": good, "sgpt": bad}, blocks=[0])

@@ -10,6 +10,18 @@ from jaxprune.oneshot.stats import output_error
 from jaxprune.patterns import parse_pattern
 
 
+def variant_plan(settings) -> tuple:
+    """``(method, parsed pattern, sparsity)`` of a ``OneShotConfig`` (an N:M pattern's own
+    sparsity), checked before any work.
+
+    Raises:
+      ValueError: when the method cannot prune by the pattern.
+    """
+    parsed = parse_pattern(settings.pattern)
+    settings.method.check(parsed)
+    return settings.method, parsed, parsed.sparsity if parsed.is_n_of_m else settings.sparsity
+
+
 def layer_errors(model, segments: np.ndarray, variants: dict, blocks, *,
                  batch_size: int = 8) -> list[dict]:
     """Each variant's ``OutputError`` on every linear layer of the chosen blocks, every variant
@@ -32,13 +44,10 @@ def layer_errors(model, segments: np.ndarray, variants: dict, blocks, *,
     """
     plans = {}
     for label, settings in variants.items():
-        parsed = parse_pattern(settings.pattern)
         try:
-            settings.method.check(parsed)
+            plans[label] = variant_plan(settings)
         except ValueError as err:
             raise ValueError(f"variant {label!r}: {err}") from None
-        plans[label] = (settings.method, parsed,
-                        parsed.sparsity if parsed.is_n_of_m else settings.sparsity)
     segments = np.asarray(segments, np.int32)
     cos, sin = model.rope(segments.shape[1])
     hidden = [model.embed(segments[i:i + batch_size])
