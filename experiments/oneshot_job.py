@@ -244,8 +244,8 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
     evaluation = common.evaluate(model, eval_tokens, config.eval, tokenizer)
     metrics = _metrics(config, result, oneshot.achieved_sparsity(result) if result else 0.0,
                        evaluation)
-    # The parameters' bytes: quantized kernels packed, the rest in half precision, zeros
-    # stored (no sparse format counted).
+    # The parameters' bytes: quantized kernels packed, 2:4 kernels in the 2:4 formats, the
+    # rest in half precision.
     metrics["weights_mb"] = quant.model_storage_bytes(
         nnx.state(model, nnx.Param), result.quantized if result else {}) / 2**20
     metrics.update(common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot,

@@ -72,6 +72,28 @@ def test_a_gptq_quantized_2_of_4_layer_compresses_to_its_own_values():
     assert stored / (128 * 48 * 2) < 0.30
 
 
+def test_model_sizes_count_2_of_4_kernels_at_their_compressed_formats_bytes():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((256, 128)).astype(np.float32)
+    dense = jnp.asarray(rng.standard_normal((128, 48)), jnp.float32)
+    pruned = oneshot.sparsegpt_sweep(dense, jnp.asarray(x.T @ x), pattern=parse_pattern("2:4"),
+                                     quant=quant.QuantSpec(4, 64, True), blocksize=64)
+    q = pruned.quantized
+    as_int4 = kernels.compress_int4(np.asarray(q.qvalue.astype(jnp.int32)).T,
+                                    q.scale.T.astype(jnp.float16))
+    as_float = kernels.compress(jnp.asarray(pruned.kernel, jnp.float16).T)
+    state = {"a": {"kernel": pruned.kernel}, "b": {"kernel": pruned.kernel},
+             "c": {"kernel": dense}, "norm": jnp.ones(48)}
+    size = quant.model_storage_bytes(state, {"b/kernel": q})
+    assert size == (as_float.values.nbytes + as_float.meta.nbytes
+                    + as_int4.codes.nbytes + as_int4.meta.nbytes + as_int4.scales.nbytes
+                    + 2 * dense.size + 2 * 48)
+    # One group of 4 inputs with a third non-zero: stored whole.
+    third = pruned.kernel.at[0:4, 5].set(1.0)
+    assert quant.is_2_of_4(pruned.kernel) and not quant.is_2_of_4(third)
+    assert quant.model_storage_bytes({"k": third}, {}) == 2 * third.size
+
+
 @pytest.mark.parametrize("m", [1, 20, 64])
 @pytest.mark.parametrize("n, k", [(37, 128), (51, 320)])
 def test_kernels_equal_the_reference_in_interpret_mode(m, n, k):

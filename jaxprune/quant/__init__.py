@@ -8,7 +8,7 @@ holds the grid (``QuantSpec``) and sizes; the quantizers the engine takes (``GPT
 ``RoundToNearest``) live in ``jaxprune.oneshot.quantizers``.
 """
 
-from jaxprune.quant.size import model_storage_bytes, qarray_bits, qarray_bytes
+from jaxprune.quant.size import is_2_of_4, model_storage_bytes, qarray_bits, qarray_bytes
 from jaxprune.quant.spec import (
     BITS,
     QuantSpec,
@@ -24,6 +24,7 @@ __all__ = [
     "check_quant_settings",
     "fake_quantize",
     "group_scale_zero",
+    "is_2_of_4",
     "model_storage_bytes",
     "qarray_bits",
     "qarray_bytes",
