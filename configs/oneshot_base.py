@@ -65,6 +65,9 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     # size, 576, is 4.5 groups of 128, and a group must divide every quantized kernel's inputs.
     config.quant_group_size = 64
     config.quant_symmetric = True
+    # The token embedding table (and so a tied head) by round-to-nearest, one symmetric scale
+    # per token: 0 keeps it in float; 8 or 4 bits. Any one-shot run but a streamed one.
+    config.quant_embedding_bits = 0
     config.allocation = "uniform"  # or "owl"
     config.owl_lambda = 0.08
     config.owl_m = 5.0

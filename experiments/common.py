@@ -292,6 +292,7 @@ def copy_with(config: ml_collections.ConfigDict, **fields) -> ml_collections.Con
 SWITCHED_FIELDS = {"quantize": ("none", ("quant_bits", "quant_group_size", "quant_symmetric",
                                          "quant_settings")),
                    "save_gguf": ("", ()), "save_compressed": (False, ()),
+                   "quant_embedding_bits": (0, ()),
                    "recover": ("none", ("lora_rank", "lora_alpha", "lora_layers", "lora_seed",
                                         "train"))}
 

@@ -29,7 +29,8 @@ DENSE = oneshot.registry.DENSE
 JOB_FIELDS = ("model", "param_dtype", "calibration", "eval", "num_cpu_devices", "distributed",
               "stream", "evaluate_dense", "workdir", "overwrite", "save_checkpoint", "save_hf",
               "save_gguf", "save_compressed", "recover", "lora_rank", "lora_alpha",
-              "lora_layers", "lora_seed", "train", "runlocal", "runlocal_overrides")
+              "lora_layers", "lora_seed", "train", "quant_embedding_bits", "runlocal",
+              "runlocal_overrides")
 # config.recover: what runs between pruning and quantization.
 RECOVERIES = ("none", "lora")
 # The fields that save the pruned model (each needs config.workdir).
@@ -84,6 +85,29 @@ def check_config(config) -> None:
     if config.get("stream"):
         check_stream_config(config)
     check_recovery_config(config)
+    check_embedding_quantization(config)
+
+
+def check_embedding_quantization(config) -> None:
+    """``config.quant_embedding_bits``, before loading anything.
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    bits = config.get("quant_embedding_bits", 0)
+    if isinstance(bits, bool) or bits not in (0, *quant.BITS):
+        raise ValueError(f"config.quant_embedding_bits must be 0 (float) or one of "
+                         f"{quant.BITS}, got {bits!r}")
+    if not bits:
+        return
+    if not runs_engine(config):
+        raise ValueError("config.quant_embedding_bits quantizes the embedding of a pruned or "
+                         "quantized model; with config.method 'dense' set config.quantize too")
+    if config.get("save_compressed"):
+        raise ValueError("config.quant_embedding_bits with config.save_compressed=True: the "
+                         "compressed-tensors checkpoint stores embeddings in float")
+    if config.get("stream"):
+        raise ValueError("config.quant_embedding_bits does not apply with config.stream=True")
 
 
 def check_recovery_config(config) -> None:
@@ -230,7 +254,7 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
     segments = resources.calibration_segments(config)
     eval_tokens = resources.evaluation_tokens(config)
     start = time.perf_counter()
-    result, curve = None, []
+    result, curve, embedding = None, [], {}
     if runs_engine(config):
         settings = oneshot_settings(config)
         recovering = config.get("recover", "none") != "none"
@@ -239,6 +263,7 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
         result = oneshot.prune_oneshot(model, segments, settings)
         if recovering:
             result, curve = recover_and_quantize(config, resources, result, keep_dir)
+        result, embedding = quantize_embedding(config, result)
         model = result.model
     prune_seconds = time.perf_counter() - start
     evaluation = common.evaluate(model, eval_tokens, config.eval, tokenizer)
@@ -247,12 +272,23 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
     # The parameters' bytes: quantized kernels packed, 2:4 kernels in the 2:4 formats, the
     # rest in half precision.
     metrics["weights_mb"] = quant.model_storage_bytes(
-        nnx.state(model, nnx.Param), result.quantized if result else {}) / 2**20
+        nnx.state(model, nnx.Param), {**result.quantized, **embedding} if result else {}
+    ) / 2**20
     metrics.update(common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot,
                                            keep_dir=keep_dir))
     timings = {"prune_seconds": prune_seconds,
                "eval_seconds": time.perf_counter() - start - prune_seconds}
     return {"metrics": metrics, "timings": timings, "result": result, "curve": curve}
+
+
+def quantize_embedding(config, result):
+    """``config.quant_embedding_bits``: the result with its model's embedding table rounded,
+    and ``{path: QArray}`` of the table ({} while the field is 0)."""
+    bits = config.get("quant_embedding_bits", 0)
+    if not bits:
+        return result, {}
+    model, table = oneshot.quantize_embedding(result.model, bits)
+    return dataclasses.replace(result, model=model), {oneshot.EMBEDDING_PATH: table}
 
 
 def recover_and_quantize(config, resources: common.Resources, result, keep_dir: str = ""):
@@ -323,7 +359,9 @@ def _metrics(config, result, sparsity: float, evaluation) -> dict:
                   "owl" if config.allocation == "owl" else "none",
                   "recon" if config.reconstruction != "none" else "none",
                   "maskllm" if config.learn_masks != "none" else "none",
-                  config.get("recover", "none"), quant_label(config)]
+                  config.get("recover", "none"), quant_label(config),
+                  f"emb-int{config.quant_embedding_bits}"
+                  if config.get("quant_embedding_bits") else "none"]
         method += "".join(f"+{extra}" for extra in extras if extra != "none")
     return {
         "method": method,

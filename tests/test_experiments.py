@@ -127,6 +127,15 @@ def test_prune_binary_refuses_a_bad_config_before_pruning():
          "lora layers 'cross_attn' matches no linear layer"),
         ({"save_gguf": "Q4_K"}, "config.save_gguf must be '' (no GGUF) or one of ('F32', "
                                 "'F16', 'Q8_0', 'Q4_0'), got 'Q4_K'"),
+        ({"quant_embedding_bits": 2},
+         "config.quant_embedding_bits must be 0 (float) or one of (4, 8), got 2"),
+        ({"quant_embedding_bits": True}, "config.quant_embedding_bits must be 0 (float)"),
+        ({"quant_embedding_bits": 8, "method": "dense", "sparsity": 0.0, "pattern": "per_output"},
+         "with config.method 'dense' set config.quantize too"),
+        ({"quant_embedding_bits": 8, "quantize": "gptq", "save_compressed": True},
+         "the compressed-tensors checkpoint stores embeddings in float"),
+        ({"quant_embedding_bits": 4, "stream": True},
+         "config.quant_embedding_bits does not apply with config.stream=True"),
     ],
 )
 def test_prune_job_refuses_bad_config_before_pruning(overrides, message, tmp_path):
@@ -284,6 +293,27 @@ def test_a_dtype_the_device_cannot_run_fails_before_the_model_loads(monkeypatch)
     assert ("config.param_dtype='float16': the device (cpu, cpu) cannot run it: "
             "XlaRuntimeError: no float16 dot") in result.stderr
     assert "loaded" not in result.stderr
+
+
+def test_prune_job_quantizes_the_embedding_table_and_counts_it_packed(tmp_path):
+    """2:4 + joint int4 on the tiny model, with and without the int8 embedding: the table is
+    the only difference in size (int8 codes and a float16 scale per token for float16)."""
+    from jaxprune.models.registry import RANDOM_MODELS
+
+    rows = []
+    for bits in (0, 8):
+        result = inprocess.run("experiments.prune", "--config=configs/sparsegpt.py:runlocal",
+                               "--config.model=tiny-llama", "--config.pattern=2:4",
+                               "--config.quantize=joint", "--config.quant_group_size=32",
+                               f"--config.quant_embedding_bits={bits}",
+                               f"--config.workdir={tmp_path / str(bits)}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows.append(json.loads((tmp_path / str(bits) / "results.json").read_text())["rows"][-1])
+    assert rows[1]["method"] == "sparsegpt+joint-int4-g32-sym+emb-int8"
+    vocab, hidden = RANDOM_MODELS["tiny-llama"].vocab_size, RANDOM_MODELS["tiny-llama"].hidden_size
+    saved = (rows[0]["weights_mb"] - rows[1]["weights_mb"]) * 2**20
+    assert saved == pytest.approx(vocab * hidden * (2 - 1) - 2 * vocab)
+    assert rows[1]["perplexity"] != rows[0]["perplexity"]  # the rounded table is used
 
 
 def test_every_parameter_dtype_runs_on_this_device():

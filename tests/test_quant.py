@@ -246,3 +246,25 @@ def test_group_size_not_dividing_the_inputs_is_refused_naming_the_layer():
                                          "'blocks.0.q'"):
         GPTQ(QuantSpec(4, 32)).quantize_layer(jnp.asarray(W.T), None,
                                                None, path="blocks.0.q")
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_the_embedding_table_rounds_each_token_to_its_own_grid_like_float64_numpy(bits):
+    from jaxprune.oneshot.quantizers import quantize_embedding
+    from tests.families import tiny_model
+
+    model = tiny_model("llama3.2")  # tied: the table is the head too
+    table = np.asarray(model.embed_tokens.embedding[...], np.float64)
+    quantized, qarray = quantize_embedding(model, bits)
+    high = 2 ** (bits - 1) - 1
+    scale = np.abs(table).max(axis=1, keepdims=True) / (high + 0.5)  # one per token
+    want = np.clip(np.round(table / scale), -high - 1, high) * scale
+    got = np.asarray(quantized.embed_tokens.embedding[...], np.float64)
+    # Each row's largest magnitude sits on a rounding tie (+-(high + 0.5)): either side.
+    tie = np.abs(np.abs(table / scale) - (high + 0.5)) < 1e-4
+    np.testing.assert_allclose(got[~tie], want[~tie], rtol=1e-5, atol=1e-7)
+    assert np.all(np.abs(got - table)[tie] <= np.broadcast_to(scale, tie.shape)[tie] * 0.5001)
+    assert qarray.scale.shape == (1, table.shape[0])
+    np.testing.assert_array_equal(np.asarray(model.embed_tokens.embedding[...]), table)
+    with pytest.raises(ValueError, match="quant_embedding_bits must be one of"):
+        quantize_embedding(model, 6)

@@ -45,10 +45,12 @@ from jaxprune.oneshot.methods import (
 from jaxprune.oneshot.owl import OWL, outlier_ratio, owl_sparsities
 from jaxprune.oneshot.permutation import ChannelPermutation, kept_score, ria_permutation
 from jaxprune.oneshot.quantizers import (
+    EMBEDDING_PATH,
     GPTQ,
     QuantizedLayer,
     RoundToNearest,
     gptq_quantize_layer,
+    quantize_embedding,
     rtn_quantize_kernel,
 )
 from jaxprune.oneshot.reconstruct import BlockReconstruction, reconstruct_block
@@ -81,6 +83,7 @@ from jaxprune.oneshot.streaming import (
 
 __all__ = [
     "ALPS",
+    "EMBEDDING_PATH",
     "BlockReconstruction",
     "ChannelPermutation",
     "DSnoT",
@@ -131,6 +134,7 @@ __all__ = [
     "plan_oneshot",
     "plan_streamed",
     "prune_oneshot",
+    "quantize_embedding",
     "quantize_model",
     "prune_streamed",
     "read_streamed_masks",

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import qwix
+from flax import nnx
 
 from jaxprune.oneshot import sparsegpt
 from jaxprune.oneshot.methods import GRAM
@@ -150,3 +151,33 @@ def gptq_quantizer(quant_bits: int, quant_group_size: int, quant_symmetric: bool
     """``GPTQ`` from the config fields (``config.quantize="gptq"``); the lazy-update block and
     the dampening are SparseGPT's fields, which mean the same."""
     return GPTQ(quant_spec(quant_bits, quant_group_size, quant_symmetric), blocksize, damp)
+
+
+# Where the token embedding table sits in a model's state (``nnx.Embed`` of ``jaxprune.models``).
+EMBEDDING_PATH = "embed_tokens/embedding"
+
+
+def quantize_embedding(model, bits: int) -> tuple[Any, Any]:
+    """Round-to-nearest of a model's token embedding table, symmetric, one scale per token.
+
+    A token's row is both what the embedding returns and, with tied embeddings, one output
+    unit of the head, so one scale per row is the head's per-channel grid too. The one-shot
+    engine never touches the table; this quantizes it after pruning, for the packed size.
+
+    Args:
+      model: a ``jaxprune.models`` model (left unchanged).
+      bits: 4 or 8.
+
+    Returns:
+      ``(quantized model, table)``: a copy whose table holds the values on the grid, and the
+      table as a ``qwix.QArray`` over its transpose ``[hidden, vocab]`` (scales ``[1, vocab]``).
+
+    Raises:
+      ValueError: for bits other than 4 or 8.
+    """
+    check_quant_settings(bits, 0, True, prefix="quant_embedding_")
+    table = model.embed_tokens.embedding[...]
+    layer = rtn_quantize_kernel(table.T, QuantSpec(bits, 0, True))
+    quantized = nnx.clone(model)
+    quantized.embed_tokens.embedding[...] = layer.kernel.T
+    return quantized, layer.quantized
