@@ -83,6 +83,22 @@ def _one_load_of_each_packaged_model():
     patch.undo()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_each_files_compiled_programs():
+    """Drops JAX's compiled programs after each test file.
+
+    XLA's CPU code is mapped three times per compiled kernel (code, read-only data, data), and
+    the jit caches of the library's module-level functions keep every program alive: one
+    process running the whole suite reached Linux's 65,530 mappings about 650 tests in and
+    died with a segmentation fault (2026-12-03). Programs a later file needs again come back
+    from the persistent compilation cache.
+    """
+    yield
+    import jax
+
+    jax.clear_caches()
+
+
 # Test files that compare against torch, transformers or lm-eval, and the tests that run the
 # real model in this process. They run first: pytest-xdist hands each worker a contiguous share
 # of the collected tests and later steals from the end of a queue, so only the first worker
