@@ -83,10 +83,10 @@ from jaxprune.oneshot.streaming import (
 
 __all__ = [
     "ALPS",
-    "EMBEDDING_PATH",
     "BlockReconstruction",
     "ChannelPermutation",
     "DSnoT",
+    "EMBEDDING_PATH",
     "FISHER",
     "GPTQ",
     "GRAM",
