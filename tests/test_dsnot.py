@@ -203,6 +203,24 @@ def test_layer_error_binary_prunes_each_variant_by_its_own_group_at_70(tmp_path)
     assert all(r["mse"] > 0 for r in written["rows"])
 
 
+def test_layer_error_binary_quantizes_the_dense_layers_at_int4(tmp_path):
+    """With a quantizer each variant's error is the quantized kernel's; GPTQ, which minimises
+    that error on the same calibration inputs, beats round-to-nearest on every layer."""
+    import json
+
+    from tests import inprocess
+
+    out = tmp_path / "layer_error.json"
+    result = inprocess.run("experiments.layer_error",
+                           "--config=configs/layer_error.py:int4,runlocal", f"--config.out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    mse = {(r["block"], r["layer"], r["method"]): r["mse"] for r in rows}
+    layers = {(r["block"], r["layer"]) for r in rows}
+    assert len(layers) == 2 * 7 and all(v > 0 for v in mse.values())
+    assert all(mse[(*key, "gptq")] < mse[(*key, "rtn")] for key in layers)
+
+
 def test_layer_error_refuses_a_method_that_cannot_prune_by_its_pattern_before_loading():
     from tests import inprocess
 

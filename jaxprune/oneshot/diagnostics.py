@@ -1,5 +1,5 @@
-"""Layer-wise diagnostics: how each method's pruned kernels move their layers' outputs on the
-calibration data, the quantities the methods optimise (``stats.output_error``)."""
+"""Layer-wise diagnostics: how each method's pruned (and quantized) kernels move their layers'
+outputs on the calibration data, the quantities the methods optimise (``stats.output_error``)."""
 
 from __future__ import annotations
 
@@ -11,27 +11,29 @@ from jaxprune.patterns import parse_pattern
 
 
 def variant_plan(settings) -> tuple:
-    """``(method, parsed pattern, sparsity)`` of a ``OneShotConfig`` (an N:M pattern's own
-    sparsity), checked before any work.
+    """``(method, parsed pattern, sparsity, quantizer or None)`` of a ``OneShotConfig`` (an
+    N:M pattern's own sparsity), checked before any work.
 
     Raises:
       ValueError: when the method cannot prune by the pattern.
     """
     parsed = parse_pattern(settings.pattern)
     settings.method.check(parsed)
-    return settings.method, parsed, parsed.sparsity if parsed.is_n_of_m else settings.sparsity
+    sparsity = parsed.sparsity if parsed.is_n_of_m else settings.sparsity
+    return settings.method, parsed, sparsity, settings.quantization
 
 
 def layer_errors(model, segments: np.ndarray, variants: dict, blocks, *,
                  batch_size: int = 8) -> list[dict]:
     """Each variant's ``OutputError`` on every linear layer of the chosen blocks, every variant
-    pruning the same dense layer from the dense model's inputs (``order="dense"``).
+    pruning (then quantizing, with a quantizer) the same dense layer from the dense model's
+    inputs (``order="dense"``).
 
     Args:
       model: the dense model.
       segments: calibration token ids ``[N, L]``.
-      variants: label -> ``OneShotConfig`` (its method, pattern and sparsity are used), so
-        each method can prune by its own comparison group.
+      variants: label -> ``OneShotConfig`` (its method, pattern, sparsity and quantization are
+        used), so each method can prune by its own comparison group.
       blocks: block indices to measure.
       batch_size: calibration segments per forward pass.
 
@@ -62,10 +64,12 @@ def layer_errors(model, segments: np.ndarray, variants: dict, blocks, *,
             continue
         for target in (t for t in model.prunable_linears() if t.block == index):
             kernel = _linear(block, target.name).kernel[...]
-            for label, (method, parsed, sparsity) in plans.items():
+            for label, (method, parsed, sparsity, quantizer) in plans.items():
                 pruned = method.prune_layer(kernel, stats[target.group], sparsity=sparsity,
                                             pattern=parsed, path=target.path)
-                error = output_error(stats[target.group], pruned.kernel - kernel)
+                changed = pruned.kernel if quantizer is None else quantizer.quantize_layer(
+                    pruned.kernel, pruned.keep, stats[target.group], path=target.path).kernel
+                error = output_error(stats[target.group], changed - kernel)
                 rows.append({"block": index, "layer": target.name, "method": label,
                              "mse": error.mse, "mean_sq": error.mean_sq})
     return rows
