@@ -126,14 +126,15 @@ def test_fingerprint_of_a_config_with_switches_off_is_that_of_before_the_fields(
     before = config.copy_and_resolve_references()
     for name in ("quantize", "quant_bits", "quant_group_size", "quant_symmetric", "save_gguf",
                  "save_compressed", "recover", "lora_rank", "lora_alpha", "lora_layers",
-                 "lora_seed", "train"):
+                 "lora_seed", "train", "quant_embedding_bits"):
         del before[name]
     # The smoke run's shrinking of the training text came with the recovery.
     before.runlocal_overrides = [pair for pair in config.runlocal_overrides
                                  if not pair[0].startswith("train.")]
     assert len(before.runlocal_overrides) < len(config.runlocal_overrides)
     assert common.config_fingerprint(config) == common.config_fingerprint(before)
-    for switch, value in (("quantize", "rtn"), ("save_gguf", "F16"), ("recover", "lora")):
+    for switch, value in (("quantize", "rtn"), ("save_gguf", "F16"), ("recover", "lora"),
+                          ("quant_embedding_bits", 8)):
         changed = config.copy_and_resolve_references()
         changed[switch] = value
         assert common.config_fingerprint(changed) != common.config_fingerprint(before)
