@@ -33,6 +33,8 @@ ONESHOT_ROWS = {
     "sparsegpt_2of4_lora": ("sparsegpt", "2:4", dict(recover="lora")),
     "sparsegpt_2of4_lora_int4": ("sparsegpt", "2:4", dict(recover="lora", quantize="gptq",
                                                           **INT4)),
+    "sparsegpt_2of4_lora_int4_emb8": ("sparsegpt", "2:4", dict(
+        recover="lora", quantize="gptq", **INT4, quant_embedding_bits=8)),
 }
 # Row -> (configs/structured.py argument, quant_settings) for the structured chain: the cut,
 # the structured tables' short distillation (structured.SHORT_DISTILL), then GPTQ int4. The MLP

@@ -1,9 +1,9 @@
 r"""The one-shot rows of the compression table (docs/results.md): dense; int8 and int4 by
 round-to-nearest and GPTQ; SparseGPT 2:4; 2:4 + int4 in SparseGPT's joint sweep, also with
-the embedding table at int8; 2:4 with masked LoRA recovery, in float and then GPTQ int4
-(configs/compress.py's one-shot rows).
+the embedding table at int8; 2:4 with masked LoRA recovery, in float, then GPTQ int4, also
+with the embedding at int8 (configs/compress.py's one-shot rows).
 
-Launch (10 points; resumable):
+Launch (11 points; resumable):
   python -m experiments.sweep --config=configs/sweeps/compress_table.py \
       --config.base.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.base.train.path=../shared/data/calibration/enwiki-excerpt.txt \
