@@ -36,12 +36,14 @@ ONESHOT_ROWS = {
     "sparsegpt_2of4_lora_int4_emb8": ("sparsegpt", "2:4", dict(
         recover="lora", quantize="gptq", **INT4, quant_embedding_bits=8)),
 }
-# Row -> (configs/structured.py argument, quant_settings) for the structured chain: the cut,
-# the structured tables' short distillation (structured.SHORT_DISTILL), then GPTQ int4. The MLP
-# cut keeps 1264 channels, which groups of 64 do not divide; 16 do.
+# Row -> (configs/structured.py argument, quant_settings, top-level fields) for the structured
+# chain: the cut, the structured tables' short distillation (structured.SHORT_DISTILL), then
+# GPTQ int4. The MLP cut keeps 1264 channels, which groups of 64 do not divide; 16 do.
 STRUCTURED_ROWS = {
-    "depth4_int4": ("depth4,distill", dict(quant_group_size=64)),
-    "mlp_int4": ("mlp,distill", dict(quant_group_size=16)),
+    "depth4_int4": ("depth4,distill", dict(quant_group_size=64), {}),
+    "depth4_int4_emb8": ("depth4,distill", dict(quant_group_size=64),
+                         dict(quant_embedding_bits=8)),
+    "mlp_int4": ("mlp,distill", dict(quant_group_size=16), {}),
 }
 ROWS = (*ONESHOT_ROWS, *STRUCTURED_ROWS)
 
@@ -56,11 +58,12 @@ def get_config(arg=None):
     runlocal = "runlocal" in parts
     row = rows[0]
     if row in STRUCTURED_ROWS:
-        cut, settings = STRUCTURED_ROWS[row]
+        cut, settings, fields = STRUCTURED_ROWS[row]
         config = structured.get_config(cut + (",runlocal" if runlocal else ""))
         config.train.update(structured.SHORT_DISTILL)
         config.quantize = "gptq"
         config.quant_settings.update(settings)
+        config.update(fields)
         return config
     method, pattern, fields = ONESHOT_ROWS[row]
     config = oneshot_config(method, pattern, "runlocal" if runlocal else None)

@@ -118,6 +118,10 @@ def get_config(arg=None):
     config.quant_settings = ml_collections.ConfigDict(dict(
         quant_bits=4, quant_group_size=64, quant_symmetric=True, blocksize=128, damp=0.01,
         aware=False))
+    # With config.quantize: the tied embedding table rounded too, 4 or 8 bits, one scale per
+    # token (jaxprune.oneshot.quantize_embedding; the prune job's field of the same name); 0
+    # keeps it in float.
+    config.quant_embedding_bits = 0
     config.runlocal = "runlocal" in parts
     overrides = dict(config.runlocal_overrides)  # the training config's, then these
     overrides.update({

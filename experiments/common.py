@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from jaxprune import data, models, workdir
+from jaxprune import data, models, quant, workdir
 from jaxprune.eval import perplexity, tasks, zeroshot
 
 PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -449,6 +449,23 @@ def check_text_config(name: str, text_config) -> None:
     if source in ("wikitext2", "file") and not text_config.path:
         what = "directory holding wiki.test.raw" if source == "wikitext2" else "text file"
         raise ValueError(f"config.{name}.path is required for source {source!r} (the {what})")
+
+
+def check_embedding_bits(config) -> int:
+    """``config.quant_embedding_bits`` (the prune and the structured job's field): 0 keeps the
+    embedding table in float, 4 or 8 rounds it after the model's kernels are quantized.
+
+    Returns:
+      The bits (0: off).
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    bits = config.get("quant_embedding_bits", 0)
+    if isinstance(bits, bool) or bits not in (0, *quant.BITS):
+        raise ValueError(f"config.quant_embedding_bits must be 0 (float) or one of "
+                         f"{quant.BITS}, got {bits!r}")
+    return bits
 
 
 def check_int_fields(name: str, group, minimums: dict[str, int]) -> None:

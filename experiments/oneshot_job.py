@@ -94,11 +94,7 @@ def check_embedding_quantization(config) -> None:
     Raises:
       ValueError: naming the field, its value and what is allowed.
     """
-    bits = config.get("quant_embedding_bits", 0)
-    if isinstance(bits, bool) or bits not in (0, *quant.BITS):
-        raise ValueError(f"config.quant_embedding_bits must be 0 (float) or one of "
-                         f"{quant.BITS}, got {bits!r}")
-    if not bits:
+    if not common.check_embedding_bits(config):
         return
     if not runs_engine(config):
         raise ValueError("config.quant_embedding_bits quantizes the embedding of a pruned or "

@@ -60,7 +60,10 @@ def check_config(config) -> None:
                          f"{config.distill.temperature!r}")
     if config.distill.enabled or cut.kind == "search":  # the search distils its shortlist
         train_job.check_config(common.copy_with(config, rule="dense"))
-    quantizer_of(config)
+    quantizer = quantizer_of(config)
+    if common.check_embedding_bits(config) and quantizer is None:
+        raise ValueError("config.quant_embedding_bits rounds the embedding table of a "
+                         "quantized student; set config.quantize too")
 
 
 # config.quantize of a structured job: a quantizer after the cut ("joint" prunes; no cut does).
@@ -349,6 +352,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
     student, details = cut_model(config, teacher, segments, cache=resources.cached,
                                  distill_fn=distill_fn)
     cut_seconds = time.perf_counter() - start
+    check_student_quantizable(config, student, segments)
     # The distilled point of a sweep follows its cut-only twin: the cut model's evaluation
     # is the same computation, so it is kept rather than repeated.
     before = resources.cached(("cut-eval", cut_key(config, "eval")),
@@ -395,6 +399,19 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
             "student": student}
 
 
+def check_student_quantizable(config, student, segments) -> None:
+    """``config.quant_settings``' grid against the cut student's kernels (a width cut sets
+    their input sizes), before its evaluation and distillation rather than after them.
+
+    Raises:
+      ValueError: naming the kernel whose input size the group size does not divide.
+    """
+    quantizer = quantizer_of(config)
+    if quantizer is not None:
+        oneshot.check_quantize_model(student, segments, quantizer,
+                                     batch_size=config.calibration_batch_size)
+
+
 def quantization_aware_student(config, student, segments):
     """With ``config.quant_settings.aware``, the student fake-quantized on the grid for its
     distillation (``training.quantization_aware``); else ``None``."""
@@ -405,18 +422,22 @@ def quantization_aware_student(config, student, segments):
 
 def quantize_student(config, quantizer, student, segments, eval_tokens, tokenizer,
                      metrics: dict, timings: dict):
-    """Quantizes the (distilled) student keeping its zeros (``oneshot.quantize_model``) and
-    evaluates it: ``perplexity`` becomes the quantized model's, ``perplexity_unquantized``
-    keeps the float one's, ``weights_mb`` the packed size; returns the quantized model."""
+    """Quantizes the (distilled) student keeping its zeros (``oneshot.quantize_model``), and
+    its embedding table with ``config.quant_embedding_bits``, and evaluates it: ``perplexity``
+    becomes the quantized model's, ``perplexity_unquantized`` keeps the float one's,
+    ``weights_mb`` the packed size; returns the quantized model."""
     start = time.perf_counter()
     done = oneshot.quantize_model(student, segments, quantizer,
                                   batch_size=config.calibration_batch_size)
+    model, packed, label = done.model, dict(done.quantized), ""
+    if bits := config.get("quant_embedding_bits", 0):
+        model, packed[oneshot.EMBEDDING_PATH] = oneshot.quantize_embedding(model, bits)
+        label = f"+emb-int{bits}"
     timings["quantize_seconds"] = time.perf_counter() - start
-    evaluation = common.evaluate(done.model, eval_tokens, config.eval, tokenizer)
+    evaluation = common.evaluate(model, eval_tokens, config.eval, tokenizer)
     aware = " (quantization-aware distillation)" if config.quant_settings.aware else ""
     metrics.update(
-        method=f"{metrics['method']} + {config.quantize} {quantizer.spec.label}{aware}",
+        method=f"{metrics['method']} + {config.quantize} {quantizer.spec.label}{label}{aware}",
         perplexity_unquantized=metrics["perplexity"], perplexity=evaluation.perplexity,
-        weights_mb=quant.model_storage_bytes(nnx.state(done.model, nnx.Param),
-                                             done.quantized) / 2**20)
-    return done.model
+        weights_mb=quant.model_storage_bytes(nnx.state(model, nnx.Param), packed) / 2**20)
+    return model

@@ -49,11 +49,13 @@ def run_structured(config_value) -> None:
     """The structured binary's job on a config: cut, evaluate, distil, quantize as asked,
     evaluate, write the results."""
     with common.job(config_value, structured_job) as (config, resources, _):
+        # The point first: it stops right after the cut when the student's shapes do not fit
+        # config.quant_settings.
+        outcome = structured_job.run_point(config, resources, workdir=config.workdir,
+                                           keep_dir=config.workdir)
         teacher, tokenizer = resources.model(config)
         dense = common.evaluate(teacher, resources.evaluation_tokens(config), config.eval,
                                 tokenizer)
-        outcome = structured_job.run_point(config, resources, workdir=config.workdir,
-                                           keep_dir=config.workdir)
         metrics = {**outcome["metrics"], "dense_perplexity": dense.perplexity,
                    "dense_tokens_per_second": dense.tokens_per_second}
         print(common.markdown_table([metrics], list(metrics)))

@@ -385,8 +385,8 @@ def test_prune_job_recovers_with_lora_then_quantizes(tmp_path):
 
 @pytest.mark.parametrize("row, overrides, method", [
     ("int8_rtn", (), "dense+rtn-int8-channel-sym"),
-    ("depth4_int4", ("--config.train.steps=2", "--config.train.warmup_steps=1"),
-     "depth -1 (block_influence) + gptq int4-g64-sym"),
+    ("depth4_int4_emb8", ("--config.train.steps=2", "--config.train.warmup_steps=1"),
+     "depth -1 (block_influence) + gptq int4-g64-sym+emb-int8"),
 ])
 def test_compress_runs_each_chain_of_a_row(tmp_path, row, overrides, method):
     """experiments.compress sends a one-shot row through the prune job and a structured row
@@ -399,10 +399,11 @@ def test_compress_runs_each_chain_of_a_row(tmp_path, row, overrides, method):
     assert row["method"] == method and row["weights_mb"] > 0
 
 
-@pytest.mark.parametrize("row", ["depth4_int4", "mlp_int4"])
+@pytest.mark.parametrize("row", ["depth4_int4", "depth4_int4_emb8", "mlp_int4"])
 def test_compress_structured_rows_distill_as_the_structured_tables_do(row):
     from configs import compress, structured
 
+    assert sorted(compress.STRUCTURED_ROWS) == ["depth4_int4", "depth4_int4_emb8", "mlp_int4"]
     config = compress.get_config(row)
     assert config.distill.enabled and config.quantize == "gptq"
     assert {k: config.train[k] for k in structured.SHORT_DISTILL} == structured.SHORT_DISTILL

@@ -333,6 +333,10 @@ def test_structured_job_cuts_every_way(cut, criterion):
          "quant_bits must be one of (4, 8), got 2 (config.quant_settings)"),
         ("--config.quantize=gptq --config.quant_settings.aware=True",
          "config.quant_settings.aware=True distils through the grid and then rounds to it"),
+        ("--config.quantize=gptq --config.quant_embedding_bits=2",
+         "config.quant_embedding_bits must be 0 (float) or one of (4, 8), got 2"),
+        ("--config.quant_embedding_bits=8", "config.quant_embedding_bits rounds the embedding "
+                                            "table of a quantized student; set config.quantize"),
     ],
 )
 def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
@@ -344,6 +348,21 @@ def test_structured_binary_refuses_bad_cuts(tmp_path, override, message):
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "w").exists()
+
+
+def test_a_grid_the_cut_student_cannot_take_stops_the_job_before_distillation(tmp_path):
+    """heads6 leaves the tiny model's o_proj 32 inputs, which groups of 64 do not divide: the
+    job stops right after the cut, not after the distillation it would quantize."""
+    from tests import inprocess
+
+    result = inprocess.run("experiments.structured",
+                           "--config=configs/structured.py:heads6,distill,runlocal",
+                           "--config.quantize=gptq", f"--config.workdir={tmp_path}")
+    assert result.returncode != 0
+    assert ("quantization group_size 64 does not divide the 32 inputs of "
+            "'layers/0/self_attn/o_proj/kernel'") in result.stderr, result.stderr[-2000:]
+    assert "perplexity" not in result.stderr and "step 1" not in result.stderr
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_distillation_resumed_after_a_kill_follows_the_same_curve(tmp_path):
@@ -432,14 +451,9 @@ def test_structured_benchmark_runlocal(tmp_path, capsys):
     assert "| dense |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("quantize, label", [
-    (("--config.quantize=gptq",), "+ gptq int4-g32-sym"),
-    (("--config.quantize=rtn", "--config.quant_settings.aware=True"),
-     "+ rtn int4-g32-sym (quantization-aware distillation)"),
-])
-def test_a_cut_student_is_quantized_after_distillation(tmp_path, quantize, label):
-    """depth -1 + distillation (plain, or through the grid) + int4 on the tiny model: the row
-    keeps both perplexities and the packed size."""
+def _quantized_cut_row(workdir, *quantize):
+    """depth -1 + 4 steps of distillation + int4 (groups of 32) on the tiny model, in
+    ``workdir`` with a GGUF of the student: the results row."""
     import json
 
     from tests import inprocess
@@ -448,12 +462,36 @@ def test_a_cut_student_is_quantized_after_distillation(tmp_path, quantize, label
                            "--config=configs/structured.py:depth4,distill,runlocal",
                            *quantize, "--config.quant_settings.quant_group_size=32",
                            "--config.train.steps=4", "--config.train.warmup_steps=1",
-                           "--config.save_gguf=F32", f"--config.workdir={tmp_path}")
+                           "--config.save_gguf=F32", f"--config.workdir={workdir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    row = json.loads((tmp_path / "results.json").read_text())["metrics"]
-    assert row["method"].endswith(label)
-    assert row["perplexity"] != row["perplexity_unquantized"]
-    assert 0 < row["weights_mb"] < 0.1
-    from jaxprune.models import gguf_io  # the student, one block left, for llama.cpp
+    return json.loads((workdir / "results.json").read_text())["metrics"]
 
-    assert gguf_io.load_gguf(str(tmp_path / "model.gguf"))[0].config.num_layers == 1
+
+def test_a_cut_student_is_quantized_after_distillation_by_the_grid_it_learnt(tmp_path):
+    """Quantization-aware distillation, then round-to-nearest on the grid it saw."""
+    row = _quantized_cut_row(tmp_path, "--config.quantize=rtn",
+                             "--config.quant_settings.aware=True")
+    assert row["method"].endswith("+ rtn int4-g32-sym (quantization-aware distillation)")
+    assert row["perplexity"] != row["perplexity_unquantized"]
+
+
+def test_a_cut_student_is_quantized_with_and_without_its_embedding_table(tmp_path):
+    """GPTQ int4 after the distillation: the row keeps both perplexities and the packed size,
+    the GGUF holds the one-block student, and rounding the embedding table to int8 (one
+    float16 scale per token) is the only difference in size."""
+    from jaxprune.models import gguf_io
+    from jaxprune.models.registry import RANDOM_MODELS
+
+    rows = [_quantized_cut_row(tmp_path / str(bits), "--config.quantize=gptq",
+                               f"--config.quant_embedding_bits={bits}") for bits in (0, 8)]
+    assert rows[0]["method"].endswith("+ gptq int4-g32-sym")
+    assert rows[1]["method"].endswith("+ gptq int4-g32-sym+emb-int8")
+    assert rows[0]["perplexity"] != rows[0]["perplexity_unquantized"]
+    assert rows[1]["perplexity_unquantized"] == rows[0]["perplexity_unquantized"]
+    assert rows[1]["perplexity"] != rows[0]["perplexity"]  # the rounded table is used
+    assert 0 < rows[0]["weights_mb"] < 0.1
+    vocab, hidden = RANDOM_MODELS["tiny-llama"].vocab_size, RANDOM_MODELS["tiny-llama"].hidden_size
+    saved = (rows[0]["weights_mb"] - rows[1]["weights_mb"]) * 2**20
+    assert saved == pytest.approx(vocab * hidden * (2 - 1) - 2 * vocab)
+    # The student, one block left, for llama.cpp.
+    assert gguf_io.load_gguf(str(tmp_path / "0" / "model.gguf"))[0].config.num_layers == 1

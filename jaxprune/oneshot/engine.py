@@ -699,6 +699,23 @@ def quantize_model(model, segments: np.ndarray, quantization, *, batch_size: int
     Raises:
       TypeError, ValueError: as ``plan_oneshot``, before any work.
     """
-    config = OneShotConfig(method=methods.KEEP_NONZERO, sparsity=0.0, pattern="unstructured",
-                           batch_size=batch_size, quantization=quantization)
-    return prune_oneshot(model, segments, config, progress=progress)
+    return prune_oneshot(model, segments, _quantize_only(quantization, batch_size),
+                         progress=progress)
+
+
+def check_quantize_model(model, segments: np.ndarray, quantization, *,
+                         batch_size: int = 8) -> None:
+    """Checks what ``quantize_model`` would check (the grid against every kernel's input
+    size, the calibration tokens), without quantizing: for a job that changes the model's
+    shapes first (a width cut) and quantizes only after a long distillation.
+
+    Raises:
+      TypeError, ValueError: as ``plan_oneshot``.
+    """
+    plan_oneshot(model, segments, _quantize_only(quantization, batch_size))
+
+
+def _quantize_only(quantization, batch_size: int) -> OneShotConfig:
+    """The engine's config for ``quantize_model``: keep every non-zero weight, quantize."""
+    return OneShotConfig(method=methods.KEEP_NONZERO, sparsity=0.0, pattern="unstructured",
+                         batch_size=batch_size, quantization=quantization)
