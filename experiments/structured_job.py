@@ -9,6 +9,7 @@ distillation checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import numpy as np
@@ -394,7 +395,7 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
     quantizer = quantizer_of(config)
     if quantizer is not None:
         student = quantize_student(config, quantizer, student, segments, eval_tokens,
-                                   tokenizer, metrics, timings)
+                                   tokenizer, metrics, timings, keep_dir=keep_dir)
     return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,
             "student": student}
 
@@ -421,11 +422,12 @@ def quantization_aware_student(config, student, segments):
 
 
 def quantize_student(config, quantizer, student, segments, eval_tokens, tokenizer,
-                     metrics: dict, timings: dict):
+                     metrics: dict, timings: dict, keep_dir: str = ""):
     """Quantizes the (distilled) student keeping its zeros (``oneshot.quantize_model``), and
     its embedding table with ``config.quant_embedding_bits``, and evaluates it: ``perplexity``
-    becomes the quantized model's, ``perplexity_unquantized`` keeps the float one's,
-    ``weights_mb`` the packed size; returns the quantized model."""
+    and the zero-shot figures become the quantized model's, ``perplexity_unquantized`` and the
+    zero-shot keys suffixed " unquantized" keep the float one's, ``weights_mb`` is the packed
+    size; returns the quantized model."""
     start = time.perf_counter()
     done = oneshot.quantize_model(student, segments, quantizer,
                                   batch_size=config.calibration_batch_size)
@@ -440,4 +442,10 @@ def quantize_student(config, quantizer, student, segments, eval_tokens, tokenize
         method=f"{metrics['method']} + {config.quantize} {quantizer.spec.label}{label}{aware}",
         perplexity_unquantized=metrics["perplexity"], perplexity=evaluation.perplexity,
         weights_mb=quant.model_storage_bytes(nnx.state(model, nnx.Param), packed) / 2**20)
+    for key in [k for k in metrics if k.startswith("zeroshot ") and not k.endswith(" before")]:
+        metrics[f"{key} unquantized"] = metrics.pop(key)
+    # Its own keep folder: the float student's finished tasks sit in keep_dir's.
+    metrics.update(common.zeroshot_metrics(
+        model, tokenizer, config.eval.zeroshot,
+        keep_dir=os.path.join(keep_dir, "quantized") if keep_dir else ""))
     return model

@@ -476,14 +476,21 @@ def test_a_cut_student_is_quantized_after_distillation_by_the_grid_it_learnt(tmp
 
 
 def test_a_cut_student_is_quantized_with_and_without_its_embedding_table(tmp_path):
-    """GPTQ int4 after the distillation: the row keeps both perplexities and the packed size,
+    """GPTQ int4 after the distillation: the row keeps both perplexities and zero-shot
+    figures and the packed size,
     the GGUF holds the one-block student, and rounding the embedding table to int8 (one
     float16 scale per token) is the only difference in size."""
     from jaxprune.models import gguf_io
     from jaxprune.models.registry import RANDOM_MODELS
 
     rows = [_quantized_cut_row(tmp_path / str(bits), "--config.quantize=gptq",
-                               f"--config.quant_embedding_bits={bits}") for bits in (0, 8)]
+                               f"--config.quant_embedding_bits={bits}",
+                               "--config.eval.zeroshot.tasks=winogrande",
+                               "--config.eval.zeroshot.limit=4") for bits in (0, 8)]
+    # Zero-shot figures of the quantized model, the float student's kept beside them.
+    for row in rows:
+        assert {"zeroshot mean", "zeroshot mean unquantized", "zeroshot mean before"} <= set(row)
+    assert (tmp_path / "8" / "quantized" / "zeroshot" / "winogrande.json").is_file()
     assert rows[0]["method"].endswith("+ gptq int4-g32-sym")
     assert rows[1]["method"].endswith("+ gptq int4-g32-sym+emb-int8")
     assert rows[0]["perplexity"] != rows[0]["perplexity_unquantized"]
