@@ -219,7 +219,7 @@ def test_every_config_shrinks_with_runlocal_true():
                 node = node[part]
             assert node == value, (name, dotted)
         checked += 1
-    assert checked == 30  # 13 job configs, 6 benchmarks, a parity check and 10 sweeps
+    assert checked == 31  # 13 job configs, 6 benchmarks, 2 checks (harness, exports), 10 sweeps
 
 
 def test_explicit_overrides_win_over_runlocal():
