@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import tempfile
 
-from absl import app, logging
+from absl import app
 from ml_collections import config_flags
 
 from experiments import common
 from jaxprune import oneshot
-from jaxprune.models import compressed_export, gguf_export, gguf_io, reader_parity
+from jaxprune.models import reader_parity
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Export check configuration.")
 COLUMNS = ["export", "file MB", "rel_max_diff", "top1_agreement", "perplexity",
@@ -36,9 +36,7 @@ def check_config(config) -> tuple[list[str], object, object]:
       ValueError: naming the field, its value and what is allowed.
     """
     types = [t for t in config.gguf_types.split(",") if t]
-    unknown = [t for t in types if t not in gguf_export.TENSOR_TYPES]
-    if unknown:
-        raise ValueError(f"config.gguf_types has {unknown}; allowed: {gguf_export.TENSOR_TYPES}")
+    reader_parity.check_gguf_types(types, "config.gguf_types")
     if config.quantize not in ("rtn", "gptq"):
         raise ValueError(f"config.quantize must be 'rtn' or 'gptq' (the compressed-tensors "
                          f"export needs a grid), got {config.quantize!r}")
@@ -49,45 +47,19 @@ def check_config(config) -> tuple[list[str], object, object]:
     return types, pruning, quantizer
 
 
-def export_rows(config, model, tokenizer, directory: str) -> list[dict]:
-    """Prunes, quantizes, exports into ``directory`` and compares the readers' logits."""
-    types, pruning, quantizer = check_config(config)
+def export_rows(config, settings, model, tokenizer, directory: str) -> list[dict]:
+    """Prunes and quantizes ``model`` by ``settings`` (``check_config``'s), then writes each
+    export into ``directory`` and compares the readers' logits
+    (``reader_parity.exports_read_back``)."""
+    types, pruning, quantizer = settings
     segments = common.calibration_segments(config.calibration, tokenizer)
     pruned = oneshot.prune_oneshot(model, segments, pruning).model
     quantized = oneshot.quantize_model(pruned, segments, quantizer, batch_size=config.batch_size)
-    window, count = config.eval.window, config.eval.max_windows
     stream = common.evaluation_tokens(config.eval, tokenizer)
-    tokens = stream[:window * count].reshape(-1, window)
-    reference = reader_parity.jaxprune_logits(pruned, tokens)
-    rows = []
-    for tensor_type in types:
-        path = os.path.join(directory, f"model-{tensor_type}.gguf")
-        gguf_export.save_gguf(pruned, path, tensor_type=tensor_type)
-        theirs = reader_parity.transformers_logits(directory, tokens,
-                                                   gguf_file=os.path.basename(path))
-        ours = reader_parity.jaxprune_logits(gguf_io.load_gguf(path)[0], tokens)
-        rows.append(_row(f"GGUF {tensor_type}", path, reference, theirs, ours, tokens))
-        logging.info("%s: %s", rows[-1]["export"], rows[-1])
-    path = os.path.join(directory, "compressed")
-    compressed_export.save_compressed_tensors(quantized.model, path, quantized.quantized,
-                                              sparsity=config.pattern)
-    theirs = reader_parity.transformers_logits(path, tokens)
-    rows.append(_row(f"compressed-tensors {quantizer.spec.label}", path,
-                     reader_parity.jaxprune_logits(quantized.model, tokens), theirs, None,
-                     tokens))
-    return rows
-
-
-def _row(label: str, path: str, reference, theirs, ours, tokens) -> dict:
-    """One export's figures: transformers against jaxprune's model before the export, and
-    (GGUF) against jaxprune's own reading of the same file."""
-    files = [path] if os.path.isfile(path) else [os.path.join(path, f) for f in os.listdir(path)]
-    row = {"export": label, "file MB": sum(map(os.path.getsize, files)) / 1e6,
-           **reader_parity.logit_agreement(reference, theirs, tokens)}
-    if ours is not None:
-        row["jaxprune_rel_max_diff"] = reader_parity.logit_agreement(ours, theirs,
-                                                                     tokens)["rel_max_diff"]
-    return row
+    tokens = stream[:config.eval.window * config.eval.max_windows].reshape(-1, config.eval.window)
+    return reader_parity.exports_read_back(pruned, quantized, tokens, directory,
+                                           gguf_types=types, sparsity=config.pattern,
+                                           quant_label=quantizer.spec.label)
 
 
 def main(argv):
@@ -97,15 +69,15 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/export_check.py")
     config = common.apply_runlocal(_CONFIG.value)
     with common.usage_errors():
-        check_config(config)
+        settings = check_config(config)
         common.check_text_config("calibration", config.calibration)
         model, tokenizer = common.load_model(config)
     if config.export_dir:
         os.makedirs(config.export_dir)  # refuses to mix with an earlier run's files
-        rows = export_rows(config, model, tokenizer, config.export_dir)
+        rows = export_rows(config, settings, model, tokenizer, config.export_dir)
     else:
         with tempfile.TemporaryDirectory() as directory:
-            rows = export_rows(config, model, tokenizer, directory)
+            rows = export_rows(config, settings, model, tokenizer, directory)
     formats = {"file MB": ".1f", "rel_max_diff": ".2e", "jaxprune_rel_max_diff": ".2e",
                "top1_agreement": ".4f", "perplexity": ".2f", "reference_perplexity": ".2f"}
     print(common.markdown_table(rows, COLUMNS, formats))

@@ -32,6 +32,13 @@ def test_agreement_refuses_mismatched_or_non_finite_logits():
         reader_parity.logit_agreement(logits, broken, tokens)
 
 
+def test_read_back_refuses_an_unknown_gguf_type_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"gguf_types has \['Q5_K'\]; allowed"):
+        reader_parity.exports_read_back(None, None, np.ones((1, 4), int), str(tmp_path),
+                                        gguf_types=("F16", "Q5_K"))
+    assert not list(tmp_path.iterdir())
+
+
 def test_every_export_of_a_pruned_model_reads_back_in_transformers(tmp_path):
     """SparseGPT 2:4 on the tiny model: transformers' logits of each GGUF type are within the
     type's rounding of the pruned model's (and equal jaxprune's reading of the same file),
