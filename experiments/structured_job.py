@@ -354,8 +354,34 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
                                  distill_fn=distill_fn)
     cut_seconds = time.perf_counter() - start
     check_student_quantizable(config, student, segments)
-    # The distilled point of a sweep follows its cut-only twin: the cut model's evaluation
-    # is the same computation, so it is kept rather than repeated.
+    metrics, before = _cut_model_metrics(config, resources, student, keep_dir)
+    timings = {"cut_seconds": cut_seconds}
+    curve, after = [], before
+    if config.distill.enabled:
+        student, curve = _distilled_student(config, resources, teacher, student, segments,
+                                            workdir, timings)
+        metrics["distill_tokens"] = (config.train.steps * config.train.batch_size
+                                     * config.train.seq_len)
+        after = common.evaluate(student, eval_tokens, config.eval, tokenizer)
+        metrics.update(common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot,
+                                               keep_dir=keep_dir))
+    metrics["perplexity"] = after.perplexity
+    quantizer = quantizer_of(config)
+    if quantizer is not None:
+        student = quantize_student(config, quantizer, student, segments, eval_tokens,
+                                   tokenizer, metrics, timings, keep_dir=keep_dir)
+    return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,
+            "student": student}
+
+
+def _cut_model_metrics(config, resources: common.Resources, student, keep_dir: str):
+    """The cut model's size, perplexity and zero-shot figures (" before"), and its evaluation.
+
+    The distilled point of a sweep follows its cut-only twin: the cut model's evaluation is
+    the same computation, so it is kept rather than repeated.
+    """
+    _, tokenizer = resources.model(config)
+    eval_tokens = resources.evaluation_tokens(config)
     before = resources.cached(("cut-eval", cut_key(config, "eval")),
                               lambda: common.evaluate(student, eval_tokens, config.eval,
                                                       tokenizer))
@@ -372,32 +398,25 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
         "tokens_per_second": before.tokens_per_second,
         **zeroshot_before,
     }
-    timings = {"cut_seconds": cut_seconds}
-    curve, after = [], before
-    if config.distill.enabled:
-        train_config = common.copy_with(config, rule="dense")
-        aware = quantization_aware_student(config, student, segments)
-        trainer = train_job.make_trainer(train_config, resources,
-                                         model=student if aware is None else aware,
-                                         teacher=teacher,
-                                         temperature=config.distill.temperature)
-        distill_start = time.perf_counter()
-        curve = train_job.run_with_checkpoints(trainer, workdir)
-        timings["distill_seconds"] = time.perf_counter() - distill_start
-        student = (trainer.model() if aware is None
-                   else training.plain_model(trainer.model(), student))
-        metrics["distill_tokens"] = (config.train.steps * config.train.batch_size
-                                     * config.train.seq_len)
-        after = common.evaluate(student, eval_tokens, config.eval, tokenizer)
-        metrics.update(common.zeroshot_metrics(student, tokenizer, config.eval.zeroshot,
-                                               keep_dir=keep_dir))
-    metrics["perplexity"] = after.perplexity
-    quantizer = quantizer_of(config)
-    if quantizer is not None:
-        student = quantize_student(config, quantizer, student, segments, eval_tokens,
-                                   tokenizer, metrics, timings, keep_dir=keep_dir)
-    return {"metrics": metrics, "timings": timings, "details": details, "curve": curve,
-            "student": student}
+    return metrics, before
+
+
+def _distilled_student(config, resources: common.Resources, teacher, student, segments,
+                       workdir: str, timings: dict):
+    """``student`` after ``config.train.steps`` steps of logit distillation from ``teacher``
+    (quantization-aware under ``config.quant_settings.aware``), resumed from ``workdir``'s
+    checkpoints; adds ``distill_seconds`` to ``timings``. Returns it and the loss curve."""
+    train_config = common.copy_with(config, rule="dense")
+    aware = quantization_aware_student(config, student, segments)
+    trainer = train_job.make_trainer(train_config, resources,
+                                     model=student if aware is None else aware,
+                                     teacher=teacher, temperature=config.distill.temperature)
+    distill_start = time.perf_counter()
+    curve = train_job.run_with_checkpoints(trainer, workdir)
+    timings["distill_seconds"] = time.perf_counter() - distill_start
+    plain = (trainer.model() if aware is None
+             else training.plain_model(trainer.model(), student))
+    return plain, curve
 
 
 def check_student_quantizable(config, student, segments) -> None:
