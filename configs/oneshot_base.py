@@ -46,7 +46,7 @@ def add_pruning_fields(config: ml_collections.ConfigDict, method: str, pattern: 
     # (jaxprune.oneshot.reconstruct; Wanda++'s regional optimisation).
     config.reconstruction = "none"
     config.recon_steps = 32
-    config.recon_lr = 1e-5
+    config.recon_lr = 1e-3  # Adam's rate (jaxprune.oneshot.BlockReconstruction says why)
     # "maskllm" learns N:M masks end to end from the method's as a prior (MaskLLM; N:M only).
     config.learn_masks = "none"
     config.maskllm_steps = 100

@@ -285,14 +285,16 @@ def copy_with(config: ml_collections.ConfigDict, **fields) -> ml_collections.Con
     return config
 
 
-# Switches added after results were recorded, each with the value that leaves the computation
-# as it was before the switch existed, and the settings only it reads. While a switch is off,
-# it and its settings stay out of fingerprints (at any depth: a sweep's base too), so work
-# directories and sweep rows written before it existed still resume.
+# Switches, each with its off value and the settings only it reads. While a switch is off, it
+# and its settings stay out of fingerprints (at any depth: a sweep's base too): work
+# directories and sweep rows written before a switch existed still resume, and a change of a
+# setting nothing reads (a new default learning rate of an unused reconstruction) does not
+# make finished points run again.
 SWITCHED_FIELDS = {"quantize": ("none", ("quant_bits", "quant_group_size", "quant_symmetric",
                                          "quant_settings")),
                    "save_gguf": ("", ()), "save_compressed": (False, ()),
                    "quant_embedding_bits": (0, ()),
+                   "reconstruction": ("none", ("recon_steps", "recon_lr")),
                    "recover": ("none", ("lora_rank", "lora_alpha", "lora_layers", "lora_seed",
                                         "train"))}
 

@@ -126,7 +126,8 @@ def test_fingerprint_of_a_config_with_switches_off_is_that_of_before_the_fields(
     before = config.copy_and_resolve_references()
     for name in ("quantize", "quant_bits", "quant_group_size", "quant_symmetric", "save_gguf",
                  "save_compressed", "recover", "lora_rank", "lora_alpha", "lora_layers",
-                 "lora_seed", "train", "quant_embedding_bits"):
+                 "lora_seed", "train", "quant_embedding_bits", "reconstruction", "recon_steps",
+                 "recon_lr"):
         del before[name]
     # The smoke run's shrinking of the training text came with the recovery.
     before.runlocal_overrides = [pair for pair in config.runlocal_overrides
@@ -134,10 +135,17 @@ def test_fingerprint_of_a_config_with_switches_off_is_that_of_before_the_fields(
     assert len(before.runlocal_overrides) < len(config.runlocal_overrides)
     assert common.config_fingerprint(config) == common.config_fingerprint(before)
     for switch, value in (("quantize", "rtn"), ("save_gguf", "F16"), ("recover", "lora"),
-                          ("quant_embedding_bits", 8)):
+                          ("quant_embedding_bits", 8), ("reconstruction", "adam")):
         changed = config.copy_and_resolve_references()
         changed[switch] = value
         assert common.config_fingerprint(changed) != common.config_fingerprint(before)
+    # A setting only a switched-off stage reads does not count; once the stage is on, it does.
+    other_lr = config.copy_and_resolve_references()
+    other_lr.recon_lr = 0.5
+    assert common.config_fingerprint(other_lr) == common.config_fingerprint(config)
+    config.reconstruction = other_lr.reconstruction = "adam"
+    assert common.config_fingerprint(other_lr) != common.config_fingerprint(config)
+    config.reconstruction = "none"
     from configs import structured
 
     cut = structured.get_config("depth4,distill")

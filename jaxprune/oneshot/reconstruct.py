@@ -33,7 +33,10 @@ class BlockReconstruction:
 
     Attributes:
       steps: Adam steps per block, each on one calibration batch (the batches in turn).
-      lr: Adam's learning rate.
+      lr: Adam's learning rate. 1e-3: on SmolLM2's Wanda 2:4 blocks 5 and 20, 32 steps cut
+        the block's squared error on the calibration data by 34-45% at 1e-3, 12-17% at 1e-4
+        and 2-3% at 1e-5 (docs/oneshot.md); Wanda++'s RMSprop rate for 7B models does not
+        carry over to Adam on a 135M model.
 
     Raises:
       TypeError, ValueError: for a setting out of range, naming its config field.
@@ -44,7 +47,7 @@ class BlockReconstruction:
     """
 
     steps: int = 32
-    lr: float = 1e-5
+    lr: float = 1e-3
 
     def __post_init__(self):
         check_int("recon_steps", self.steps, minimum=1)
@@ -129,7 +132,8 @@ def reconstruct_block(block, masks: dict[str, jax.Array], inputs: list, targets:
     return before, after
 
 
-def block_reconstruction(recon_steps: int = 32, recon_lr: float = 1e-5) -> BlockReconstruction:
+def block_reconstruction(recon_steps: int = BlockReconstruction.steps,
+                         recon_lr: float = BlockReconstruction.lr) -> BlockReconstruction:
     """The config boundary's reconstruction (its fields named ``recon_*``).
 
     Returns:
