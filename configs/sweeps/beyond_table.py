@@ -8,8 +8,8 @@ Wanda and SparseGPT with block reconstruction; at 2:4 also RIA's score alone, Wa
 SparseGPT on RIA's channel permutation, and MaskLLM's masks learned from SparseGPT's (100 steps
 of 4 windows).
 
-Launch (33 points, about 11 hours on 2 CPU cores, 7 of them the 8 reconstruction points;
-resumable):
+Launch (33 points, about 6 hours on 2 otherwise idle CPU cores: MaskLLM's point 78 minutes,
+each reconstruction point 13 to 17, the others about 5; resumable):
   python -m experiments.sweep --config=configs/sweeps/beyond_table.py \
       --config.base.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.base.eval.path=../shared/data/wikitext-2-raw \
