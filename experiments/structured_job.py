@@ -375,10 +375,14 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
 
 
 def _cut_model_metrics(config, resources: common.Resources, student, keep_dir: str):
-    """The cut model's size, perplexity and zero-shot figures (" before"), and its evaluation.
+    """The cut model's size, perplexity and zero-shot figures (" before").
 
     The distilled point of a sweep follows its cut-only twin: the cut model's evaluation is
     the same computation, so it is kept rather than repeated.
+
+    Returns:
+      ``(metrics, evaluation)``: the metrics dict the point reports, and the cut model's
+      ``common.evaluate`` result.
     """
     _, tokenizer = resources.model(config)
     eval_tokens = resources.evaluation_tokens(config)

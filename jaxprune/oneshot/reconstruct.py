@@ -35,8 +35,8 @@ class BlockReconstruction:
       steps: Adam steps per block, each on one calibration batch (the batches in turn).
       lr: Adam's learning rate. 1e-3: on SmolLM2's Wanda 2:4 blocks 5 and 20, 32 steps cut
         the block's squared error on the calibration data by 34-45% at 1e-3, 12-17% at 1e-4
-        and 2-3% at 1e-5 (docs/oneshot.md); Wanda++'s RMSprop rate for 7B models does not
-        carry over to Adam on a 135M model.
+        and 2-3% at 1e-5 (docs/oneshot.md); chosen on calibration data, never on the
+        evaluation text.
 
     Raises:
       TypeError, ValueError: for a setting out of range, naming its config field.
