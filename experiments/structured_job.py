@@ -354,7 +354,8 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
                                  distill_fn=distill_fn)
     cut_seconds = time.perf_counter() - start
     check_student_quantizable(config, student, segments)
-    metrics, before = _cut_model_metrics(config, resources, student, keep_dir)
+    metrics, before = _cut_model_metrics(config, resources, student, tokenizer, eval_tokens,
+                                         keep_dir)
     timings = {"cut_seconds": cut_seconds}
     curve, after = [], before
     if config.distill.enabled:
@@ -374,7 +375,8 @@ def run_point(config, resources: common.Resources, *, workdir: str = "",
             "student": student}
 
 
-def _cut_model_metrics(config, resources: common.Resources, student, keep_dir: str):
+def _cut_model_metrics(config, resources: common.Resources, student, tokenizer, eval_tokens,
+                       keep_dir: str):
     """The cut model's size, perplexity and zero-shot figures (" before").
 
     The distilled point of a sweep follows its cut-only twin: the cut model's evaluation is
@@ -384,8 +386,6 @@ def _cut_model_metrics(config, resources: common.Resources, student, keep_dir: s
       ``(metrics, evaluation)``: the metrics dict the point reports, and the cut model's
       ``common.evaluate`` result.
     """
-    _, tokenizer = resources.model(config)
-    eval_tokens = resources.evaluation_tokens(config)
     before = resources.cached(("cut-eval", cut_key(config, "eval")),
                               lambda: common.evaluate(student, eval_tokens, config.eval,
                                                       tokenizer))
