@@ -386,3 +386,18 @@ def test_the_published_beyond_rows_resume_under_the_committed_config():
     fingerprints = {fingerprint for _, _, fingerprint in sweep.resolve_points(config)}
     assert len(rows) >= 11
     assert {row["fingerprint"] for row in rows} <= fingerprints
+
+
+def test_the_beyond_zeroshot_points_are_points_of_the_perplexity_table():
+    """The zero-shot sweep scores a subset of the table's points, each with all paper tasks."""
+    from configs.sweeps import beyond_table
+
+    config = beyond_table.get_config("zeroshot")
+    table_points = beyond_table.beyond_points()
+    assert config.points[0] == {"method": "dense"}
+    assert all(point in table_points for point in config.points)
+    assert {(p.get("pattern"), p.get("sparsity")) for p in config.points[1:]} == {
+        ("2:4", 0.5), ("unstructured", 0.7)}
+    assert config.base.eval.zeroshot.tasks.split(",") == list(PAPER_TASKS)
+    assert "zeroshot mean" in config.table["values"]
+    assert "zeroshot mean" not in beyond_table.get_config().table["values"]

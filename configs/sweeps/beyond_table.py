@@ -14,8 +14,12 @@ each reconstruction point 13 to 17, the others about 5; resumable):
       --config.base.calibration.path=../shared/data/calibration/enwiki-excerpt.txt \
       --config.base.eval.path=../shared/data/wikitext-2-raw \
       --config.workdir=runs/beyond_table
-With the zero-shot mean (the seven tasks' first 200 documents each, about 6 minutes a point):
-  python -m experiments.sweep --config=configs/sweeps/beyond_table.py:zeroshot ...
+With the zero-shot mean (the seven tasks' first 200 documents each, about 6 minutes a point on
+top of its pruning), on the points that decide the comparison: dense, then SparseGPT, ALPS and
+SparseGPT with block reconstruction at 2:4 and 70%, and Wanda at 2:4 (8 points, about 100
+minutes; its own work directory, since the base config differs):
+  python -m experiments.sweep --config=configs/sweeps/beyond_table.py:zeroshot ... \
+      --config.workdir=runs/beyond_table_zeroshot
 Smoke run (tiny random model, built-in text):
   python -m experiments.sweep --config=configs/sweeps/beyond_table.py:runlocal \
       --config.workdir=/tmp/beyond_table
@@ -45,6 +49,11 @@ N_OF_M_ROWS = ({"method": "ria"},
                *({"method": m, "permute": True} for m in ("wanda", "ria", "sparsegpt")),
                {"method": "sparsegpt", "learn_masks": "maskllm"})
 ZEROSHOT_LIMIT = 200
+# The rows scored zero-shot, at 2:4 and 70%: the baseline, the best without training and the
+# best overall of the perplexity table; Wanda (2:4 only) last, the baseline of its family.
+ZEROSHOT_ROWS = ({"method": "sparsegpt"},
+                 {"method": "sparsegpt", "reconstruction": "adam"},
+                 {"method": "alps"})
 
 
 def beyond_points() -> list[dict]:
@@ -55,9 +64,18 @@ def beyond_points() -> list[dict]:
     return chain([{"method": "dense"}], unstructured, n_of_m)
 
 
+def zeroshot_points() -> list[dict]:
+    """Dense, then ``ZEROSHOT_ROWS`` at 2:4 and at 70%, then Wanda at 2:4."""
+    n_of_m = [dict(fields, pattern="2:4", sparsity=0.5) for fields in ZEROSHOT_ROWS]
+    unstructured = [dict(fields, pattern=UNSTRUCTURED_GROUP[fields["method"]], sparsity=0.7)
+                    for fields in ZEROSHOT_ROWS]
+    wanda = {"method": "wanda", "pattern": "2:4", "sparsity": 0.5}
+    return chain([{"method": "dense"}], n_of_m, unstructured, [wanda])
+
+
 def get_config(arg=None):
-    """The sweep on SmolLM2; ``arg="zeroshot"`` adds the zero-shot mean; ``arg="runlocal"``:
-    the tiny random model with built-in text."""
+    """The sweep on SmolLM2; ``arg="zeroshot"``: the zero-shot mean on ``zeroshot_points()``;
+    ``arg="runlocal"``: the tiny random model with built-in text."""
     if arg not in (None, "runlocal", "zeroshot"):
         raise ValueError(f"configs/sweeps/beyond_table.py takes 'runlocal' or 'zeroshot', "
                          f"got {arg!r}")
@@ -68,13 +86,15 @@ def get_config(arg=None):
         "64 x 512 tokens; the 50% and 70% columns use each method's comparison group.")
     config.experiment = "prune"
     config.base = oneshot_config("wanda", "per_output")
+    config.points = beyond_points()
+    values = ("perplexity", "prune_seconds", "peak_memory_mb")
     if arg == "zeroshot":
         config.base.eval.zeroshot.tasks = ",".join(PAPER_TASKS)
         config.base.eval.zeroshot.limit = ZEROSHOT_LIMIT
-    config.points = beyond_points()
+        config.points = zeroshot_points()
+        values += ("zeroshot mean",)
     config.table = ml_collections.ConfigDict(
-        {"rows": "method", "columns": "setting",
-         "values": ("perplexity", "prune_seconds", "peak_memory_mb")})
+        {"rows": "method", "columns": "setting", "values": values})
     config.plot = ml_collections.ConfigDict(
         {"x": "setting", "y": "perplexity", "series": "method", "logy": True,
          "title": "Beyond SparseGPT on SmolLM2-135M: 50%, 70% and 2:4"})
