@@ -240,8 +240,10 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
 
     Returns:
       ``{"metrics": ..., "timings": ..., "result": ...}``: metrics depend only on the config
-      (method, pattern, setting, achieved sparsity, perplexity, mean NLL, and the zero-shot
-      figures of ``config.eval.zeroshot``, ``common.zeroshot_metrics``); timings are wall
+      (method, pattern, setting, achieved sparsity, perplexity, mean NLL, with a
+      reconstruction the median cut of the block errors (``oneshot.median_error_cut``), and
+      the zero-shot figures of ``config.eval.zeroshot``, ``common.zeroshot_metrics``); timings
+      are wall
       seconds; result is the ``OneShotResult`` (None for "dense").
     """
     if config.get("stream"):
@@ -270,6 +272,8 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
     metrics["weights_mb"] = quant.model_storage_bytes(
         nnx.state(model, nnx.Param), {**result.quantized, **embedding} if result else {}
     ) / 2**20
+    if result and result.block_errors:
+        metrics["recon_error_cut"] = oneshot.median_error_cut(result.block_errors)
     metrics.update(common.zeroshot_metrics(model, tokenizer, config.eval.zeroshot,
                                            keep_dir=keep_dir))
     timings = {"prune_seconds": prune_seconds,

@@ -133,3 +133,31 @@ def test_reconstruction_refuses_global_selection_and_a_mesh_before_work():
         with pytest.raises(ValueError, match=message):
             oneshot.prune_oneshot(model, segments, oneshot.settings_from_config(fields),
                                   progress=False)
+
+
+def test_median_error_cut_is_the_median_of_each_blocks_relative_fall():
+    errors = {0: (2.0, 1.0), 1: (4.0, 3.0), 2: (1.0, 0.1)}
+    assert oneshot.median_error_cut(errors) == pytest.approx(0.5)  # cuts 0.5, 0.25, 0.9
+    assert oneshot.median_error_cut({3: (1.0, 0.8), 4: (1.0, 0.4)}) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="needs at least one reconstructed block"):
+        oneshot.median_error_cut({})
+    with pytest.raises(ValueError, match="block 1: error before reconstruction must be > 0"):
+        oneshot.median_error_cut({0: (1.0, 0.5), 1: (0.0, 0.0)})
+
+
+def test_the_prune_job_records_the_median_error_cut_of_its_reconstruction():
+    """The sweep's rows carry the reconstruction's effect, not only the log."""
+    from configs import wanda
+    from experiments import common, oneshot_job
+
+    config = common.apply_runlocal(wanda.get_config("runlocal"))
+    config.model, config.pattern = "tiny-llama", "2:4"
+    config.reconstruction, config.recon_steps, config.recon_lr = "adam", 4, 1e-3
+    resources = common.Resources()
+    oneshot_job.prepare(config, resources)
+    point = oneshot_job.run_point(config, resources)
+    cuts = [1 - after / before for before, after in point["result"].block_errors.values()]
+    assert len(cuts) == 2 and all(0 < cut < 1 for cut in cuts)
+    assert point["metrics"]["recon_error_cut"] == pytest.approx(float(np.median(cuts)))
+    config.reconstruction = "none"
+    assert "recon_error_cut" not in oneshot_job.run_point(config, resources)["metrics"]

@@ -54,7 +54,11 @@ from jaxprune.oneshot.quantizers import (
     quantize_embedding,
     rtn_quantize_kernel,
 )
-from jaxprune.oneshot.reconstruct import BlockReconstruction, reconstruct_block
+from jaxprune.oneshot.reconstruct import (
+    BlockReconstruction,
+    median_error_cut,
+    reconstruct_block,
+)
 from jaxprune.oneshot.regional import (
     REGIONAL_GRADIENT,
     RegionalStatistic,
@@ -131,6 +135,7 @@ __all__ = [
     "gptq_quantize_layer",
     "kept_score",
     "learn_nm_masks",
+    "median_error_cut",
     "outlier_ratio",
     "owl_sparsities",
     "plan_oneshot",

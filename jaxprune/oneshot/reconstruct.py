@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -143,3 +144,26 @@ def block_reconstruction(recon_steps: int = BlockReconstruction.steps,
       TypeError, ValueError: for a setting out of range.
     """
     return BlockReconstruction(recon_steps, recon_lr)
+
+
+def median_error_cut(block_errors: dict[int, tuple[float, float]]) -> float:
+    """The median over blocks of the fraction of the block error a reconstruction removed.
+
+    Args:
+      block_errors: ``OneShotResult.block_errors``: block index -> (error before, after).
+
+    Returns:
+      The median of ``1 - after / before`` (0.4: the median block lost 40% of its error).
+
+    Raises:
+      ValueError: for no blocks, or a block whose error before was not positive.
+    """
+    if not block_errors:
+        raise ValueError("median_error_cut needs at least one reconstructed block, got none")
+    cuts = []
+    for index, (before, after) in sorted(block_errors.items()):
+        if not before > 0:
+            raise ValueError(f"block {index}: error before reconstruction must be > 0, got "
+                             f"{before}")
+        cuts.append(1.0 - after / before)
+    return float(statistics.median(cuts))
