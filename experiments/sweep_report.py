@@ -134,6 +134,53 @@ def provenance_markdown(rows: list[dict]) -> str:
                       f"- packages: {'; '.join(packages)}"])
 
 
+# Colours repeat after ten series, so each series also gets its own marker (the pair repeats
+# after 40); more than _LEGEND_INSIDE_MAX series put the legend outside the axes.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_LEGEND_INSIDE_MAX = 8
+# The N:M points beside a numeric x's curves.
+_N_OF_M_MARKERS = ("^", "s", "D", "v", "P", "X")
+
+
+def _plot_categorical(axes, p, rows: list[dict], categories: list) -> None:
+    """One set of points per series at each category's position, the series side by side
+    within it (so that equal values stay apart), each with its own colour and marker."""
+    names = list(dict.fromkeys(str(field_of(r, p.series)) for r in rows))
+    step = min(0.6 / max(len(names), 1), 0.12)
+    for index, series in enumerate(names):
+        members = [r for r in rows if str(field_of(r, p.series)) == series]
+        offset = (index - (len(names) - 1) / 2) * step
+        # Join the points only when the categories have an order (plot.lines).
+        axes.plot([categories.index(field_of(r, p.x)) + offset for r in members],
+                  [field_of(r, p.y) for r in members], label=series, color=f"C{index % 10}",
+                  marker=_MARKERS[index % len(_MARKERS)],
+                  linestyle="-" if p.get("lines", True) else "none")
+    axes.set_xticks(range(len(categories)), [str(c) for c in categories])
+
+
+def _plot_numeric(axes, p, rows: list[dict]) -> None:
+    """One curve per series over a numeric x; N:M points (a ":" in their setting) as markers
+    of the series' colour beside the curves, one marker per N:M setting."""
+    marker_of, colors = {}, {}
+    for series in dict.fromkeys(str(field_of(r, p.series)) for r in rows):
+        members = [r for r in rows if str(field_of(r, p.series)) == series]
+        curve = sorted((r for r in members if ":" not in str(r["metrics"].get("setting", ""))),
+                       key=lambda r: field_of(r, p.x))
+        if curve:
+            (line,) = axes.plot([field_of(r, p.x) for r in curve],
+                                [field_of(r, p.y) for r in curve], marker="o", label=series,
+                                linestyle="-" if p.get("lines", True) else "none")
+            colors[series] = line.get_color()
+        for r in members:
+            setting = str(r["metrics"].get("setting", ""))
+            if ":" in setting:
+                marker = marker_of.setdefault(
+                    setting, _N_OF_M_MARKERS[len(marker_of) % len(_N_OF_M_MARKERS)])
+                scatter = axes.scatter([field_of(r, p.x)], [field_of(r, p.y)], marker=marker,
+                                       s=45, color=colors.get(series), label=f"{series} {setting}")
+                colors.setdefault(series, scatter.get_facecolor()[0])
+
+
 def plot_png(sweep, rows: list[dict]) -> bytes:
     """The sweep's figure as PNG bytes: ``plot.y`` against ``plot.x``, one line per
     ``plot.series``, the dense baseline as a dashed horizontal line.
@@ -158,45 +205,26 @@ def plot_png(sweep, rows: list[dict]) -> bytes:
     others = [r for r in rows if str(field_of(r, p.series)) != BASELINE]
     categories = list(dict.fromkeys(field_of(r, p.x) for r in others))
     categorical = any(isinstance(c, str) for c in categories)
-    markers = iter(["^", "s", "D", "v", "P", "X"])
-    marker_of = {}
-    colors = {}
-    for series in dict.fromkeys(str(field_of(r, p.series)) for r in rows):
-        members = [r for r in rows if str(field_of(r, p.series)) == series]
-        if series == BASELINE:
-            for r in members:
-                axes.axhline(field_of(r, p.y), color="black", linestyle="--", linewidth=1,
-                             label=f"{series} ({_cell(p.y, field_of(r, p.y))})")
-            continue
-        if categorical:
-            # Join the points only when the categories have an order (plot.lines).
-            axes.plot([categories.index(field_of(r, p.x)) for r in members],
-                      [field_of(r, p.y) for r in members], marker="o", label=series,
-                      linestyle="-" if p.get("lines", True) else "none")
-            continue
-        curve = sorted((r for r in members if ":" not in str(r["metrics"].get("setting", ""))),
-                       key=lambda r: field_of(r, p.x))
-        if curve:
-            (line,) = axes.plot([field_of(r, p.x) for r in curve],
-                                [field_of(r, p.y) for r in curve], marker="o", label=series,
-                                linestyle="-" if p.get("lines", True) else "none")
-            colors[series] = line.get_color()
-        for r in members:
-            setting = str(r["metrics"].get("setting", ""))
-            if ":" in setting:
-                marker = marker_of.setdefault(setting, next(markers, "o"))
-                scatter = axes.scatter([field_of(r, p.x)], [field_of(r, p.y)], marker=marker,
-                                       s=45, color=colors.get(series), label=f"{series} {setting}")
-                colors.setdefault(series, scatter.get_facecolor()[0])
+    for r in rows:
+        if str(field_of(r, p.series)) == BASELINE:
+            axes.axhline(field_of(r, p.y), color="black", linestyle="--", linewidth=1,
+                         label=f"{BASELINE} ({_cell(p.y, field_of(r, p.y))})")
     if categorical:
-        axes.set_xticks(range(len(categories)), [str(c) for c in categories])
+        _plot_categorical(axes, p, others, categories)
+    else:
+        _plot_numeric(axes, p, others)
     if p.logy:
         axes.set_yscale("log")
     axes.set_xlabel(p.x)
     axes.set_ylabel(p.y + (" (log scale)" if p.logy else ""))
     axes.set_title(p.title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, ncol=2)
+    if len({str(field_of(r, p.series)) for r in rows}) > _LEGEND_INSIDE_MAX:
+        # Many series: the legend goes beside the axes, where it cannot hide a point.
+        figure.set_size_inches(10, 4.5)
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        axes.legend(fontsize=8, ncol=2)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

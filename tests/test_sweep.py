@@ -401,3 +401,27 @@ def test_the_beyond_zeroshot_points_are_points_of_the_perplexity_table():
     assert config.base.eval.zeroshot.tasks.split(",") == list(PAPER_TASKS)
     assert "zeroshot mean" in config.table["values"]
     assert "zeroshot mean" not in beyond_table.get_config().table["values"]
+
+
+def test_categorical_plot_keeps_every_series_and_point_apart():
+    """15 series over three settings (the beyond table): no two series share a colour and a
+    marker, and no two points of a setting share an x position."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from configs.sweeps import beyond_table
+
+    config = beyond_table.get_config()
+    rows = [{"metrics": {"method": f"m{i}", "setting": setting, "perplexity": 50.0}}
+            for i in range(15) for setting in ("50%", "70%", "2:4")]
+    figure, axes = plt.subplots()
+    sweep_report._plot_categorical(axes, config.plot, rows, ["50%", "70%", "2:4"])
+    lines = axes.get_lines()
+    assert len(lines) == 15
+    assert len({(line.get_color(), line.get_marker()) for line in lines}) == 15
+    xs = [x for line in lines for x in line.get_xdata()]
+    assert len(set(xs)) == 45 and all(-0.5 < x < 2.5 for x in xs)
+    assert all(line.get_linestyle() == "None" for line in lines)  # settings have no order
+    plt.close(figure)

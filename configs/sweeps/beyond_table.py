@@ -97,7 +97,7 @@ def get_config(arg=None):
         {"rows": "method", "columns": "setting", "values": values})
     config.plot = ml_collections.ConfigDict(
         {"x": "setting", "y": "perplexity", "series": "method", "logy": True,
-         "title": "Beyond SparseGPT on SmolLM2-135M: 50%, 70% and 2:4"})
+         "lines": False, "title": "Beyond SparseGPT on SmolLM2-135M: 50%, 70% and 2:4"})
     config.workdir = ""
     # A workdir holding a sweep of another base config is refused; True moves it aside first.
     config.overwrite = False
