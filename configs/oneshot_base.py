@@ -83,7 +83,36 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     config = ml_collections.ConfigDict()
     config.model = "smollm2-135m"
     config.param_dtype = "float32"
+    add_data_sections(config)
+    add_pruning_fields(config, method, pattern)
+    # num_cpu_devices > 0 fakes that many CPU devices (for trying a mesh on one machine);
+    # distributed=True joins processes with jax.distributed.initialize() (cluster settings
+    # detected, or the binary's --coordinator_address, --num_processes and --process_id flags;
+    # docs/scaling.md).
+    config.num_cpu_devices = 0
+    config.distributed = False
+    # stream=True prunes and evaluates one block at a time from disk, for models larger than
+    # memory: config.model must be a Hugging Face directory, and the pruned model is written to
+    # WORKDIR/hf as it goes (resumable; docs/scaling.md).
+    config.stream = False
+    add_recovery_fields(config)
+    add_output_fields(config)
+    # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binaries
+    # apply these (field, value) pairs after the command line.
+    config.runlocal = arg == "runlocal"
+    config.runlocal_overrides = (
+        ("calibration.source", "pydoc"), ("calibration.num_segments", 4),
+        ("calibration.length", 64), ("eval.source", "pydoc"), ("eval.window", 128),
+        ("eval.max_windows", 2), ("eval.batch_size", 2), ("batch_size", 2),
+        ("train.source", "pydoc"), ("train.steps", 4), ("train.warmup_steps", 1),
+        ("train.seq_len", 32),
+        ("train.log_every", 2), ("train.checkpoint_every", 2),
+    )
+    return config
 
+
+def add_data_sections(config: ml_collections.ConfigDict) -> None:
+    """The calibration text and the evaluation (WikiText-2 perplexity, zero-shot tasks)."""
     config.calibration = ml_collections.ConfigDict()
     config.calibration.source = "file"
     config.calibration.path = ""  # e.g. ../shared/data/calibration/enwiki-excerpt.txt
@@ -104,21 +133,12 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     # none; configs/zeroshot.py has the fields).
     config.eval.zeroshot = zeroshot_settings()
 
-    add_pruning_fields(config, method, pattern)
-    # num_cpu_devices > 0 fakes that many CPU devices (for trying a mesh on one machine);
-    # distributed=True joins processes with jax.distributed.initialize() (cluster settings
-    # detected, or the binary's --coordinator_address, --num_processes and --process_id flags;
-    # docs/scaling.md).
-    config.num_cpu_devices = 0
-    config.distributed = False
-    # stream=True prunes and evaluates one block at a time from disk, for models larger than
-    # memory: config.model must be a Hugging Face directory, and the pruned model is written to
-    # WORKDIR/hf as it goes (resumable; docs/scaling.md).
-    config.stream = False
 
-    # Recovery between pruning and quantization: "lora" distils the pruned model from the dense
-    # one through masked LoRA updates (jaxprune.training.lora_recover; zeros and 2:4 kept), on
-    # config.train's text; config.quantize then quantizes the recovered model ("joint" cannot).
+def add_recovery_fields(config: ml_collections.ConfigDict) -> None:
+    """Recovery between pruning and quantization: "lora" distils the pruned model from the
+    dense one through masked LoRA updates (jaxprune.training.lora_recover; zeros and 2:4 kept),
+    on config.train's text; config.quantize then quantizes the recovered model ("joint"
+    cannot)."""
     config.recover = "none"
     config.lora_rank = 8
     config.lora_alpha = 16.0
@@ -128,6 +148,9 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     config.train = train_section(steps=64, batch_size=4, seq_len=256, learning_rate=5e-4,
                                  warmup_steps=4, checkpoint_every=32, log_every=8)
 
+
+def add_output_fields(config: ml_collections.ConfigDict) -> None:
+    """The work directory and what the job saves there."""
     config.evaluate_dense = False
     config.workdir = ""  # results.json, results.md and saved models go here
     # A workdir holding another config's run is refused; True moves that run aside first.
@@ -140,16 +163,3 @@ def oneshot_config(method: str, pattern: str, arg=None) -> ml_collections.Config
     # compressed-tensors checkpoint for vLLM (WORKDIR/compressed; needs config.quantize): the
     # quantized codes and scales as they are, the 2:4 structure stated.
     config.save_compressed = False
-
-    # --config.runlocal=True (or arg "runlocal") shrinks the job to a smoke run: the binaries
-    # apply these (field, value) pairs after the command line.
-    config.runlocal = arg == "runlocal"
-    config.runlocal_overrides = (
-        ("calibration.source", "pydoc"), ("calibration.num_segments", 4),
-        ("calibration.length", 64), ("eval.source", "pydoc"), ("eval.window", 128),
-        ("eval.max_windows", 2), ("eval.batch_size", 2), ("batch_size", 2),
-        ("train.source", "pydoc"), ("train.steps", 4), ("train.warmup_steps", 1),
-        ("train.seq_len", 32),
-        ("train.log_every", 2), ("train.checkpoint_every", 2),
-    )
-    return config
