@@ -126,28 +126,40 @@ def sparse_training(inner: optax.GradientTransformation, rule, *,
             lambda: rule.update_masks(state.masks, reference, updates, state.count, step_key),
             lambda: state.masks,
         )
-        minus_params = jax.tree.map(jnp.negative, params)
         if straight_through:
-            inner_updates, inner_state = inner.update(updates, state.inner_state,
-                                                      state.dense_params, **extra_args)
-            dense = optax.apply_updates(state.dense_params, inner_updates)
-            step = jax.tree.map(jnp.subtract, dense, params)
-            return _where_mask(masks, step, minus_params), SparseTrainingState(
-                state.count + 1, masks, next_key, inner_state, dense)
-
-        masked_grads = _where_mask(masks, updates, jax.tree.map(jnp.zeros_like, updates))
-        inner_updates, inner_state = inner.update(masked_grads, state.inner_state, params,
-                                                  **extra_args)
-        grown = _grown(masks, state.masks)
-        inner_state = optax.tree_utils.tree_map_params(
-            inner, lambda v, g: jnp.where(g, jnp.zeros_like(v), v), inner_state, grown)
-        kept_not_grown = jax.tree.map(
-            lambda m, g: None if m is None else m & ~g, masks, grown, is_leaf=paths.is_none)
-        new_updates = _where_mask(kept_not_grown, inner_updates, minus_params)
-        return new_updates, SparseTrainingState(state.count + 1, masks, next_key, inner_state,
-                                                None)
+            return _straight_through_update(inner, masks, updates, state, params, next_key,
+                                            extra_args)
+        return _masked_update(inner, masks, updates, state, params, next_key, extra_args)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _straight_through_update(inner, masks, updates, state, params, next_key, extra_args):
+    """The straight-through step: the inner optimizer moves the dense copy, and the
+    parameters become the dense copy under the masks."""
+    inner_updates, inner_state = inner.update(updates, state.inner_state, state.dense_params,
+                                              **extra_args)
+    dense = optax.apply_updates(state.dense_params, inner_updates)
+    step = jax.tree.map(jnp.subtract, dense, params)
+    minus_params = jax.tree.map(jnp.negative, params)
+    return _where_mask(masks, step, minus_params), SparseTrainingState(
+        state.count + 1, masks, next_key, inner_state, dense)
+
+
+def _masked_update(inner, masks, updates, state, params, next_key, extra_args):
+    """The masked step: pruned weights get no gradient and go to zero; a weight grown at this
+    step starts from zero with fresh optimizer moments."""
+    masked_grads = _where_mask(masks, updates, jax.tree.map(jnp.zeros_like, updates))
+    inner_updates, inner_state = inner.update(masked_grads, state.inner_state, params,
+                                              **extra_args)
+    grown = _grown(masks, state.masks)
+    inner_state = optax.tree_utils.tree_map_params(
+        inner, lambda v, g: jnp.where(g, jnp.zeros_like(v), v), inner_state, grown)
+    kept_not_grown = jax.tree.map(
+        lambda m, g: None if m is None else m & ~g, masks, grown, is_leaf=paths.is_none)
+    minus_params = jax.tree.map(jnp.negative, params)
+    new_updates = _where_mask(kept_not_grown, inner_updates, minus_params)
+    return new_updates, SparseTrainingState(state.count + 1, masks, next_key, inner_state, None)
 
 
 def masked_fraction(state: SparseTrainingState) -> jax.Array:
