@@ -98,6 +98,9 @@ def get_config(arg=None):
     config.plot = ml_collections.ConfigDict(
         {"x": "setting", "y": "perplexity", "series": "method", "logy": True,
          "lines": False, "title": "Beyond SparseGPT on SmolLM2-135M: 50%, 70% and 2:4"})
+    if arg == "zeroshot":
+        config.plot.update({"y": "zeroshot mean", "logy": False,
+                            "title": "Beyond SparseGPT on SmolLM2-135M: zero-shot mean"})
     config.workdir = ""
     # A workdir holding a sweep of another base config is refused; True moves it aside first.
     config.overwrite = False
