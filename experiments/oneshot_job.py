@@ -242,9 +242,8 @@ def run_point(config, resources: common.Resources, *, keep_dir: str = "") -> dic
       ``{"metrics": ..., "timings": ..., "result": ...}``: metrics depend only on the config
       (method, pattern, setting, achieved sparsity, perplexity, mean NLL, with a
       reconstruction the median cut of the block errors (``oneshot.median_error_cut``), and
-      the zero-shot figures of ``config.eval.zeroshot``, ``common.zeroshot_metrics``); timings
-      are wall
-      seconds; result is the ``OneShotResult`` (None for "dense").
+      the zero-shot figures of ``config.eval.zeroshot``, ``common.zeroshot_metrics``);
+      timings are wall seconds; result is the ``OneShotResult`` (None for "dense").
     """
     if config.get("stream"):
         return run_streamed_point(config, resources, keep_dir)
