@@ -57,20 +57,26 @@ ZEROSHOT_ROWS = ({"method": "sparsegpt"},
                  {"method": "wanda"})
 
 
+def _unstructured(rows, sparsity: float) -> list[dict]:
+    """The rows at ``sparsity``, each in its method's comparison group."""
+    return [dict(fields, pattern=UNSTRUCTURED_GROUP[fields["method"]], sparsity=sparsity)
+            for fields in rows]
+
+
+def _two_of_four(rows) -> list[dict]:
+    return [dict(fields, pattern="2:4", sparsity=0.5) for fields in rows]
+
+
 def beyond_points() -> list[dict]:
     """Dense, then every row at 50%, 70% and 2:4 (the N:M rows at 2:4 only)."""
-    unstructured = [dict(fields, pattern=UNSTRUCTURED_GROUP[fields["method"]], sparsity=s)
-                    for s in (0.5, 0.7) for fields in ROWS]
-    n_of_m = [dict(fields, pattern="2:4", sparsity=0.5) for fields in ROWS + N_OF_M_ROWS]
-    return chain([{"method": "dense"}], unstructured, n_of_m)
+    return chain([{"method": "dense"}], _unstructured(ROWS, 0.5), _unstructured(ROWS, 0.7),
+                 _two_of_four(ROWS + N_OF_M_ROWS))
 
 
 def zeroshot_points() -> list[dict]:
     """Dense, then ``ZEROSHOT_ROWS`` at 2:4 and at 70%."""
-    n_of_m = [dict(fields, pattern="2:4", sparsity=0.5) for fields in ZEROSHOT_ROWS]
-    unstructured = [dict(fields, pattern=UNSTRUCTURED_GROUP[fields["method"]], sparsity=0.7)
-                    for fields in ZEROSHOT_ROWS]
-    return chain([{"method": "dense"}], n_of_m, unstructured)
+    return chain([{"method": "dense"}], _two_of_four(ZEROSHOT_ROWS),
+                 _unstructured(ZEROSHOT_ROWS, 0.7))
 
 
 def get_config(arg=None):
@@ -87,18 +93,17 @@ def get_config(arg=None):
     config.experiment = "prune"
     config.base = oneshot_config("wanda", "per_output")
     config.points = beyond_points()
-    values = ("perplexity", "prune_seconds", "peak_memory_mb")
-    if arg == "zeroshot":
-        config.base.eval.zeroshot.tasks = ",".join(PAPER_TASKS)
-        config.base.eval.zeroshot.limit = ZEROSHOT_LIMIT
-        config.points = zeroshot_points()
-        values += ("zeroshot mean",)
     config.table = ml_collections.ConfigDict(
-        {"rows": "method", "columns": "setting", "values": values})
+        {"rows": "method", "columns": "setting",
+         "values": ("perplexity", "prune_seconds", "peak_memory_mb")})
     config.plot = ml_collections.ConfigDict(
         {"x": "setting", "y": "perplexity", "series": "method", "logy": True,
          "lines": False, "title": "Beyond SparseGPT on SmolLM2-135M: 50%, 70% and 2:4"})
     if arg == "zeroshot":
+        config.base.eval.zeroshot.tasks = ",".join(PAPER_TASKS)
+        config.base.eval.zeroshot.limit = ZEROSHOT_LIMIT
+        config.points = zeroshot_points()
+        config.table["values"] += ("zeroshot mean",)
         config.plot.update({"y": "zeroshot mean", "logy": False,
                             "title": "Beyond SparseGPT on SmolLM2-135M: zero-shot mean"})
     config.workdir = ""
